@@ -1,0 +1,26 @@
+"""droppick: Drop-and-Pick (DaP) training, as a library and a command-line tool.
+
+The few lines a training loop needs::
+
+    schedule = DaPSchedule(epochs=300, warmup=40, interval=10, keep=0.9, reuse_at=[150])
+    dap = DropAndPick(num_samples=len(train_set), schedule=schedule, policy="dap", seed=0)
+    loader = DataLoader(IndexedDataset(train_set), batch_size=128, sampler=dap.sampler())
+    ... dap.record(indices, per_sample_losses) every batch, dap.end_epoch() every epoch.
+"""
+
+from .data import IndexedDataset
+from .engine import POLICIES, DropAndPick, NonFiniteLossError
+from .sampler import DaPSampler
+from .schedule import DaPSchedule, Plan, keep_count
+
+__all__ = [
+    "DaPSchedule",
+    "DaPSampler",
+    "DropAndPick",
+    "IndexedDataset",
+    "NonFiniteLossError",
+    "Plan",
+    "POLICIES",
+    "keep_count",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""``DropAndPick``: the stateful selection engine a training loop talks to.
+
+It records per-sample losses while an epoch trains, and at the end of the epoch applies the
+schedule's decision (drop or pick) to the subset the next epoch trains on. All of its state is
+visible attributes that ``state_dict`` saves; the decisions themselves are the pure functions
+in ``schedule`` and ``selection``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import distributed
+from .sampler import DaPSampler
+from .schedule import DROP, PICK, DaPSchedule, Plan, keep_count
+from .seeding import generator
+from .selection import select_hardest, select_random
+
+POLICIES = ("dap", "random", "full")
+STATE_FORMAT = 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A recorded loss was NaN or infinite; the message names the epoch and the samples."""
+
+
+class DropAndPick:
+    """Drop-and-Pick over ``num_samples`` samples.
+
+    policy: "dap" keeps the highest-loss samples at a drop (the paper); "random" keeps a
+        uniform random choice of the same size on the same schedule (Table 2f, "Random");
+        "full" never drops (the all-data baseline, with the same epochs and picks).
+    seed: seeds the sampler's order and the random policy, per epoch (see ``seeding``).
+
+    Rules the paper leaves open:
+    - Only losses recorded in the current epoch count (Algorithm 1 empties L every epoch).
+    - A subset member with no loss recorded this epoch (``drop_last``, an interrupted loader)
+      is kept at a drop: we have no evidence that it is easy. Among equal losses the lower
+      sample index is kept.
+    - The loss of a sample seen twice in an epoch (sampler padding) is the last one recorded
+      on a rank, and the maximum across ranks.
+    """
+
+    def __init__(self, num_samples: int, schedule: DaPSchedule, policy: str = "dap", seed: int = 0):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+        if not isinstance(schedule, DaPSchedule):
+            raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
+        self.num_samples = num_samples
+        self.schedule = schedule
+        self.policy = policy
+        self.seed = int(seed)
+        self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
+        self.subset = torch.arange(num_samples)
+        self.losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample
+        self.seen = torch.zeros(num_samples, dtype=torch.bool)  # recorded during this epoch
+        self.samples_per_epoch: list[int] = []  # samples trained on in each finished epoch
+        self._in_subset = torch.ones(num_samples, dtype=torch.bool)
+
+    # -- the training loop's calls ---------------------------------------------------------
+
+    def sampler(self, rank: Optional[int] = None, world_size: Optional[int] = None) -> DaPSampler:
+        """A sampler over the current subset; rank and world size default to torch.distributed's."""
+        return DaPSampler(self, rank=rank, world_size=world_size)
+
+    def record(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record the per-sample losses of one batch (``reduction="none"``), as trained on."""
+        if self.done:
+            raise RuntimeError(f"all {self.schedule.epochs} epochs have ended; nothing more to record")
+        indices = torch.as_tensor(indices)
+        if losses.dim() != 1 or losses.numel() != indices.numel():
+            raise ValueError(
+                f"record() needs one loss per sample: got losses of shape {tuple(losses.shape)} for "
+                f"{indices.numel()} indices. Compute the loss with reduction='none', e.g. "
+                "F.cross_entropy(logits, targets, reduction='none'), and take .mean() for backward."
+            )
+        if indices.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"indices must be an integer tensor (int64), got {indices.dtype}")
+        indices = indices.to("cpu", torch.int64)
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
+            raise ValueError(f"sample indices must lie in 0..{self.num_samples - 1}; got {indices.min()}..{indices.max()}")
+        outside = ~self._in_subset[indices]
+        if bool(outside.any()):
+            raise ValueError(
+                f"epoch {self.epoch}: samples {indices[outside][:10].tolist()} are not in the current subset. "
+                "Load batches with sampler=dap.sampler() and pass the indices IndexedDataset returns."
+            )
+        self.losses[indices] = losses.detach().to("cpu", torch.float32)
+        self.seen[indices] = True
+
+    def end_epoch(self) -> Optional[str]:
+        """Close the epoch: count it, then drop or pick for the next one. Returns the event."""
+        if self.done:
+            raise RuntimeError(f"all {self.schedule.epochs} epochs have already ended")
+        self.losses, self.seen = distributed.combine_losses(self.losses, self.seen)
+        bad = self.seen & ~torch.isfinite(self.losses)
+        if bool(bad.any()):
+            ids = bad.nonzero().squeeze(1)
+            raise NonFiniteLossError(
+                f"epoch {self.epoch}: non-finite loss for {ids.numel()} samples, indices {ids[:20].tolist()}"
+                + (" ..." if ids.numel() > 20 else "")
+                + ". Lower the learning rate or check those samples' inputs and labels."
+            )
+        self.samples_per_epoch.append(int(self.seen[self.subset].sum()))
+        event = self.schedule.event_after(self.epoch)
+        if event == PICK:
+            self._set_subset(torch.arange(self.num_samples))
+        elif event == DROP and self.policy != "full":
+            self._set_subset(self._drop())
+        self.seen.zero_()
+        self.epoch += 1
+        return event
+
+    # -- what it tells -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.epoch > self.schedule.epochs
+
+    @property
+    def samples_seen(self) -> int:
+        return sum(self.samples_per_epoch)
+
+    @property
+    def compute_fraction(self) -> float:
+        """Samples trained on so far / (epochs so far * N); 0.0 before the first epoch ends."""
+        if not self.samples_per_epoch:
+            return 0.0
+        return self.samples_seen / (len(self.samples_per_epoch) * self.num_samples)
+
+    def plan(self) -> Plan:
+        """The planned subset sizes of this engine's whole run (its policy included)."""
+        return self.schedule.plan(self.num_samples, drops=self.policy != "full")
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "num_samples": self.num_samples,
+            "schedule": self.schedule.to_dict(),
+            "policy": self.policy,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "subset": self.subset.clone(),
+            "losses": self.losses.clone(),
+            "seen": self.seen.clone(),
+            "samples_per_epoch": list(self.samples_per_epoch),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"DropAndPick state has format {state.get('format')!r}; this version reads {STATE_FORMAT}")
+        expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy}
+        for key, mine in expected.items():
+            if state[key] != mine:
+                raise ValueError(
+                    f"cannot load a DropAndPick state made for {key}={state[key]!r} into one with {key}={mine!r}"
+                    + (" (has the dataset changed size?)" if key == "num_samples" else "")
+                )
+        subset = state["subset"]
+        if subset.numel() < 1 or int(subset.max()) >= self.num_samples or not bool((subset[1:] > subset[:-1]).all()):
+            raise ValueError("DropAndPick state holds an invalid subset (must be sorted, unique, within 0..N-1)")
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.losses = state["losses"].to(torch.float32).clone()
+        self.seen = state["seen"].to(torch.bool).clone()
+        self.samples_per_epoch = [int(n) for n in state["samples_per_epoch"]]
+        self._set_subset(subset.to(torch.int64).clone())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _drop(self) -> torch.Tensor:
+        k = keep_count(self.subset.numel(), self.schedule.keep)
+        if self.policy == "random":
+            return select_random(self.subset, k, generator(self.seed, self.epoch, "random-drop"))
+        if not bool(self.seen[self.subset].any()):
+            raise RuntimeError(
+                f"epoch {self.epoch} is a drop epoch but no loss was recorded for the subset: "
+                "call dap.record(indices, per_sample_losses) for every training batch."
+            )
+        unseen_kept = torch.where(self.seen, self.losses, torch.full_like(self.losses, float("inf")))
+        return select_hardest(self.subset, unseen_kept, k)
+
+    def _set_subset(self, subset: torch.Tensor) -> None:
+        self.subset = subset
+        self._in_subset = torch.zeros(self.num_samples, dtype=torch.bool)
+        self._in_subset[subset] = True
