@@ -68,9 +68,10 @@ def cmd_plan(args) -> int:
 def cmd_train(args) -> int:
     from .train import train
 
+    progress = not args.no_progress
     if args.resume:
-        summary = train(TrainConfig(), args.resume, resume=True, progress=not args.no_progress)
         out = args.resume
+        summary = train(None, out, resume=True, progress=progress, stop_after=args.stop_after)
     else:
         cfg = TrainConfig(
             dataset=args.dataset, data_dir=args.data_dir, train_samples=args.train_samples,
@@ -80,7 +81,10 @@ def cmd_train(args) -> int:
             active=args.active, reuse_at=args.reuse_at, seed=args.seed, device=args.device,
         )
         out = args.out or f"runs/{cfg.dataset}-{cfg.model}-{cfg.policy}-seed{cfg.seed}"
-        summary = train(cfg, out, progress=not args.no_progress)
+        summary = train(cfg, out, progress=progress, stop_after=args.stop_after)
+    if summary is None:
+        print(f"stopped after epoch {args.stop_after}; continue with: droppick train --resume {out}")
+        return 0
     print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best {summary['best_test_top1']:.2f}%), "
           f"compute {100 * summary['compute_fraction']:.1f}% (planned {100 * summary['planned_compute_fraction']:.1f}%), "
           f"{summary['wall_seconds']:.0f} s -> {out}")
@@ -128,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--out", default=None, help="run directory (default runs/DATASET-MODEL-POLICY-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR with its saved config")
+    t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="stop once EPOCH is checkpointed (resume later with --resume)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     t.set_defaults(func=cmd_train)
 

@@ -68,7 +68,7 @@ def train_one_epoch(model, optimizer, train_set, dap: DropAndPick, cfg: TrainCon
     model.train()
     augment = generator(cfg.seed, dap.epoch, "augment")
     order = dap.sampler().indices()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
     for indices in tqdm(order.split(cfg.batch_size), desc=f"epoch {dap.epoch}", leave=False, disable=not progress):
         images, targets = train_set.batch(indices, augment, padding=cfg.augment_padding, flip=cfg.augment_flip)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -78,9 +78,9 @@ def train_one_epoch(model, optimizer, train_set, dap: DropAndPick, cfg: TrainCon
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(indices)
+        total += loss.detach() * len(indices)
         count += len(indices)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 @torch.no_grad()
@@ -94,8 +94,15 @@ def evaluate(model, test_set, cfg: TrainConfig, device) -> float:
     return 100.0 * correct / len(test_set)
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = False) -> dict:
-    """Run (or resume) training into run directory ``out``; returns the summary."""
+def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, progress: bool = False,
+          stop_after: Optional[int] = None) -> Optional[dict]:
+    """Run (or resume) training into run directory ``out``; returns the summary.
+
+    With ``resume=True``, ``cfg`` is ignored (pass None): the run continues with its saved config.
+
+    ``stop_after``: end this process after that epoch's checkpoint (the run stays resumable, and
+    no summary is written yet): long runs can be split across sessions.
+    """
     run = RunDir(out)
     if resume:
         if not run.config_path.exists():
@@ -168,6 +175,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         if progress:
             tqdm.write(f"epoch {epoch:3d}  subset {row['subset_size']:6d}  loss {train_loss:.4f}  "
                        f"test top-1 {test_top1:6.2f}%  {event or ''}")
+        if stop_after is not None and epoch >= stop_after and not dap.done:
+            return None
 
     summary = {
         "policy": cfg.policy,

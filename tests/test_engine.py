@@ -1,0 +1,199 @@
+"""Selection rules, the engine's state machine, the sampler, and state round trips."""
+
+import math
+
+import pytest
+import torch
+
+from droppick import DaPSchedule, DropAndPick, NonFiniteLossError
+from droppick.sampler import shard_order
+from droppick.selection import select_hardest, select_random
+from droppick.seeding import generator
+
+
+def small_schedule(**kw):
+    return DaPSchedule(**dict(dict(epochs=6, warmup=1, interval=1, keep=0.5, active=None, reuse_at=[4]), **kw))
+
+
+def run_epoch(dap, loss_of):
+    """Record ``loss_of(index)`` for every sample the sampler yields, in batches of 3."""
+    order = list(dap.sampler())
+    for start in range(0, len(order), 3):
+        idx = torch.tensor(order[start:start + 3])
+        dap.record(idx, torch.tensor([float(loss_of(i)) for i in idx.tolist()]))
+    return dap.end_epoch()
+
+
+# -- selection --------------------------------------------------------------------------------
+
+def test_select_hardest_keeps_exactly_the_highest_losses():
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.rand(1000, generator=gen)
+    subset = torch.arange(0, 1000, 3)
+    kept = select_hardest(subset, losses, 100)
+    expected = subset[losses[subset].argsort(descending=True)[:100]].sort().values
+    assert torch.equal(kept, expected)
+
+
+def test_select_hardest_breaks_ties_by_lower_index():
+    losses = torch.tensor([1.0, 5.0, 3.0, 3.0, 3.0, 0.5, 3.0])
+    subset = torch.tensor([0, 1, 2, 3, 4, 6])
+    assert select_hardest(subset, losses, 3).tolist() == [1, 2, 3]
+    assert select_hardest(subset, losses, 1).tolist() == [1]
+    assert select_hardest(subset, losses, 6).tolist() == subset.tolist()
+
+
+def test_select_random_keeps_count_and_is_seeded():
+    subset = torch.arange(10, 110)
+    a = select_random(subset, 40, generator(0, 1, "x"))
+    b = select_random(subset, 40, generator(0, 1, "x"))
+    c = select_random(subset, 40, generator(1, 1, "x"))
+    assert a.numel() == 40 and torch.equal(a, b) and not torch.equal(a, c)
+    assert bool((a[1:] > a[:-1]).all()) and set(a.tolist()) <= set(subset.tolist())
+
+
+@pytest.mark.parametrize("k", [0, 11])
+def test_select_refuses_impossible_k(k):
+    with pytest.raises(ValueError, match="k must lie in 1..10"):
+        select_hardest(torch.arange(10), torch.zeros(10), k)
+
+
+# -- engine -----------------------------------------------------------------------------------
+
+def test_dap_follows_the_plan_and_keeps_hardest():
+    n = 40
+    dap = DropAndPick(n, small_schedule(), policy="dap", seed=0)
+    sizes = []
+    while not dap.done:
+        sizes.append(dap.subset.numel())
+        subset_before = dap.subset.clone()
+        event = run_epoch(dap, loss_of=lambda i: (i * 7919) % 101)  # fixed, distinct-ish losses
+        if event == "drop":
+            by_loss = sorted(subset_before.tolist(), key=lambda i: (-((i * 7919) % 101), i))
+            assert dap.subset.tolist() == sorted(by_loss[: len(by_loss) // 2])
+    plan = dap.plan()
+    assert sizes == list(plan.subset_sizes)
+    assert math.isclose(dap.compute_fraction, plan.compute_fraction)
+    assert dap.samples_per_epoch == sizes
+
+
+def test_random_policy_keeps_count_and_differs_from_dap():
+    results = {}
+    for policy in ("dap", "random"):
+        dap = DropAndPick(60, small_schedule(), policy=policy, seed=3)
+        run_epoch(dap, lambda i: i)  # warm-up epoch
+        run_epoch(dap, lambda i: i)  # drop after epoch 2
+        results[policy] = dap.subset.clone()
+    assert results["dap"].tolist() == list(range(30, 60))
+    assert results["random"].numel() == 30 and not torch.equal(results["random"], results["dap"])
+
+
+def test_full_policy_never_drops():
+    dap = DropAndPick(20, small_schedule(), policy="full")
+    while not dap.done:
+        run_epoch(dap, lambda i: i)
+    assert dap.samples_per_epoch == [20] * 6 and dap.compute_fraction == 1.0
+
+
+def test_unseen_subset_members_are_kept_at_a_drop():
+    dap = DropAndPick(10, small_schedule(warmup=0), seed=0)
+    dap.record(torch.arange(0, 8), torch.arange(0, 8, dtype=torch.float32))  # 8 and 9 never seen (drop_last)
+    dap.end_epoch()
+    assert dap.subset.tolist() == [5, 6, 7, 8, 9]
+    assert dap.samples_per_epoch == [8]  # measured: only what was trained on
+
+
+def test_record_refuses_reduced_loss_with_the_fix():
+    dap = DropAndPick(10, small_schedule())
+    with pytest.raises(ValueError, match="reduction='none'"):
+        dap.record(torch.arange(4), torch.tensor(1.0))
+
+
+def test_record_refuses_samples_outside_subset_and_range():
+    dap = DropAndPick(10, small_schedule(warmup=0))
+    run_epoch(dap, lambda i: i)
+    with pytest.raises(ValueError, match="not in the current subset"):
+        dap.record(torch.tensor([0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="must lie in 0..9"):
+        dap.record(torch.tensor([10]), torch.tensor([1.0]))
+
+
+def test_non_finite_loss_names_epoch_and_samples():
+    dap = DropAndPick(10, small_schedule())
+    dap.record(torch.tensor([2, 3, 7]), torch.tensor([1.0, float("nan"), float("inf")]))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: non-finite loss for 2 samples, indices \[3, 7\]"):
+        dap.end_epoch()
+
+
+def test_drop_without_any_recorded_loss_is_an_error():
+    dap = DropAndPick(10, small_schedule(warmup=0))
+    with pytest.raises(RuntimeError, match="no loss was recorded"):
+        dap.end_epoch()
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="policy must be one of dap, random, full"):
+        DropAndPick(10, small_schedule(), policy="hardest")
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        DropAndPick(0, small_schedule())
+
+
+def test_state_round_trip_continues_identically():
+    def losses(i):
+        return (i * 31) % 17
+
+    straight = DropAndPick(50, small_schedule(), policy="random", seed=5)
+    for _ in range(3):
+        run_epoch(straight, losses)
+    state = straight.state_dict()
+    resumed = DropAndPick(50, small_schedule(), policy="random", seed=5)
+    resumed.load_state_dict(state)
+    while not straight.done:
+        assert list(straight.sampler()) == list(resumed.sampler())
+        run_epoch(straight, losses)
+        run_epoch(resumed, losses)
+        assert torch.equal(straight.subset, resumed.subset)
+    assert resumed.samples_per_epoch == straight.samples_per_epoch and resumed.epoch == straight.epoch == 7
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num_samples=51), "num_samples=50 into one with num_samples=51 .has the dataset changed size"),
+    (dict(schedule=small_schedule(keep=0.6)), "schedule="),
+    (dict(policy="dap"), "policy='random' into one with policy='dap'"),
+])
+def test_loading_a_state_for_another_setup_is_refused(kwargs, message):
+    state = DropAndPick(50, small_schedule(), policy="random").state_dict()
+    args = dict(num_samples=50, schedule=small_schedule(), policy="random") | kwargs
+    with pytest.raises(ValueError, match=message):
+        DropAndPick(**args).load_state_dict(state)
+
+
+# -- sampler ----------------------------------------------------------------------------------
+
+def test_sampler_yields_subset_in_seeded_fresh_order():
+    dap = DropAndPick(100, small_schedule(warmup=0), seed=7)
+    first = list(dap.sampler())
+    assert sorted(first) == list(range(100)) and len(dap.sampler()) == 100
+    assert first == list(DropAndPick(100, small_schedule(warmup=0), seed=7).sampler())
+    assert first != list(DropAndPick(100, small_schedule(warmup=0), seed=8).sampler())
+    run_epoch(dap, lambda i: i)
+    second = list(dap.sampler())
+    assert len(dap.sampler()) == 50 == len(second) and sorted(second) == dap.subset.tolist()
+
+
+def test_sampler_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    list(DropAndPick(100, small_schedule()).sampler())
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (2, 4), (12, 4), (1, 2)])
+def test_rank_shards_are_even_and_cover_the_subset(n, world):
+    subset = torch.arange(100, 100 + n)
+    shards = [shard_order(subset, 0, 1, rank, world) for rank in range(world)]
+    assert len({s.numel() for s in shards}) == 1 and shards[0].numel() == math.ceil(n / world)
+    assert set(torch.cat(shards).tolist()) == set(subset.tolist())
+    padding = shards[0].numel() * world - n
+    assert torch.cat(shards).numel() - len(set(torch.cat(shards).tolist())) == padding

@@ -1,0 +1,108 @@
+"""The planner against the paper's computation columns, and the schedule's validation."""
+
+import pytest
+
+from droppick import DaPSchedule, keep_count
+
+CIFAR10 = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2 baseline
+CIFAR100 = dict(CIFAR10, interval=20)  # Table 3 baseline
+IMAGENET = dict(epochs=120, warmup=10, interval=2, keep=0.9, active=10, reuse_at=[30, 60, 90])  # Section 4.3.1
+
+# (row, overrides of the baseline, the paper's computation %)
+TABLE2 = [
+    ("2a no warm-up", dict(warmup=0), 53), ("2a W=20", dict(warmup=20), 58), ("2a W=40", {}, 63),
+    ("2a W=60", dict(warmup=60), 67), ("2a W=70", dict(warmup=70), 69), ("2a W=90", dict(warmup=90), 72),
+    ("2b I=2", dict(interval=2), 27), ("2b I=5", dict(interval=5), 44), ("2b I=10", {}, 63),
+    ("2b I=15", dict(interval=15), 73), ("2b I=20", dict(interval=20), 79), ("2b I=25", dict(interval=25), 83),
+    ("2c p=0.7", dict(keep=0.7), 35), ("2c p=0.75", dict(keep=0.75), 39), ("2c p=0.8", dict(keep=0.8), 45),
+    ("2c p=0.85", dict(keep=0.85), 52), ("2c p=0.9", {}, 63), ("2c p=0.95", dict(keep=0.95), 78),
+    ("2d alpha=20", dict(active=20), 92), ("2d alpha=60", dict(active=60), 72), ("2d no active", {}, 63),
+    ("2e no reusing", dict(reuse_at=[]), 45), ("2e reuse 150", {}, 63), ("2e reuse 150/225", dict(reuse_at=[150, 225]), 73),
+]
+TABLE3 = [
+    ("3a I=10", dict(interval=10), 63), ("3a I=20", {}, 79), ("3a I=30", dict(interval=30), 86),
+    ("3b alpha=40", dict(active=40), 92), ("3b alpha=60", dict(active=60), 87), ("3b no active", {}, 79),
+]
+
+
+@pytest.mark.parametrize("row,overrides,paper", TABLE2, ids=[r[0] for r in TABLE2])
+def test_table2_computation(row, overrides, paper):
+    plan = DaPSchedule(**dict(CIFAR10, **overrides)).plan(50000)
+    assert abs(100 * plan.compute_fraction - paper) <= 0.7
+
+
+@pytest.mark.parametrize("row,overrides,paper", TABLE3, ids=[r[0] for r in TABLE3])
+def test_table3_computation(row, overrides, paper):
+    plan = DaPSchedule(**dict(CIFAR100, **overrides)).plan(50000)
+    assert abs(100 * plan.compute_fraction - paper) <= 0.7
+
+
+@pytest.mark.parametrize("keep,paper", [(0.9, 75), (0.95, 86)])
+def test_imagenet_computation(keep, paper):
+    plan = DaPSchedule(**dict(IMAGENET, keep=keep)).plan(1281167)
+    assert abs(100 * plan.compute_fraction - paper) <= 1.2
+
+
+def test_pick_resets_interval_counter():
+    """With the printed Algorithm 1 (no reset) alpha=20 never drops after the pick: 96.7%, not 92%."""
+    s = DaPSchedule(**dict(CIFAR10, active=20))
+    # Our reading drops once per cycle: after epoch 50 and after epoch 160.
+    assert s.plan(50000).drop_epochs == [50, 160]
+
+
+def test_drop_and_pick_epochs_of_baseline():
+    plan = DaPSchedule(**CIFAR10).plan(50000)
+    assert plan.drop_epochs[:3] == [50, 60, 70]
+    assert 150 not in plan.drop_epochs  # the pick wins
+    assert plan.pick_epochs == [150]
+    assert plan.drop_epochs[-1] == 300 and 160 in plan.drop_epochs
+    # Decisions apply from the next epoch: 50 trains on all, 51 on 45,000.
+    assert plan.subset_sizes[49] == 50000 and plan.subset_sizes[50] == 45000
+    assert plan.subset_sizes[150] == 50000  # epoch 151 has everything back
+    assert plan.total_samples == sum(plan.subset_sizes)
+
+
+def test_keep_count_is_exact():
+    assert keep_count(50000, 0.9) == 45000
+    assert keep_count(10, 0.7) == 7  # 10 * 0.7 = 6.999999999999999 in floating point
+    assert keep_count(100, 0.29) == 29  # 100 * 0.29 = 28.999999999999996
+    assert keep_count(3, 0.1) == 1  # never empty
+    assert keep_count(7, 1.0) == 7
+
+
+def test_pick_inside_warmup_keeps_first_drop_after_warmup():
+    s = DaPSchedule(epochs=30, warmup=10, interval=3, keep=0.5, reuse_at=[5, 20])
+    assert s.plan(100).drop_epochs == [13, 16, 19, 23, 26, 29]
+
+
+def test_full_plan_never_drops():
+    plan = DaPSchedule(**CIFAR10).plan(50000, drops=False)
+    assert plan.compute_fraction == 1.0 and plan.drop_epochs == [] and plan.pick_epochs == [150]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(keep=0.0), "keep must be in (0, 1]"),
+    (dict(keep=1.01), "keep must be in (0, 1]"),
+    (dict(keep=float("nan")), "keep must be a number"),
+    (dict(interval=0), "interval must be >= 1"),
+    (dict(warmup=-1), "warmup must be >= 0"),
+    (dict(warmup=300), "warmup must be < epochs"),
+    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(epochs=300.0), "epochs must be an integer"),
+    (dict(interval=True), "interval must be an integer"),
+    (dict(active=2.5), "active must be an integer"),
+    (dict(active=0), "active must be >= 1"),
+    (dict(reuse_at=[225, 150]), "strictly increasing"),
+    (dict(reuse_at=[150, 150]), "strictly increasing"),
+    (dict(reuse_at=[0]), "reuse_at entry must be >= 1"),
+    (dict(reuse_at=[301]), "must lie in 1..epochs"),
+    (dict(reuse_at=[150.0]), "reuse_at entry must be an integer"),
+])
+def test_invalid_hyperparameters_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("..", r"\.\.")):
+        DaPSchedule(**dict(CIFAR10, **overrides))
+
+
+def test_schedule_round_trips_through_dict():
+    s = DaPSchedule(**IMAGENET)
+    assert DaPSchedule.from_dict(s.to_dict()) == s
