@@ -18,7 +18,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/torch.txt
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@

@@ -125,13 +125,8 @@ def test_load_fashion_mnist_bad_labels(tmp_path: Path) -> None:
 
 
 @pytest.mark.real_data
-def test_real_fashion_mnist_sizes() -> None:
-    try:
-        root = find_fashion_mnist()
-    except FileNotFoundError as err:
-        if os.environ.get("DROPPICK_REQUIRE_DATA") == "1":
-            pytest.fail(f"DROPPICK_REQUIRE_DATA=1 but the real data is missing: {err}")
-        pytest.skip(str(err))
+def test_real_fashion_mnist_sizes(real_fashion_dir) -> None:
+    root = real_fashion_dir
     train_images, train_labels = load_fashion_mnist(root, "train")
     test_images, test_labels = load_fashion_mnist(root, "test")
     assert train_images.shape == (60000, 1, 28, 28) and test_images.shape == (10000, 1, 28, 28)

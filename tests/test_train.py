@@ -95,3 +95,13 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(fake_fashion, tmp_path
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         train(tiny_config(tmp_path / "nowhere"), tmp_path / "run")
+
+
+@pytest.mark.real_data
+def test_short_run_on_real_fashion_mnist(real_fashion_dir, tmp_path):
+    cfg = TrainConfig(data_dir=str(real_fashion_dir), train_samples=3000, test_samples=500, epochs=3, warmup=1,
+                      interval=1, keep=0.5, reuse_at=[], batch_size=64, device="cpu")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["num_train_samples"] == 3000 and summary["num_test_samples"] == 500
+    assert summary["compute_fraction"] == pytest.approx((3000 + 3000 + 1500) / 9000)
+    assert summary["best_test_top1"] > 50.0  # chance is 10%; 140 steps of a small CNN are enough

@@ -69,7 +69,9 @@ def train_one_epoch(model, optimizer, train_set, dap: DropAndPick, cfg: TrainCon
     augment = generator(cfg.seed, dap.epoch, "augment")
     order = dap.sampler().indices()
     total, count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-    for indices in tqdm(order.split(cfg.batch_size), desc=f"epoch {dap.epoch}", leave=False, disable=not progress):
+    # disable=None shows the bar only on a terminal, so logs stay one line per epoch.
+    batches = tqdm(order.split(cfg.batch_size), desc=f"epoch {dap.epoch}", leave=False, disable=None if progress else True)
+    for indices in batches:
         images, targets = train_set.batch(indices, augment, padding=cfg.augment_padding, flip=cfg.augment_flip)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         losses = F.cross_entropy(model(images), targets, reduction="none")

@@ -1,0 +1,60 @@
+"""The command line: plan's JSON, table and plot; train's run directory; clear errors."""
+
+import json
+
+import pytest
+
+from droppick import DaPSchedule
+from droppick.cli import main
+
+
+def test_plan_json_reproduces_the_paper_baseline(capsys):
+    assert main(["plan", "--epochs", "300", "--warmup", "40", "--interval", "10", "--keep", "0.9",
+                 "--reuse-at", "150", "--num-samples", "50000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0 <= out["compute_fraction"] <= 1 and abs(100 * out["compute_fraction"] - 63) <= 0.7
+    assert len(out["subset_sizes"]) == 300 and out["pick_epochs"] == [150]
+    assert out["drop_epochs"][:2] == [50, 60]
+    expected = DaPSchedule(300, 40, 10, 0.9, None, [150]).plan(50000)
+    assert out["subset_sizes"] == list(expected.subset_sizes)
+
+
+def test_plan_table_and_plot(tmp_path, capsys):
+    png = tmp_path / "plan.png"
+    assert main(["plan", "--epochs", "120", "--warmup", "10", "--interval", "2", "--keep", "0.9",
+                 "--active", "10", "--reuse-at", "30,60,90", "--num-samples", "1281167", "--plot", str(png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["epoch", "subset", "event"]
+    assert lines[12].split() == ["12", "1281167", "drop"] and lines[30].split() == ["30", "840573", "pick"]
+    assert "73.91%" in lines[-2]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_plan_bad_hyperparameter_is_a_clear_error(capsys):
+    assert main(["plan", "--keep", "1.5"]) == 2
+    assert "keep must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_train_cli_writes_run_dir_and_resumes(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(fake_fashion), "--epochs", "3", "--warmup", "1", "--interval", "1",
+            "--keep", "0.5", "--reuse-at", "none", "--batch-size", "64", "--out", str(out), "--no-progress",
+            "--device", "cpu"]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert "--resume" in capsys.readouterr().out
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert "final test top-1" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compute_fraction"] == pytest.approx((240 + 240 + 120) / 720)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_train_refuses_missing_data_dir(tmp_path, capsys):
+    assert main(["train", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "run")]) == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_models_lists_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet110" in out and "small_cnn" in out
