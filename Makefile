@@ -5,13 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-# The demo: a small CNN on all 60,000 Fashion-MNIST images for 12 epochs, DaP on the paper's
-# CIFAR-10 schedule scaled down (Section 4.3.1 scales it the same way for ImageNet): 2 warm-up
-# epochs, then keep 70% of the subset after every epoch, pick all data up at the LR decays 6 and 9.
-# `droppick plan --epochs 12 --warmup 2 --interval 1 --keep 0.7 --reuse-at 6,9 --num-samples 60000`
-# prints its compute before it runs.
-DEMO_ARGS ?= --model small_cnn --policy dap --epochs 12 --warmup 2 --interval 1 --keep 0.7 \
-	--reuse-at 6,9 --lr 0.05 --seed 0 --out runs/demo
+# The demo: the recipe src/droppick/recipes/fashion-mnist-small_cnn.json, variant dap: a small CNN on
+# all 60,000 Fashion-MNIST images for 12 epochs, DaP on the paper's CIFAR-10 schedule scaled down.
+# `droppick plan --recipe fashion-mnist-small_cnn-dap` prints its compute before it runs.
+DEMO_ARGS ?= --recipe fashion-mnist-small_cnn-dap --seed 0 --out runs/demo
 
 .PHONY: install data demo test clean
 install: $(VENV)/.installed

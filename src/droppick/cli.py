@@ -1,4 +1,8 @@
-"""The ``droppick`` command line: a thin layer over the library."""
+"""The ``droppick`` command line: a thin layer over the library.
+
+Flags not given on the command line are absent (argparse.SUPPRESS), so a value is taken from,
+in increasing priority: the defaults, the recipe (``--recipe``), the flags, ``--set key=value``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from .config import DATASETS, TrainConfig
+from .config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
 from .engine import POLICIES
+from .recipes import list_recipes, load_recipe, parse_overrides
 from .schedule import DaPSchedule
+
+SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at")
+PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,42 +38,56 @@ def _optional_int(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"expected an integer or 'none'; got {text!r}")
 
 
-def _add_schedule_args(p: argparse.ArgumentParser, d: dict) -> None:
+def _flag(group, name: str, help: str, **kw) -> None:
+    group.add_argument(name, default=argparse.SUPPRESS, help=help, **kw)
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Drop-and-Pick schedule (the paper's Table 1)")
-    g.add_argument("--epochs", type=int, default=d["epochs"], help="E, total epochs (default %(default)s)")
-    g.add_argument("--warmup", type=int, default=d["warmup"], help="W, epochs on all data first (default %(default)s)")
-    g.add_argument("--interval", type=int, default=d["interval"], help="I, epochs between drops (default %(default)s)")
-    g.add_argument("--keep", type=float, default=d["keep"], help="p, fraction of the subset kept per drop (default %(default)s)")
-    g.add_argument("--active", type=_optional_int, default=d["active"],
-                   help="alpha, epochs per cycle that drop; 'none' = no limit (default %(default)s)")
-    g.add_argument("--reuse-at", type=_int_list, default=d["reuse_at"],
-                   help="R, comma-separated epochs after which all data is picked up (default %(default)s)")
+    _flag(g, "--epochs", "E, total epochs", type=int)
+    _flag(g, "--warmup", "W, epochs on all data before the first drop", type=int)
+    _flag(g, "--interval", "I, epochs between drops", type=int)
+    _flag(g, "--keep", "p, fraction of the current subset kept at a drop", type=float)
+    _flag(g, "--active", "alpha, epochs of a cycle that drop; 'none' = no limit", type=_optional_int)
+    _flag(g, "--reuse-at", "R, comma-separated epochs after which all data is picked up ('none' for none)",
+          type=_int_list, dest="reuse_at")
 
 
-def _schedule(args) -> DaPSchedule:
-    return DaPSchedule(args.epochs, args.warmup, args.interval, args.keep, args.active, args.reuse_at)
+def _given(args, keys) -> dict:
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
 def cmd_plan(args) -> int:
-    plan = _schedule(args).plan(args.num_samples)
+    recipe = load_recipe(args.recipe_name) if args.recipe_name else None
+    values = {**PAPER_BASELINE, **({k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else {}),
+              **_given(args, SCHEDULE_KEYS)}
+    num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
+    drops = recipe is None or recipe.config.get("policy") != "full"
+    plan = DaPSchedule(**values).plan(num_samples, drops=drops)
     if args.plot:
         from .plot import plot_plan
 
-        plot_plan(plan, args.plot)
+        plot_plan(plan, args.plot, title=recipe.name if recipe else "")
     if args.json:
-        print(json.dumps(plan.to_dict()))
+        out = plan.to_dict()
+        if recipe:
+            out.update(recipe=recipe.name, paper=recipe.paper, paper_compute=recipe.paper_compute)
+        print(json.dumps(out))
         return 0
     print(f"{'epoch':>6} {'subset':>10}  event")
     for epoch, (size, event) in enumerate(zip(plan.subset_sizes, plan.events), start=1):
         print(f"{epoch:>6} {size:>10}  {event or ''}")
     print(f"compute: {plan.total_samples} of {plan.epochs} x {plan.num_samples} samples = "
           f"{100 * plan.compute_fraction:.2f}% (compute_fraction {plan.compute_fraction:.4f})")
+    if recipe and recipe.paper_compute is not None:
+        print(f"paper: {100 * recipe.paper_compute:.0f}% ({recipe.paper})")
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .train import train
 
     progress = not args.no_progress
@@ -73,15 +95,14 @@ def cmd_train(args) -> int:
         out = args.resume
         summary = train(None, out, resume=True, progress=progress, stop_after=args.stop_after)
     else:
-        cfg = TrainConfig(
-            dataset=args.dataset, data_dir=args.data_dir, train_samples=args.train_samples,
-            test_samples=args.test_samples, model=args.model, batch_size=args.batch_size, lr=args.lr,
-            momentum=args.momentum, weight_decay=args.weight_decay, lr_milestones=args.lr_milestones,
-            policy=args.policy, epochs=args.epochs, warmup=args.warmup, interval=args.interval, keep=args.keep,
-            active=args.active, reuse_at=args.reuse_at, seed=args.seed, device=args.device,
-        )
-        out = args.out or f"runs/{cfg.dataset}-{cfg.model}-{cfg.policy}-seed{cfg.seed}"
+        values = load_recipe(args.recipe_name).config if args.recipe_name else {}
+        values.update(_given(args, TrainConfig.keys()))
+        values.update(parse_overrides(args.set))
+        cfg = TrainConfig.from_dict(values)
+        out = args.out or f"runs/{cfg.recipe or cfg.dataset + '-' + cfg.model + '-' + cfg.policy}-seed{cfg.seed}"
         summary = train(cfg, out, progress=progress, stop_after=args.stop_after)
+    if not distributed.is_main_process():
+        return 0
     if summary is None:
         print(f"stopped after epoch {args.stop_after}; continue with: droppick train --resume {out}")
         return 0
@@ -91,56 +112,98 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['model']} epoch {result['epoch']}: top-1 error {result['top1_err']:.2f}%, "
+              f"top-5 error {result['top5_err']:.2f}%")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import build_model, count_parameters, list_models
 
     for name in list_models():
         n = count_parameters(build_model(name, num_classes=args.num_classes, in_channels=args.in_channels))
-        print(f"{name:12s} {n:>12,d} parameters")
+        print(f"{name:16s} {n:>12,d} parameters")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    for r in list_recipes():
+        plan = DaPSchedule(**{k: r.config[k] for k in SCHEDULE_KEYS}).plan(r.num_samples, drops=r.config["policy"] != "full")
+        paper = f"{100 * r.paper_compute:.0f}%" if r.paper_compute is not None else "-"
+        print(f"{r.name:34s} compute {100 * plan.compute_fraction:5.1f}% (paper {paper:>4s})  {r.paper}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="droppick", description="Drop-and-Pick training: plan, train, inspect.")
+    parser = argparse.ArgumentParser(prog="droppick", description="Drop-and-Pick training: plan, train, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    plan_defaults = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])
     p = sub.add_parser("plan", help="subset size of every epoch and the compute fraction, without training",
-                       description="Defaults are the paper's CIFAR-10 baseline (Table 2).")
-    _add_schedule_args(p, plan_defaults)
-    p.add_argument("--num-samples", type=int, default=50000, help="N, training samples (default %(default)s)")
+                       description="Without --recipe the defaults are the paper's CIFAR-10 baseline (Table 2): "
+                                   "E=300, W=40, I=10, p=0.9, R=150, N=50000.")
+    p.add_argument("--recipe", dest="recipe_name", help="plan a named recipe (see 'droppick recipes'); flags override it")
+    _add_schedule_args(p)
+    _flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="draw subset size against epoch")
     p.set_defaults(func=cmd_plan)
 
     d = TrainConfig()
-    t = sub.add_parser("train", help="train with a policy and write a run directory")
-    t.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    t.add_argument("--data-dir", default=None, help="directory with the dataset files (default: standard locations)")
-    t.add_argument("--train-samples", type=int, default=None, help="seeded class-stratified slice of the train split")
-    t.add_argument("--test-samples", type=int, default=None, help="same for the test split")
-    t.add_argument("--model", default=d.model, help="model name, see 'droppick models' (default %(default)s)")
-    t.add_argument("--policy", choices=POLICIES, default=d.policy)
-    _add_schedule_args(t, d.to_dict())
-    t.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
-    t.add_argument("--lr-milestones", type=_int_list, default=None,
-                   help="epochs after which the LR is divided by 10 (default: the --reuse-at epochs)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--momentum", type=float, default=d.momentum)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
-    t.add_argument("--out", default=None, help="run directory (default runs/DATASET-MODEL-POLICY-seedS)")
+    t = sub.add_parser("train", help="train with a policy and write a run directory",
+                       description="Unset options take the recipe's value, else the default shown.")
+    t.add_argument("--recipe", dest="recipe_name", help="start from a named recipe (see 'droppick recipes')")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (repeatable), e.g. --set epochs=2 --set reuse_at=[1]")
+    g = t.add_argument_group("data")
+    _flag(g, "--dataset", f"default {d.dataset}", choices=DATASETS)
+    _flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
+    _flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
+    _flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
+    _flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
+    _flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
+    g = t.add_argument_group("model and optimiser")
+    _flag(g, "--model", f"see 'droppick models' (default {d.model})")
+    _flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)
+    _flag(g, "--lr-schedule", f"default {d.lr_schedule}", choices=LR_SCHEDULES, dest="lr_schedule")
+    _flag(g, "--lr-milestones", "epochs after which the LR is divided by 10 (default: --reuse-at)",
+          type=_int_list, dest="lr_milestones")
+    _flag(g, "--batch-size", f"default {d.batch_size}", type=int, dest="batch_size")
+    _flag(g, "--momentum", f"default {d.momentum}", type=float)
+    _flag(g, "--weight-decay", f"default {d.weight_decay}", type=float, dest="weight_decay")
+    _flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
+    _flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
+    _flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    _add_schedule_args(t)
+    g = t.add_argument_group("run")
+    _flag(g, "--seed", f"default {d.seed}", type=int)
+    _flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
+    t.add_argument("--out", default=None, help="run directory (default runs/RECIPE-or-DATASET-MODEL-POLICY-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR with its saved config")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="stop once EPOCH is checkpointed (resume later with --resume)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     t.set_defaults(func=cmd_train)
 
+    e = sub.add_parser("eval", help="evaluate a checkpoint on its run's test split (top-1/top-5 error)")
+    e.add_argument("checkpoint")
+    e.add_argument("--data-dir", default=None, help="override the dataset folder saved in the checkpoint")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
     m = sub.add_parser("models", help="list the model names with their parameter counts")
     m.add_argument("--num-classes", type=int, default=10)
-    m.add_argument("--in-channels", type=int, default=1)
+    m.add_argument("--in-channels", type=int, default=3)
     m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("recipes", help="list the paper's recipes with their planned compute")
+    r.set_defaults(func=cmd_recipes)
     return parser
 
 

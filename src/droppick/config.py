@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,22 +17,30 @@ from typing import Optional
 from .engine import POLICIES
 from .schedule import DaPSchedule
 
-DATASETS = ("fashion-mnist",)
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+AMP_MODES = ("none", "bf16", "fp16")
+LR_SCHEDULES = ("step", "cosine")
 
 
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "fashion-mnist"
+    dataset: str = "fashion-mnist"  # or cifar10, cifar100, imagefolder (a train/ + val/ tree)
     data_dir: Optional[str] = None  # None: the standard locations (see data.find_fashion_mnist)
     train_samples: Optional[int] = None  # seeded class-stratified slice of the train split; None = all
     test_samples: Optional[int] = None  # same for the test split
+    per_class: Optional[int] = None  # keep this many train samples per class (CIFAR10-5000: 500)
+    image_size: int = 224  # imagefolder: random-resized-crop size in pixels
+    eval_resize: int = 256  # imagefolder: evaluation resize before the centre crop of image_size
+    num_workers: int = 0  # DataLoader worker processes (imagefolder only; in-memory data needs none)
     # model and optimiser (SGD with momentum, as in the paper's CIFAR recipes)
     model: str = "small_cnn"
     batch_size: int = 128  # samples per step
     lr: float = 0.05  # initial learning rate
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4  # L2 coefficient
+    lr_schedule: str = "step"  # "step": /10 after each milestone; "cosine": per step, sized by the planner
     lr_milestones: Optional[list[int]] = None  # LR /10 after these epochs; None = reuse_at (Section 3.3)
     augment_padding: int = 4  # pixels of zero padding for the random crop
     augment_flip: bool = True  # random horizontal flip
@@ -46,16 +55,22 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    amp: str = "none"  # mixed precision: "bf16", or "fp16" with a GradScaler; losses are recorded in fp32
+    channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
     eval_batch_size: int = 1000  # samples per evaluation step
+    recipe: Optional[str] = None  # the recipe this config came from, for the record
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
-        for name in ("batch_size", "eval_batch_size"):
+        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("batch_size", "eval_batch_size", "image_size", "eval_resize"):
             _positive_int(name, getattr(self, name))
-        for name in ("train_samples", "test_samples"):
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        for name in ("train_samples", "test_samples", "per_class"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         for name in ("lr", "momentum", "weight_decay"):
@@ -79,8 +94,16 @@ class TrainConfig:
     def milestones(self) -> list[int]:
         return list(self.reuse_at if self.lr_milestones is None else self.lr_milestones)
 
-    def lr_at(self, epoch: int) -> float:
-        """Step schedule: divided by 10 after each milestone, so epoch m + 1 is the first decayed."""
+    def lr_at(self, epoch: int, progress: float = 0.0) -> float:
+        """Learning rate in ``epoch`` (1-based); ``progress`` in [0, 1) is the fraction of the run's
+        planned optimiser steps done, which only the cosine schedule uses.
+
+        "step": divided by 10 after each milestone, so epoch m + 1 is the first decayed one.
+        "cosine": half a cosine from lr to 0 over the planned steps (not epochs), so an epoch
+        shrunk by a drop takes a proportionally smaller share of the schedule.
+        """
+        if self.lr_schedule == "cosine":
+            return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
         return self.lr * 0.1 ** sum(m < epoch for m in self.milestones)
 
     def to_dict(self) -> dict:
@@ -88,11 +111,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - set(cls.keys()))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(cls.keys())}")
         return cls(**d)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

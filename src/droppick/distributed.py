@@ -6,6 +6,8 @@ DaP core runs unchanged on one device.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -34,10 +36,54 @@ def combine_losses(losses: torch.Tensor, seen: torch.Tensor) -> tuple[torch.Tens
     """
     if not is_initialized() or dist.get_world_size() == 1:
         return losses, seen
-    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    backend_device = _collective_device()
     masked = torch.where(seen, losses, torch.full_like(losses, float("-inf"))).to(backend_device)
     seen_any = seen.to(torch.uint8).to(backend_device)
     dist.all_reduce(masked, op=dist.ReduceOp.MAX)
     dist.all_reduce(seen_any, op=dist.ReduceOp.MAX)
     seen_all = seen_any.cpu().bool()
     return torch.where(seen_all, masked.cpu(), losses), seen_all
+
+
+def setup_from_env(device_name: str) -> torch.device:
+    """Join the process group torchrun describes (WORLD_SIZE > 1) and pick this rank's device.
+
+    gloo on CPU, nccl on GPU; one process per GPU, chosen by LOCAL_RANK. Without torchrun this
+    only resolves the device.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        requested = torch.device("cuda" if device_name == "auto" else device_name)
+        device = torch.device("cuda", local_rank if world > 1 else (requested.index or 0))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return device
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Sum a few floats over all ranks (identity on one process)."""
+    if not is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    # nccl only moves CUDA tensors; gloo moves CPU ones.
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -6,6 +6,9 @@ recording per-sample losses, let DaP drop or pick, evaluate, write metrics, save
 A resumed run restarts the epoch it was interrupted in from its beginning: every random
 choice of an epoch (order, augmentation, random drops) comes from generators seeded by
 (seed, epoch), so the redone epoch is the same as it would have been.
+
+Under torchrun every rank trains on its shard of the subset; ``DropAndPick.end_epoch`` merges
+the ranks' losses so all select the same subset; only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -18,38 +21,19 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import data as dp_data
+from . import distributed
 from .config import TrainConfig
 from .engine import DropAndPick
 from .models import build_model
+from .pipeline import build_splits
 from .rundir import RunDir
-from .seeding import derive_seed, generator
+from .seeding import derive_seed
 
-CHECKPOINT_FORMAT = 1
-
-
-def load_data(cfg: TrainConfig) -> tuple[dp_data.InMemoryImages, dp_data.InMemoryImages]:
-    """Train and test splits in memory, sliced as the config says (seeded, class-stratified)."""
-    root = dp_data.find_fashion_mnist(cfg.data_dir)
-    splits = []
-    for split, n, salt in (("train", cfg.train_samples, "train-slice"), ("test", cfg.test_samples, "test-slice")):
-        images, labels = dp_data.load_fashion_mnist(root, split)
-        if n is not None:
-            if n > len(labels):
-                raise ValueError(f"{split}_samples={n} but the {split} split has only {len(labels)} samples")
-            keep = dp_data.stratified_slice(labels, n, derive_seed(cfg.seed, salt))
-            images, labels = images[keep], labels[keep]
-        splits.append(dp_data.InMemoryImages(images, labels))
-    train, test = splits
-    return train, dp_data.InMemoryImages(test.images, test.labels, mean=train.mean, std=train.std)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+CHECKPOINT_FORMAT = 2
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_seeded_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -63,37 +47,90 @@ def subset_sha256(subset: torch.Tensor) -> str:
     return hashlib.sha256(subset.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
-def train_one_epoch(model, optimizer, train_set, dap: DropAndPick, cfg: TrainConfig, device, progress: bool) -> float:
-    """One pass over the current subset; returns the mean training loss."""
-    model.train()
-    augment = generator(cfg.seed, dap.epoch, "augment")
-    order = dap.sampler().indices()
-    total, count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-    # disable=None shows the bar only on a terminal, so logs stay one line per epoch.
-    batches = tqdm(order.split(cfg.batch_size), desc=f"epoch {dap.epoch}", leave=False, disable=None if progress else True)
-    for indices in batches:
-        images, targets = train_set.batch(indices, augment, padding=cfg.augment_padding, flip=cfg.augment_flip)
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        losses = F.cross_entropy(model(images), targets, reduction="none")
-        dap.record(indices, losses)
-        loss = losses.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(indices)
-        count += len(indices)
-    return float(total) / max(count, 1)
+def planned_steps(cfg: TrainConfig, dap: DropAndPick, world_size: int) -> list[int]:
+    """Optimiser steps of every epoch, known before training from the planner."""
+    return [math.ceil(math.ceil(n / world_size) / cfg.batch_size) for n in dap.plan().subset_sizes]
 
 
-@torch.no_grad()
-def evaluate(model, test_set, cfg: TrainConfig, device) -> float:
-    """Top-1 accuracy (%) on the whole test split, no augmentation."""
-    model.eval()
-    correct = 0
-    for indices in torch.arange(len(test_set)).split(cfg.eval_batch_size):
-        images, targets = test_set.batch(indices, None)
-        correct += int((model(images.to(device)).argmax(1).cpu() == targets).sum())
-    return 100.0 * correct / len(test_set)
+class Trainer:
+    """The model, optimiser and DaP state of one run, and the steps that move them."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, pin_memory: bool = False):
+        self.cfg, self.device = cfg, device
+        self.rank, self.world = distributed.rank_and_world()
+        self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory)
+        num_classes = int(max(self.train_split.labels.max(), self.test_split.labels.max())) + 1
+        self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.dap = DropAndPick(len(self.train_split), cfg.schedule, policy=cfg.policy, seed=cfg.seed)
+        self.steps = planned_steps(cfg, self.dap, self.world)
+
+    def _to_device(self, images: torch.Tensor, targets: torch.Tensor):
+        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        return (images.to(self.device, non_blocking=True, memory_format=fmt),
+                targets.to(self.device, non_blocking=True))
+
+    def _forward(self, module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        amp = self.cfg.amp != "none"
+        with torch.autocast(self.device.type, dtype=_AMP_DTYPES.get(self.cfg.amp), enabled=amp):
+            return module(images)
+
+    def train_epoch(self, progress: bool) -> float:
+        """One pass over this rank's shard of the subset; returns the mean training loss."""
+        cfg, dap = self.cfg, self.dap
+        self.net.train()
+        step = sum(self.steps[: dap.epoch - 1])
+        order = dap.sampler(self.rank, self.world).indices()
+        total = torch.zeros((), device=self.device)  # summed on the device: no sync per step
+        batches = self.train_split.batches(order, cfg.batch_size, cfg.seed, dap.epoch)
+        # disable=None shows the bar only on a terminal, so logs stay one line per epoch.
+        for indices, images, targets in tqdm(batches, total=self.steps[dap.epoch - 1], desc=f"epoch {dap.epoch}",
+                                             leave=False, disable=None if progress and self.rank == 0 else True):
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr_at(dap.epoch, step / sum(self.steps))
+            images, targets = self._to_device(images, targets)
+            losses = F.cross_entropy(self._forward(self.net, images).float(), targets, reduction="none")
+            dap.record(indices, losses)
+            loss = losses.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.detach() * len(indices)
+            step += 1
+        loss_sum, count = distributed.all_reduce_sum([float(total), float(len(order))])
+        return loss_sum / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy (%) on the whole test split; each rank scores a slice."""
+        self.model.eval()
+        order = torch.arange(len(self.test_split))[self.rank::self.world]
+        correct1 = correct5 = 0
+        for _, images, targets in self.test_split.batches(order, self.cfg.eval_batch_size, self.cfg.seed, 0):
+            images, targets = self._to_device(images, targets)
+            logits = self._forward(self.model, images)  # not the DDP wrapper: ranks run unequal batch counts
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == targets[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+        c1, c5, n = distributed.all_reduce_sum([correct1, correct5, len(order)])
+        return 100.0 * c1 / n, 100.0 * c5 / n
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dap.load_state_dict(state["dap"])  # first: it refuses a dataset of another size
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, progress: bool = False,
@@ -101,9 +138,9 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
     """Run (or resume) training into run directory ``out``; returns the summary.
 
     With ``resume=True``, ``cfg`` is ignored (pass None): the run continues with its saved config.
-
     ``stop_after``: end this process after that epoch's checkpoint (the run stays resumable, and
     no summary is written yet): long runs can be split across sessions.
+    Returns None on ranks other than 0 and when stopped early.
     """
     run = RunDir(out)
     if resume:
@@ -112,90 +149,67 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         cfg = TrainConfig.load(run.config_path)
     elif run.checkpoints() or run.metrics_path.exists():
         raise FileExistsError(f"{run.path} already holds a run; resume it with --resume {run.path} or choose another --out")
-    device = resolve_device(cfg.device)
-    train_set, test_set = load_data(cfg)
-    num_classes = int(train_set.labels.max()) + 1
-    model = build_seeded_model(cfg, train_set.images.shape[1], num_classes).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    dap = DropAndPick(len(train_set), cfg.schedule, policy=cfg.policy, seed=cfg.seed)
-    planned = dap.plan()
+    device = distributed.setup_from_env(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    main = distributed.is_main_process()
+    t = Trainer(cfg, device, pin_memory=device.type == "cuda")
+    dap = t.dap
 
     wall_before = 0.0
     checkpoint = run.latest_checkpoint() if resume else None
     if checkpoint is not None:
         _check_compatible(checkpoint, cfg)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        dap.load_state_dict(checkpoint["dap"])
+        t.load_state_dict(checkpoint)
         wall_before = checkpoint["wall_seconds"]
-    run.path.mkdir(parents=True, exist_ok=True)
-    cfg.save(run.config_path)
-    history = run.truncate_metrics(before_epoch=dap.epoch)
+    if main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(run.config_path)
+    history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
 
     started = time.perf_counter()
     while not dap.done:
-        epoch, lr = dap.epoch, cfg.lr_at(dap.epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        trained_subset = dap.subset
+        epoch, trained_subset = dap.epoch, dap.subset
+        lr = cfg.lr_at(epoch, sum(t.steps[: epoch - 1]) / sum(t.steps))
         tick = time.perf_counter()
-        train_loss = train_one_epoch(model, optimizer, train_set, dap, cfg, device, progress)
+        train_loss = t.train_epoch(progress)
         event = dap.end_epoch()
         epoch_seconds = time.perf_counter() - tick
-        tick = time.perf_counter()
-        test_top1 = evaluate(model, test_set, cfg, device)
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            "subset_size": int(trained_subset.numel()),
-            "samples_seen": dap.samples_per_epoch[-1],
-            "event": event,
-            "train_loss": train_loss,
-            "test_top1": test_top1,
-            "epoch_seconds": epoch_seconds,
-            "eval_seconds": time.perf_counter() - tick,
-            "compute_fraction": dap.compute_fraction,
-            "subset_sha256": subset_sha256(trained_subset),
-        }
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
-        run.append_metrics(row)
+        tick = time.perf_counter()
+        top1, top5 = t.evaluate()
+        row = {
+            "epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
+            "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
+            "test_top1": top1, "test_top5": top5, "epoch_seconds": epoch_seconds,
+            "eval_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
+            "subset_sha256": subset_sha256(trained_subset),
+        }
         history.append(row)
-        wall = wall_before + time.perf_counter() - started
-        run.save_checkpoint(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": cfg.to_dict(),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "dap": dap.state_dict(),
-                "wall_seconds": wall,
-            },
-            epoch,
-        )
-        if progress:
-            tqdm.write(f"epoch {epoch:3d}  subset {row['subset_size']:6d}  loss {train_loss:.4f}  "
-                       f"test top-1 {test_top1:6.2f}%  {event or ''}")
+        if main:
+            run.append_metrics(row)
+            state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
+                     "wall_seconds": wall_before + time.perf_counter() - started, **t.state_dict()}
+            run.save_checkpoint(state, epoch)
+            if progress:
+                tqdm.write(f"epoch {epoch:3d}  subset {row['subset_size']:7d}  loss {train_loss:.4f}  "
+                           f"test top-1 {top1:6.2f}%  {event or ''}")
+        distributed.barrier()  # no rank runs ahead of the checkpoint it may resume from
         if stop_after is not None and epoch >= stop_after and not dap.done:
             return None
 
+    if not main:
+        return None
     summary = {
-        "policy": cfg.policy,
-        "seed": cfg.seed,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "epochs": cfg.epochs,
-        "num_train_samples": len(train_set),
-        "num_test_samples": len(test_set),
-        "final_test_top1": history[-1]["test_top1"],
+        "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
+        "epochs": cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
+        "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
         "best_test_top1": max(m["test_top1"] for m in history),
-        "compute_fraction": dap.compute_fraction,
-        "planned_compute_fraction": planned.compute_fraction,
-        "samples_seen": dap.samples_seen,
-        "train_seconds": sum(m["epoch_seconds"] for m in history),
-        "wall_seconds": wall_before + time.perf_counter() - started,
-        "device": str(device),
+        "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
+        "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
+        "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
+        "world_size": t.world,
     }
     run.write_summary(summary)
     return summary
@@ -203,9 +217,22 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
 
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; "
+                         "it was written by another droppick version")
     saved = checkpoint["config"]
-    for key in ("model", "dataset", "train_samples", "seed", "policy"):
-        if saved[key] != getattr(cfg, key):
-            raise ValueError(f"checkpoint was made with {key}={saved[key]!r}, the run config says {getattr(cfg, key)!r}")
+    for key in ("model", "dataset", "train_samples", "per_class", "seed", "policy"):
+        if saved.get(key) != getattr(cfg, key):
+            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {getattr(cfg, key)!r}")
 
+
+def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None) -> dict:
+    """Top-1/top-5 accuracy and error of a saved checkpoint on its run's test split."""
+    from .checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(checkpoint["config"] | ({"data_dir": data_dir} if data_dir else {}))
+    t = Trainer(cfg, distributed.setup_from_env(cfg.device))
+    t.model.load_state_dict(checkpoint["model"])
+    top1, top5 = t.evaluate()
+    return {"checkpoint": str(path), "epoch": checkpoint["epoch"], "model": cfg.model, "top1": top1, "top5": top5,
+            "top1_err": 100.0 - top1, "top5_err": 100.0 - top5}

@@ -1,0 +1,144 @@
+"""The trainer's data: which split to load, and how an epoch's sample order becomes batches.
+
+Two kinds of split share one interface, ``batches(order, batch_size, seed, epoch)`` yielding
+``(indices, images, targets)``:
+
+- ``InMemorySplit`` for small datasets (Fashion-MNIST, CIFAR) kept as uint8 tensors: a batch is a
+  gather plus a batched crop/flip on tensors, with no per-image PIL work.
+- ``FolderSplit`` for ImageFolder trees (ImageNet): a DataLoader decodes only the samples in
+  the order, so a dropped sample is never read.
+
+Augmentation randomness comes from generators seeded by (seed, epoch[, sample]) in both, so an
+epoch redone after a resume is identical, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import data as dp_data
+from . import datasets as dp_datasets
+from . import transforms as dp_transforms
+from .config import TrainConfig
+from .seeding import derive_seed, generator
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class InMemorySplit:
+    def __init__(self, images: dp_data.InMemoryImages, augment: bool, padding: int = 4, flip: bool = True):
+        self.images, self.augment, self.padding, self.flip = images, augment, padding, flip
+        self.labels = images.labels
+        self.in_channels = images.images.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+        gen = generator(seed, epoch, "augment") if self.augment else None
+        for indices in order.split(batch_size):
+            images, targets = self.images.batch(indices, gen, padding=self.padding, flip=self.flip)
+            yield indices, images, targets
+
+
+class FolderSplit:
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Callable, num_workers: int,
+                 pin_memory: bool, in_channels: int = 3):
+        self.dataset, self.labels, self.transform = dataset, labels, transform
+        self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+        samples = _SeededSamples(self.dataset, self.transform, seed, epoch)
+        batch_lists = [b.tolist() for b in order.split(batch_size)]
+        loader = DataLoader(samples, batch_sampler=batch_lists, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory)
+        yield from loader
+
+
+class _SeededSamples(Dataset):
+    """Applies the transform under an RNG seeded by (seed, epoch, sample index).
+
+    torchvision's random transforms draw from the global RNG; forking it per sample keeps the
+    caller's RNG untouched and makes each sample's augmentation independent of worker count
+    and order.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int, epoch: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.epoch, "augment", index))
+            image = self.transform(image)
+        return index, image, label
+
+
+def _slice(labels: torch.Tensor, cfg: TrainConfig, split: str) -> Optional[torch.Tensor]:
+    """Indices to keep from a split: --per-class first (train only), then --train/test-samples."""
+    keep = None
+    if split == "train" and cfg.per_class is not None:
+        keep = dp_datasets.per_class_subsample(labels, cfg.per_class, derive_seed(cfg.seed, "per-class"))
+    n = cfg.train_samples if split == "train" else cfg.test_samples
+    if n is not None:
+        pool = labels if keep is None else labels[keep]
+        if n > len(pool):
+            raise ValueError(f"{split}_samples={n} but the {split} split has only {len(pool)} samples")
+        inner = dp_data.stratified_slice(pool, n, derive_seed(cfg.seed, f"{split}-slice"))
+        keep = inner if keep is None else keep[inner]
+    return keep
+
+
+def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]]):
+    train_images = test_images = None
+    for split in ("train", "test"):
+        images, labels = load(split)
+        keep = _slice(labels, cfg, split)
+        if keep is not None:
+            images, labels = images[keep], labels[keep]
+        if split == "train":
+            train_images = dp_data.InMemoryImages(images, labels)
+        else:  # normalise the test split with the training statistics
+            test_images = dp_data.InMemoryImages(images, labels, mean=train_images.mean, std=train_images.std)
+    return (InMemorySplit(train_images, augment=True, padding=cfg.augment_padding, flip=cfg.augment_flip),
+            InMemorySplit(test_images, augment=False))
+
+
+def build_splits(cfg: TrainConfig, pin_memory: bool = False) -> tuple:
+    """(train, test) splits for ``cfg.dataset``."""
+    if cfg.dataset == "fashion-mnist":
+        root = dp_data.find_fashion_mnist(cfg.data_dir)
+        return _in_memory_splits(cfg, lambda split: dp_data.load_fashion_mnist(root, split))
+    if cfg.dataset in ("cifar10", "cifar100"):
+        root = dp_datasets.find_cifar(cfg.dataset, cfg.data_dir)
+        return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split))
+    if cfg.dataset == "imagefolder":
+        return _folder_splits(cfg, pin_memory)
+    raise ValueError(f"unknown dataset {cfg.dataset!r}")
+
+
+def _folder_splits(cfg: TrainConfig, pin_memory: bool):
+    if cfg.data_dir is None:
+        raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
+    train_dir, val_dir = dp_datasets.find_imagefolder(cfg.data_dir)
+    splits = []
+    for split, root, transform in (
+        ("train", train_dir, dp_transforms.imagenet_train_transform(cfg.image_size)),
+        ("test", val_dir, dp_transforms.imagenet_eval_transform(cfg.eval_resize, cfg.image_size)),
+    ):
+        dataset = dp_datasets.FolderDataset(root)
+        labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
+        keep = _slice(labels, cfg, split)
+        if keep is not None:
+            dataset, labels = torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
+        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory))
+    return tuple(splits)
