@@ -1,0 +1,81 @@
+"""The trainer's data paths and engine options: ImageFolder reads, CIFAR slices, AMP, cosine LR, eval."""
+
+import json
+
+import pytest
+import torch
+
+from droppick.cli import main
+from droppick.config import TrainConfig
+from droppick.datasets import write_fake_cifar, write_fake_imagefolder
+from droppick.pipeline import build_splits
+from droppick.rundir import RunDir
+from droppick.train import Trainer, planned_steps, train
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_fake_imagefolder(tmp_path_factory.mktemp("folder"), classes=3, per_class=6, size=40)
+
+
+@pytest.fixture(scope="module")
+def cifar10(tmp_path_factory):
+    return write_fake_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", n_train=200, n_test=50)
+
+
+def folder_config(folder, **kw):
+    return TrainConfig(**({"dataset": "imagefolder", "data_dir": str(folder), "model": "resnet18", "image_size": 32,
+                           "eval_resize": 36, "batch_size": 6, "epochs": 3, "warmup": 1, "interval": 1,
+                           "keep": 0.5, "reuse_at": [], "device": "cpu"} | kw))
+
+
+def test_dropped_samples_are_never_read(folder):
+    t = Trainer(folder_config(folder), torch.device("cpu"))
+    dataset = t.train_split.dataset
+    sizes = t.dap.plan().subset_sizes
+    reads = []
+    while not t.dap.done:
+        before = dataset.reads
+        t.train_epoch(progress=False)
+        t.dap.end_epoch()
+        reads.append(dataset.reads - before)
+    assert reads == list(sizes) == [18, 18, 9]  # one read per subset member, none for dropped ones
+
+
+def test_folder_augmentation_is_seeded_per_sample_not_by_worker_count(folder):
+    splits = [build_splits(folder_config(folder, num_workers=w))[0] for w in (0, 2)]
+    order = torch.tensor([5, 0, 17, 3])
+    (i0, x0, y0), = list(splits[0].batches(order, 4, seed=1, epoch=2))
+    (i2, x2, y2), = list(splits[1].batches(order, 4, seed=1, epoch=2))
+    assert torch.equal(i0, order) and torch.equal(x0, x2) and torch.equal(y0, y2)
+    (_, x_other, _), = list(splits[0].batches(order, 4, seed=1, epoch=3))
+    assert not torch.equal(x0, x_other)
+
+
+def test_cifar_per_class_slice_and_eval_command(cifar10, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "cifar10-resnet110-dap63", "--data-dir", str(cifar10), "--per-class", "5",
+                 "--model", "resnet20", "--set", "epochs=2", "--set", "warmup=1", "--set", "interval=1",
+                 "--set", "reuse_at=[]", "--set", "lr_milestones=[]", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_train_samples"] == 50 and summary["num_test_samples"] == 50
+    assert summary["recipe"] == "cifar10-resnet110-dap63" and summary["model"] == "resnet20"
+    capsys.readouterr()
+    checkpoint = RunDir(out).checkpoints()[-1]
+    assert main(["eval", str(checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(summary["final_test_top1"])
+    assert result["top5_err"] == pytest.approx(100 - RunDir(out).read_metrics()[-1]["test_top5"])
+
+
+def test_bf16_channels_last_and_cosine_schedule(fake_fashion, tmp_path):
+    cfg = TrainConfig(data_dir=str(fake_fashion), epochs=3, warmup=1, interval=1, keep=0.5, reuse_at=[],
+                      amp="bf16", channels_last=True, lr_schedule="cosine", lr=0.1, batch_size=32, device="cpu")
+    summary = train(cfg, tmp_path / "run")
+    lrs = [m["lr"] for m in RunDir(tmp_path / "run").read_metrics()]
+    assert lrs[0] == 0.1 and lrs[0] > lrs[1] > lrs[2] > 0
+    steps = [8, 8, 4]  # 240, 240, 120 samples in batches of 32
+    assert lrs[2] == pytest.approx(0.05 * (1 + torch.cos(torch.tensor(torch.pi * 16 / 20)).item()))
+    assert summary["compute_fraction"] == pytest.approx(600 / 720)
+    t = Trainer(cfg, torch.device("cpu"))
+    assert planned_steps(cfg, t.dap, world_size=1) == steps and planned_steps(cfg, t.dap, world_size=2) == [4, 4, 2]
