@@ -52,6 +52,10 @@ class TrainConfig:
     keep: float = 0.9  # p, fraction of the current subset
     active: Optional[int] = None  # alpha, epochs; None = no limit
     reuse_at: list[int] = field(default_factory=lambda: [15, 25])  # R, epochs
+    # matched-compute baselines (Table 2f) and InfoBatch
+    target_compute: Optional[float] = None  # fraction of E*N that scaled/static match; None = the DaP plan's
+    infobatch_ratio: float = 0.5  # r: share of below-mean-loss samples pruned each epoch
+    infobatch_delta: float = 0.875  # prune during the first delta*E epochs, all data after
     # run
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
@@ -105,6 +109,17 @@ class TrainConfig:
         if self.lr_schedule == "cosine":
             return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
         return self.lr * 0.1 ** sum(m < epoch for m in self.milestones)
+
+    def scaled(self, compute: float) -> "TrainConfig":
+        """All data for round(E * compute) epochs with LR milestones and picks scaled alike: the
+        paper's "All data 63% epochs" baseline (Table 2f)."""
+        epochs = max(1, round(self.epochs * compute))
+
+        def scale(es):
+            return sorted({min(epochs, max(1, round(e * compute))) for e in es})
+
+        return dataclasses.replace(self, epochs=epochs, warmup=min(round(self.warmup * compute), epochs - 1),
+                                   reuse_at=scale(self.reuse_at), lr_milestones=scale(self.milestones))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,10 +16,11 @@ from . import distributed
 from .sampler import DaPSampler
 from .schedule import DROP, PICK, DaPSchedule, Plan, keep_count
 from .seeding import generator
-from .selection import select_hardest, select_random
+from .selection import select_hardest, select_infobatch, select_random, select_static
 
-POLICIES = ("dap", "random", "full")
-STATE_FORMAT = 1
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch")
+NEVER_DROP = ("full", "scaled", "static", "infobatch")  # policies that ignore the schedule's drops
+STATE_FORMAT = 2
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -31,8 +32,15 @@ class DropAndPick:
 
     policy: "dap" keeps the highest-loss samples at a drop (the paper); "random" keeps a
         uniform random choice of the same size on the same schedule (Table 2f, "Random");
-        "full" never drops (the all-data baseline, with the same epochs and picks).
-    seed: seeds the sampler's order and the random policy, per epoch (see ``seeding``).
+        "full" never drops (the all-data baseline, with the same epochs and picks);
+        "scaled" is "full" for a trainer that shortened the schedule to the same compute
+        (Table 2f, "All data 63% epochs"); "static" trains every epoch on one fixed random
+        subset of ``target_compute * N`` samples, stratified by ``labels`` (Table 2f, "63%
+        data"); "infobatch" prunes a random ``infobatch_ratio`` of the below-mean-loss samples
+        every epoch and up-weights the rest (``batch_weights``), with all data for the epochs
+        after ``infobatch_delta * E`` (Qin et al., ICLR 2024).
+    seed: seeds the sampler's order and the random choices, per epoch (see ``seeding``).
+    target_compute: the compute fraction "static" matches; default: this schedule's DaP plan.
 
     Rules the paper leaves open:
     - Only losses recorded in the current epoch count (Algorithm 1 empties L every epoch).
@@ -43,23 +51,39 @@ class DropAndPick:
       on a rank, and the maximum across ranks.
     """
 
-    def __init__(self, num_samples: int, schedule: DaPSchedule, policy: str = "dap", seed: int = 0):
+    def __init__(self, num_samples: int, schedule: DaPSchedule, policy: str = "dap", seed: int = 0,
+                 labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
+                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
+        if target_compute is None:
+            target_compute = schedule.plan(num_samples).compute_fraction
+        if not 0.0 < target_compute <= 1.0:
+            raise ValueError(f"target_compute must lie in (0, 1], got {target_compute}")
+        if not 0.0 <= infobatch_ratio < 1.0 or not 0.0 < infobatch_delta <= 1.0:
+            raise ValueError(f"infobatch_ratio must lie in [0, 1) and infobatch_delta in (0, 1]; "
+                             f"got {infobatch_ratio} and {infobatch_delta}")
         self.num_samples = num_samples
         self.schedule = schedule
         self.policy = policy
         self.seed = int(seed)
+        self.target_compute = float(target_compute)
+        self.infobatch_ratio, self.infobatch_delta = float(infobatch_ratio), float(infobatch_delta)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
-        self.subset = torch.arange(num_samples)
         self.losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample
         self.seen = torch.zeros(num_samples, dtype=torch.bool)  # recorded during this epoch
+        self.scored = torch.zeros(num_samples, dtype=torch.bool)  # recorded in any epoch (InfoBatch)
+        self.weights: Optional[torch.Tensor] = None  # per-sample loss weights (InfoBatch only)
         self.samples_per_epoch: list[int] = []  # samples trained on in each finished epoch
-        self._in_subset = torch.ones(num_samples, dtype=torch.bool)
+        if policy == "static":
+            k = max(1, round(self.target_compute * num_samples))
+            self._set_subset(select_static(num_samples, k, generator(self.seed, "static"), labels))
+        else:
+            self._set_subset(torch.arange(num_samples))
 
     # -- the training loop's calls ---------------------------------------------------------
 
@@ -92,6 +116,13 @@ class DropAndPick:
         self.losses[indices] = losses.detach().to("cpu", torch.float32)
         self.seen[indices] = True
 
+    def batch_weights(self, indices: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per-sample loss weights for a batch, or None when the policy weights nothing.
+
+        Use as ``(losses * w.to(losses.device)).mean()``; record the unweighted losses.
+        """
+        return None if self.weights is None else self.weights[torch.as_tensor(indices).cpu()]
+
     def end_epoch(self) -> Optional[str]:
         """Close the epoch: count it, then drop or pick for the next one. Returns the event."""
         if self.done:
@@ -106,10 +137,13 @@ class DropAndPick:
                 + ". Lower the learning rate or check those samples' inputs and labels."
             )
         self.samples_per_epoch.append(int(self.seen[self.subset].sum()))
+        self.scored |= self.seen
         event = self.schedule.event_after(self.epoch)
-        if event == PICK:
+        if self.policy == "infobatch":
+            self._infobatch_next()
+        elif event == PICK and self.policy != "static":
             self._set_subset(torch.arange(self.num_samples))
-        elif event == DROP and self.policy != "full":
+        elif event == DROP and self.policy not in NEVER_DROP:
             self._set_subset(self._drop())
         self.seen.zero_()
         self.epoch += 1
@@ -133,8 +167,14 @@ class DropAndPick:
         return self.samples_seen / (len(self.samples_per_epoch) * self.num_samples)
 
     def plan(self) -> Plan:
-        """The planned subset sizes of this engine's whole run (its policy included)."""
-        return self.schedule.plan(self.num_samples, drops=self.policy != "full")
+        """The planned subset sizes of this engine's whole run (its policy included).
+
+        InfoBatch's sizes depend on the losses, so its plan is the all-data upper bound.
+        """
+        if self.policy == "static":
+            k = self.subset.numel()
+            return Plan(self.num_samples, (k,) * self.schedule.epochs, (None,) * self.schedule.epochs)
+        return self.schedule.plan(self.num_samples, drops=self.policy not in NEVER_DROP)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -145,17 +185,25 @@ class DropAndPick:
             "schedule": self.schedule.to_dict(),
             "policy": self.policy,
             "seed": self.seed,
+            "policy_params": self._policy_params(),
             "epoch": self.epoch,
             "subset": self.subset.clone(),
             "losses": self.losses.clone(),
             "seen": self.seen.clone(),
+            "scored": self.scored.clone(),
+            "weights": None if self.weights is None else self.weights.clone(),
             "samples_per_epoch": list(self.samples_per_epoch),
         }
+
+    def _policy_params(self) -> dict:
+        return {"target_compute": self.target_compute, "infobatch_ratio": self.infobatch_ratio,
+                "infobatch_delta": self.infobatch_delta}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"DropAndPick state has format {state.get('format')!r}; this version reads {STATE_FORMAT}")
-        expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy}
+        expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy,
+                    "policy_params": self._policy_params()}
         for key, mine in expected.items():
             if state[key] != mine:
                 raise ValueError(
@@ -169,6 +217,8 @@ class DropAndPick:
         self.epoch = int(state["epoch"])
         self.losses = state["losses"].to(torch.float32).clone()
         self.seen = state["seen"].to(torch.bool).clone()
+        self.scored = state["scored"].to(torch.bool).clone()
+        self.weights = None if state["weights"] is None else state["weights"].to(torch.float32).clone()
         self.samples_per_epoch = [int(n) for n in state["samples_per_epoch"]]
         self._set_subset(subset.to(torch.int64).clone())
 
@@ -185,6 +235,15 @@ class DropAndPick:
             )
         unseen_kept = torch.where(self.seen, self.losses, torch.full_like(self.losses, float("inf")))
         return select_hardest(self.subset, unseen_kept, k)
+
+    def _infobatch_next(self) -> None:
+        # The epoch after this one trains on all data once it is past delta * E ("annealing").
+        if self.epoch + 1 > round(self.infobatch_delta * self.schedule.epochs):
+            subset, self.weights = torch.arange(self.num_samples), None
+        else:
+            subset, self.weights = select_infobatch(self.losses, self.scored, self.infobatch_ratio,
+                                                    generator(self.seed, self.epoch, "infobatch"))
+        self._set_subset(subset)
 
     def _set_subset(self, subset: torch.Tensor) -> None:
         self.subset = subset

@@ -6,6 +6,8 @@ them at a drop point.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -45,3 +47,51 @@ def select_random(subset: torch.Tensor, k: int, generator: torch.Generator) -> t
         raise ValueError(f"k must lie in 1..{n} (the subset size), got {k}")
     chosen = torch.randperm(n, generator=generator)[:k]
     return subset[chosen.sort().values]
+
+
+def select_static(num_samples: int, k: int, generator: torch.Generator,
+                  labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A fixed random subset of ``k`` samples, stratified by class when ``labels`` are given.
+
+    Each class gets its share rounded down, and the remaining places go to the classes with
+    the largest remainders (ties to the lower class id), so class proportions are kept.
+    """
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"k must lie in 1..{num_samples}, got {k}")
+    if labels is None:
+        return torch.randperm(num_samples, generator=generator)[:k].sort().values
+    if labels.numel() != num_samples:
+        raise ValueError(f"labels has {labels.numel()} entries for {num_samples} samples")
+    counts = torch.bincount(labels)
+    exact = counts.double() * k / num_samples
+    quota = exact.floor().long()
+    remainder = exact - quota
+    order = sorted(range(len(counts)), key=lambda c: (-float(remainder[c]), c))
+    for c in order[: k - int(quota.sum())]:
+        quota[c] += 1
+    chosen = []
+    for c in range(len(counts)):
+        members = (labels == c).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[: int(quota[c])]])
+    return torch.cat(chosen).sort().values
+
+
+def select_infobatch(losses: torch.Tensor, scored: torch.Tensor, ratio: float,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoBatch's soft pruning (Qin et al., ICLR 2024) for the next epoch.
+
+    Among samples with a score (``scored``), those whose last loss is below the mean are
+    "well learned": each is pruned with probability ``ratio``. Returns the kept sample indices
+    (sorted) and a per-sample loss weight of length N: 1/(1 - ratio) for the kept well-learned
+    samples, so the expected gradient is unchanged, and 1 elsewhere.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"InfoBatch ratio must lie in [0, 1), got {ratio}")
+    n = losses.numel()
+    weights = torch.ones(n, dtype=torch.float32)
+    if not bool(scored.any()):
+        return torch.arange(n), weights
+    well_learned = scored & (losses < losses[scored].mean())
+    pruned = well_learned & (torch.rand(n, generator=generator) < ratio)
+    weights[well_learned & ~pruned] = 1.0 / (1.0 - ratio)
+    return (~pruned).nonzero().squeeze(1), weights

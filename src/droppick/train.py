@@ -56,9 +56,14 @@ class Trainer:
     """The model, optimiser and DaP state of one run, and the steps that move them."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, pin_memory: bool = False):
-        self.cfg, self.device = cfg, device
+        self.device = device
         self.rank, self.world = distributed.rank_and_world()
         self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory)
+        n = len(self.train_split)
+        target = cfg.target_compute if cfg.target_compute is not None else cfg.schedule.plan(n).compute_fraction
+        if cfg.policy == "scaled":
+            cfg = cfg.scaled(target)
+        self.cfg = cfg
         num_classes = int(max(self.train_split.labels.max(), self.test_split.labels.max())) + 1
         self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
         if cfg.channels_last:
@@ -67,7 +72,9 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.dap = DropAndPick(len(self.train_split), cfg.schedule, policy=cfg.policy, seed=cfg.seed)
+        self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
+                               target_compute=target, infobatch_ratio=cfg.infobatch_ratio,
+                               infobatch_delta=cfg.infobatch_delta)
         self.steps = planned_steps(cfg, self.dap, self.world)
 
     def _to_device(self, images: torch.Tensor, targets: torch.Tensor):
@@ -96,7 +103,8 @@ class Trainer:
             images, targets = self._to_device(images, targets)
             losses = F.cross_entropy(self._forward(self.net, images).float(), targets, reduction="none")
             dap.record(indices, losses)
-            loss = losses.mean()
+            weights = dap.batch_weights(indices)
+            loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -170,7 +178,7 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
     started = time.perf_counter()
     while not dap.done:
         epoch, trained_subset = dap.epoch, dap.subset
-        lr = cfg.lr_at(epoch, sum(t.steps[: epoch - 1]) / sum(t.steps))
+        lr = t.cfg.lr_at(epoch, sum(t.steps[: epoch - 1]) / sum(t.steps))
         tick = time.perf_counter()
         train_loss = t.train_epoch(progress)
         event = dap.end_epoch()
@@ -203,7 +211,7 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         return None
     summary = {
         "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
-        "epochs": cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
+        "epochs": t.cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
         "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
         "best_test_top1": max(m["test_top1"] for m in history),
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
