@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from .config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
 from .engine import POLICIES
+from .budget import SOLVABLE, solve
 from .recipes import list_recipes, load_recipe, parse_overrides
 from .schedule import DaPSchedule
 
@@ -63,7 +64,14 @@ def cmd_plan(args) -> int:
               **_given(args, SCHEDULE_KEYS)}
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
     drops = recipe is None or recipe.config.get("policy") != "full"
-    plan = DaPSchedule(**values).plan(num_samples, drops=drops)
+    schedule = DaPSchedule(**values)
+    if (args.target_compute is None) != (args.solve is None):
+        raise ValueError("--target-compute and --solve go together, e.g. --target-compute 0.63 --solve keep")
+    if args.solve:
+        schedule, _ = solve(schedule, num_samples, args.target_compute, args.solve)
+        print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
+              file=sys.stderr)
+    plan = schedule.plan(num_samples, drops=drops)
     if args.plot:
         from .plot import plot_plan
 
@@ -72,6 +80,8 @@ def cmd_plan(args) -> int:
         out = plan.to_dict()
         if recipe:
             out.update(recipe=recipe.name, paper=recipe.paper, paper_compute=recipe.paper_compute)
+        if args.solve:
+            out.update(schedule=schedule.to_dict(), solved=args.solve)
         print(json.dumps(out))
         return 0
     print(f"{'epoch':>6} {'subset':>10}  event")
@@ -95,10 +105,7 @@ def cmd_train(args) -> int:
         out = args.resume
         summary = train(None, out, resume=True, progress=progress, stop_after=args.stop_after)
     else:
-        values = load_recipe(args.recipe_name).config if args.recipe_name else {}
-        values.update(_given(args, TrainConfig.keys()))
-        values.update(parse_overrides(args.set))
-        cfg = TrainConfig.from_dict(values)
+        cfg = _config_from_args(args)
         out = args.out or f"runs/{cfg.recipe or cfg.dataset + '-' + cfg.model + '-' + cfg.policy}-seed{cfg.seed}"
         summary = train(cfg, out, progress=progress, stop_after=args.stop_after)
     if not distributed.is_main_process():
@@ -109,6 +116,36 @@ def cmd_train(args) -> int:
     print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best {summary['best_test_top1']:.2f}%), "
           f"compute {100 * summary['compute_fraction']:.1f}% (planned {100 * summary['planned_compute_fraction']:.1f}%), "
           f"{summary['wall_seconds']:.0f} s -> {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare, dataset_size
+
+    base = _config_from_args(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = [base.seed + i for i in range(args.seeds)]
+    out = args.out or f"runs/compare-{base.recipe or base.dataset + '-' + base.model}"
+    rows = compare(base, policies, seeds, out, num_samples=dataset_size(base), progress=not args.no_progress)
+    for policy, r in rows.items():
+        print(f"{policy:10s} compute {100 * r['compute_fraction']:5.1f}%  top-1 {r['top1_mean']:.2f} ± {r['top1_std']:.2f}")
+    print(f"report: {out}/report.md")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inspection import inspect_run
+
+    result = inspect_run(args.run, out=args.out, count=args.count)
+    for row in result["classes"]:
+        print(f"{row['class']:>4} {row['name']:14s} keep rate {100 * row['keep_rate']:5.1f}%  "
+              f"never dropped {100 * row['never_dropped']:5.1f}%")
+    print(f"wrote hardest.png, easiest.png, inspect.md to {result['out']}")
     return 0
 
 
@@ -141,34 +178,20 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="droppick", description="Drop-and-Pick training: plan, train, evaluate.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("plan", help="subset size of every epoch and the compute fraction, without training",
-                       description="Without --recipe the defaults are the paper's CIFAR-10 baseline (Table 2): "
-                                   "E=300, W=40, I=10, p=0.9, R=150, N=50000.")
-    p.add_argument("--recipe", dest="recipe_name", help="plan a named recipe (see 'droppick recipes'); flags override it")
-    _add_schedule_args(p)
-    _flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--plot", metavar="FILE.png", help="draw subset size against epoch")
-    p.set_defaults(func=cmd_plan)
-
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The flags that make a TrainConfig (shared by train and compare)."""
     d = TrainConfig()
-    t = sub.add_parser("train", help="train with a policy and write a run directory",
-                       description="Unset options take the recipe's value, else the default shown.")
-    t.add_argument("--recipe", dest="recipe_name", help="start from a named recipe (see 'droppick recipes')")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--recipe", dest="recipe_name", help="start from a named recipe (see 'droppick recipes')")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (repeatable), e.g. --set epochs=2 --set reuse_at=[1]")
-    g = t.add_argument_group("data")
+    g = p.add_argument_group("data")
     _flag(g, "--dataset", f"default {d.dataset}", choices=DATASETS)
     _flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
     _flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
     _flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
     _flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
     _flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
-    g = t.add_argument_group("model and optimiser")
+    g = p.add_argument_group("model and optimiser")
     _flag(g, "--model", f"see 'droppick models' (default {d.model})")
     _flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)
     _flag(g, "--lr-schedule", f"default {d.lr_schedule}", choices=LR_SCHEDULES, dest="lr_schedule")
@@ -180,16 +203,61 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
     _flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
     _flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
-    _add_schedule_args(t)
-    g = t.add_argument_group("run")
+    _add_schedule_args(p)
+    g = p.add_argument_group("run")
     _flag(g, "--seed", f"default {d.seed}", type=int)
     _flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
+
+
+def _config_from_args(args) -> TrainConfig:
+    values = load_recipe(args.recipe_name).config if args.recipe_name else {}
+    values.update(_given(args, TrainConfig.keys()))
+    values.update(parse_overrides(args.set))
+    return TrainConfig.from_dict(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="droppick", description="Drop-and-Pick training: plan, train, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="subset size of every epoch and the compute fraction, without training",
+                       description="Without --recipe the defaults are the paper's CIFAR-10 baseline (Table 2): "
+                                   "E=300, W=40, I=10, p=0.9, R=150, N=50000.")
+    p.add_argument("--recipe", dest="recipe_name", help="plan a named recipe (see 'droppick recipes'); flags override it")
+    _add_schedule_args(p)
+    _flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
+    p.add_argument("--target-compute", type=float, default=None, metavar="FRACTION",
+                   help="with --solve: find the value of one hyper-parameter that lands closest to this compute")
+    p.add_argument("--solve", choices=SOLVABLE, default=None, help="the hyper-parameter --target-compute changes")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="draw subset size against epoch")
+    p.set_defaults(func=cmd_plan)
+
+    t = sub.add_parser("train", help="train with a policy and write a run directory",
+                       description="Unset options take the recipe's value, else the default shown.")
+    _add_config_args(t)
     t.add_argument("--out", default=None, help="run directory (default runs/RECIPE-or-DATASET-MODEL-POLICY-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR with its saved config")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="stop once EPOCH is checkpointed (resume later with --resume)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="train several policies at DaP's compute over seeds; write a report",
+                       description="Finished runs are reused and interrupted ones resumed: rerun to continue.")
+    _add_config_args(c)
+    c.add_argument("--policies", default="full,dap,random,scaled,static,infobatch",
+                   help="comma-separated policies (default %(default)s)")
+    c.add_argument("--seeds", type=int, default=3, help="seeds per policy, starting at --seed (default %(default)s)")
+    c.add_argument("--out", default=None, help="report folder (default runs/compare-RECIPE)")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_compare)
+
+    i = sub.add_parser("inspect", help="picture grids of the samples kept longest / dropped first, per-class keep rates")
+    i.add_argument("run", help="a run directory")
+    i.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    i.add_argument("--count", type=int, default=32, help="images per grid (default %(default)s)")
+    i.set_defaults(func=cmd_inspect)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on its run's test split (top-1/top-5 error)")
     e.add_argument("checkpoint")

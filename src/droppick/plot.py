@@ -7,13 +7,18 @@ from pathlib import Path
 from .schedule import DROP, PICK, Plan
 
 
-def plot_plan(plan: Plan, path: str | Path, title: str = "") -> None:
-    """Subset size against epoch, drops and picks marked: the paper's Figure 1 as a chart."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_plan(plan: Plan, path: str | Path, title: str = "") -> None:
+    """Subset size against epoch, drops and picks marked: the paper's Figure 1 as a chart."""
+    plt = _pyplot()
     epochs = range(1, plan.epochs + 1)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.step(epochs, plan.subset_sizes, where="mid", color="tab:blue", label="subset size")
@@ -29,3 +34,35 @@ def plot_plan(plan: Plan, path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_compare(rows: dict, out: Path) -> list[Path]:
+    """accuracy-vs-epoch, subset-vs-epoch and accuracy-vs-compute PNGs for ``compare``'s rows."""
+    plt = _pyplot()
+    paths = []
+    for name, ylabel, key in (("accuracy_vs_epoch", "test top-1 (%), mean over seeds", "epoch_top1"),
+                              ("subset_vs_epoch", "samples trained on (first seed)", "epoch_subset")):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for policy, r in rows.items():
+            ax.plot(range(1, len(r[key]) + 1), r[key], label=policy, marker=".", markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if key == "epoch_top1":  # the interesting part is the last few points, not the first epochs
+            finals = [r[key][-1] for r in rows.values()]
+            ax.set_ylim(min(finals) - 3, max(max(r[key]) for r in rows.values()) + 0.5)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(Path(out) / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy, r in rows.items():
+        ax.errorbar(100 * r["compute_fraction"], r["top1_mean"], yerr=r["top1_std"], fmt="o", capsize=3, label=policy)
+    ax.set_xlabel("compute (% of the full run)")
+    ax.set_ylabel("final test top-1 (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(Path(out) / "accuracy_vs_compute.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

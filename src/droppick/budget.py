@@ -1,0 +1,40 @@
+"""The budget solver: the DaP hyper-parameter that lands a schedule closest to a target compute.
+
+Pure and cheap: it only runs the planner over a grid of candidate values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .schedule import DaPSchedule
+
+SOLVABLE = ("keep", "interval", "warmup", "active")
+
+
+def candidates(schedule: DaPSchedule, param: str) -> list:
+    if param == "keep":
+        return [round(0.3 + 0.001 * i, 3) for i in range(701)]  # 0.300 .. 1.000
+    if param in ("interval", "active"):
+        return list(range(1, schedule.epochs + 1))
+    if param == "warmup":
+        return list(range(0, schedule.epochs))
+    raise ValueError(f"--solve must be one of {', '.join(SOLVABLE)}; got {param!r}")
+
+
+def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str) -> tuple[DaPSchedule, float]:
+    """The schedule with ``param`` changed so its planned compute is closest to ``target``.
+
+    Ties go to the larger compute (the cautious side: more data, never less than asked for when
+    two values are equally close). Returns the schedule and its compute fraction.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target compute must lie in (0, 1], got {target}")
+    best = None
+    for value in candidates(schedule, param):
+        candidate = dataclasses.replace(schedule, **{param: value})
+        compute = candidate.plan(num_samples).compute_fraction
+        key = (abs(compute - target), -compute)
+        if best is None or key < best[0]:
+            best = (key, candidate, compute)
+    return best[1], best[2]

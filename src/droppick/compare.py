@@ -1,0 +1,137 @@
+"""``droppick compare``: every policy on the same recipe and seeds, at DaP's compute, in one report.
+
+Each (policy, seed) run is an ordinary run directory under ``OUT/runs/``; a finished run (one
+with a summary) is never rerun and an interrupted one is resumed, so a long comparison can be
+built over several sessions by calling the same command again.
+
+Matching compute (Table 2f): ``scaled`` and ``static`` match the DaP plan's compute exactly
+(the trainer derives their epochs / subset size from it). InfoBatch's compute depends on the
+losses; we set its prune ratio r so that delta * (1 - r * q) + (1 - delta) equals the target,
+assuming a share q = 0.7 of samples below the mean loss (typical of the right-skewed loss
+distributions of a trained classifier), and the report shows the compute it really used.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config import TrainConfig
+from .rundir import RunDir
+from .train import train
+
+BELOW_MEAN_SHARE = 0.7  # q, the assumed share of samples with a below-mean loss (InfoBatch matching)
+
+
+def infobatch_ratio_for(target: float, delta: float, q: float = BELOW_MEAN_SHARE) -> float:
+    """The prune ratio r that makes InfoBatch's expected compute equal ``target``."""
+    return min(0.95, max(0.0, (1.0 - target) / (delta * q)))
+
+
+def run_configs(base: TrainConfig, policies: list[str], seeds: list[int], num_samples: int) -> dict[str, TrainConfig]:
+    """One config per (policy, seed), named like ``dap-seed0``, all matched to the DaP plan's compute."""
+    target = base.schedule.plan(num_samples).compute_fraction
+    out = {}
+    for policy in policies:
+        for seed in seeds:
+            values = base.to_dict() | {"policy": policy, "seed": seed}
+            if policy == "infobatch":
+                values["infobatch_ratio"] = infobatch_ratio_for(target, base.infobatch_delta)
+            out[f"{policy}-seed{seed}"] = TrainConfig.from_dict(values)
+    return out
+
+
+def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
+            log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Train every config that has no summary yet (resuming interrupted ones); return summaries."""
+    summaries = {}
+    for name, cfg in configs.items():
+        run = RunDir(out / "runs" / name)
+        if run.summary_path.exists():
+            log(f"{name}: done, reusing {run.summary_path}")
+        else:
+            resume = bool(run.checkpoints())
+            log(f"{name}: {'resuming' if resume else 'training'}")
+            train(None if resume else cfg, run.path, resume=resume, progress=progress)
+        summaries[name] = json.loads(run.summary_path.read_text())
+    return summaries
+
+
+def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: Path) -> dict:
+    """Per-policy means over seeds, and per-epoch curves for the plots.
+
+    Compute is relative to the full run (samples trained on / (E * N) with the base E), so
+    "scaled", which trains all data for fewer epochs, shows its real share.
+    """
+    by_policy: dict[str, list[str]] = {}
+    for name, cfg in configs.items():
+        by_policy.setdefault(cfg.policy, []).append(name)
+    rows = {}
+    for policy, names in by_policy.items():
+        s = [summaries[n] for n in names]
+        metrics = [RunDir(out / "runs" / n).read_metrics() for n in names]
+        top1 = [x["final_test_top1"] for x in s]
+        rows[policy] = {
+            "runs": names,
+            "seeds": len(names),
+            "compute_fraction": statistics.fmean(
+                x["samples_seen"] / (configs[n].epochs * x["num_train_samples"]) for n, x in zip(names, s)),
+            "planned_compute_fraction": statistics.fmean(x["planned_compute_fraction"] for x in s),
+            "train_seconds": statistics.fmean(x["train_seconds"] for x in s),
+            "wall_seconds": statistics.fmean(x["wall_seconds"] for x in s),
+            "top1_mean": statistics.fmean(top1),
+            "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+            "top1_per_seed": top1,
+            "best_top1_mean": statistics.fmean(x["best_test_top1"] for x in s),
+            "epoch_top1": [statistics.fmean(col) for col in zip(*[[r["test_top1"] for r in m] for m in metrics])],
+            "epoch_subset": [r["subset_size"] for r in metrics[0]],
+        }
+    if "full" in rows:
+        for row in rows.values():
+            row["top1_vs_full"] = row["top1_mean"] - rows["full"]["top1_mean"]
+    return rows
+
+
+def write_report(rows: dict, out: Path, title: str, preamble: str = "") -> Path:
+    """report.md, report.json and the three PNG plots in ``out``."""
+    from .plot import plot_compare
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plots = plot_compare(rows, out)
+    lines = [f"# {title}", "", preamble, "",
+             "| policy | seeds | compute (measured) | train time (s) | wall time (s) | final top-1 (%) | vs full |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for policy, r in rows.items():
+        vs = r.get("top1_vs_full")
+        lines.append(f"| {policy} | {r['seeds']} | {100 * r['compute_fraction']:.1f}% | {r['train_seconds']:.0f} | "
+                     f"{r['wall_seconds']:.0f} | {r['top1_mean']:.2f} ± {r['top1_std']:.2f} | "
+                     f"{'' if vs is None else f'{vs:+.2f}'} |")
+    lines += ["", "Top-1 is the test accuracy after the last epoch, mean ± sample standard deviation over seeds; "
+              "compute is samples trained on / (epochs x N) of the full run's schedule; train time excludes evaluation.",
+              ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compare(base: TrainConfig, policies: list[str], seeds: list[int], out: str | Path, num_samples: int,
+            title: Optional[str] = None, preamble: str = "", progress: bool = False,
+            log: Callable[[str], None] = print) -> dict:
+    out = Path(out)
+    configs = run_configs(base, policies, seeds, num_samples)
+    summaries = run_all(configs, out, progress=progress, log=log)
+    rows = aggregate(configs, summaries, out)
+    write_report(rows, out, title or f"{base.recipe or base.dataset + ' ' + base.model}: policies at matched compute",
+                 preamble)
+    return rows
+
+
+def dataset_size(cfg: TrainConfig) -> int:
+    """N of the training split as the trainer will see it (slices included), without a model."""
+    from .pipeline import build_splits
+
+    return len(build_splits(cfg)[0])
+

@@ -1,0 +1,137 @@
+"""``droppick inspect RUN``: which samples DaP kept longest and dropped first, and per-class keep rates.
+
+The trainer keeps a ``Retention`` record beside the DaP state (saved in every checkpoint): how
+many epochs each sample was trained on, and the epoch after which it was first dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class Retention:
+    """Per-sample counters for inspection: epochs trained on, and the first epoch dropped after."""
+
+    def __init__(self, num_samples: int):
+        self.epochs_trained = torch.zeros(num_samples, dtype=torch.int32)
+        self.first_dropped = torch.zeros(num_samples, dtype=torch.int32)  # 0 = never dropped
+
+    def update(self, trained: torch.Tensor, next_subset: torch.Tensor, epoch: int) -> None:
+        self.epochs_trained[trained] += 1
+        dropped = torch.zeros_like(self.first_dropped, dtype=torch.bool)
+        dropped[trained] = True
+        dropped[next_subset] = False
+        self.first_dropped[dropped & (self.first_dropped == 0)] = epoch
+
+    def state_dict(self) -> dict:
+        return {"epochs_trained": self.epochs_trained.clone(), "first_dropped": self.first_dropped.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs_trained = state["epochs_trained"].clone()
+        self.first_dropped = state["first_dropped"].clone()
+
+
+def hardest_and_easiest(retention: Retention, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` samples kept longest and the ``count`` dropped first (ties to lower index)."""
+    n = retention.epochs_trained.numel()
+    index = torch.arange(n, dtype=torch.float64)
+    # Lexicographic sort keys folded into one float64: primary key scaled above any index.
+    kept_key = -retention.epochs_trained.double() * (n + 1) + index
+    never = retention.first_dropped == 0
+    first = torch.where(never, torch.full_like(retention.first_dropped, 2**30), retention.first_dropped)
+    dropped_key = first.double() * (n + 1) + index
+    count = min(count, n)
+    return kept_key.argsort()[:count], dropped_key.argsort()[: min(count, int((~never).sum()))]
+
+
+def class_keep_rates(retention: Retention, labels: torch.Tensor, epochs: int) -> list[dict]:
+    rows = []
+    for c in range(int(labels.max()) + 1):
+        members = labels == c
+        trained = retention.epochs_trained[members].double()
+        rows.append({"class": c, "samples": int(members.sum()),
+                     "mean_epochs_trained": float(trained.mean()),
+                     "keep_rate": float(trained.mean() / epochs),
+                     "never_dropped": float((retention.first_dropped[members] == 0).double().mean())})
+    return rows
+
+
+def _thumbnails(split, indices: torch.Tensor) -> torch.Tensor:
+    """uint8 [K, C, H, W] images for the grid, straight from the stored data (no augmentation)."""
+    if hasattr(split, "images"):  # in-memory split
+        return split.images.images[indices]
+    from torchvision.transforms.v2 import functional as TF
+
+    return torch.stack([TF.resize(TF.pil_to_tensor(split.dataset[int(i)][0]), [64, 64]) for i in indices])
+
+
+def write_grid(images: torch.Tensor, captions: list[str], path: Path, title: str, columns: int = 8) -> None:
+    from .plot import _pyplot
+
+    plt = _pyplot()
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        image = image.permute(1, 2, 0).numpy()
+        gray = image.shape[-1] == 1
+        ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None)
+        ax.set_title(caption, fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: int = 32) -> dict:
+    """Write hardest.png, easiest.png and inspect.json/.md for a run; return the per-class rows."""
+    from .config import TrainConfig
+    from .pipeline import build_splits
+    from .rundir import RunDir
+
+    run = RunDir(run_dir)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run.path} has no checkpoint to inspect")
+    cfg = TrainConfig.from_dict(checkpoint["config"])
+    retention = Retention(0)
+    retention.load_state_dict(checkpoint["retention"])
+    split = build_splits(cfg)[0]
+    if len(split) != retention.epochs_trained.numel():
+        raise ValueError(f"the dataset now has {len(split)} training samples, the run had "
+                         f"{retention.epochs_trained.numel()}: inspect needs the data the run trained on")
+    names = {"fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}.get(cfg.dataset)
+    names = names or getattr(getattr(split, "dataset", None), "classes", None)
+    label = (lambda c: names[c]) if names else str
+    out = Path(out or run.path)
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = int(checkpoint["epoch"])
+    hardest, easiest = hardest_and_easiest(retention, count)
+    for indices, name, title in ((hardest, "hardest", f"kept longest ({cfg.policy}, {epochs} epochs)"),
+                                 (easiest, "easiest", "dropped first")):
+        captions = [f"#{int(i)} {label(int(split.labels[i]))}\n{int(retention.epochs_trained[i])} ep"
+                    + (f", out@{int(retention.first_dropped[i])}" if retention.first_dropped[i] else "")
+                    for i in indices]
+        write_grid(_thumbnails(split, indices), captions, out / f"{name}.png", title)
+    rows = class_keep_rates(retention, split.labels, epochs)
+    for row in rows:
+        row["name"] = label(row["class"])
+    (out / "inspect.json").write_text(json.dumps({"epochs": epochs, "classes": rows,
+                                                  "hardest": hardest.tolist(), "easiest": easiest.tolist()}, indent=2))
+    lines = [f"# What {cfg.policy} kept: {run.path}", "", f"After {epochs} epochs.", "",
+             "| class | name | samples | mean epochs trained | keep rate | never dropped |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['class']} | {r['name']} | {r['samples']} | {r['mean_epochs_trained']:.2f} | "
+              f"{100 * r['keep_rate']:.1f}% | {100 * r['never_dropped']:.1f}% |" for r in rows]
+    lines += ["", "![hardest](hardest.png)", "", "![easiest](easiest.png)"]
+    (out / "inspect.md").write_text("\n".join(lines) + "\n")
+    return {"epochs": epochs, "classes": rows, "out": str(out)}

@@ -1,0 +1,91 @@
+"""compare (resumable, matched compute, report), inspect, and the budget solver on tiny data."""
+
+import json
+
+import pytest
+
+from droppick import DaPSchedule
+from droppick.budget import solve
+from droppick.cli import main
+from droppick.compare import infobatch_ratio_for
+
+TINY = ["--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.5", "--reuse-at", "3",
+        "--batch-size", "32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def compared(fake_fashion, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "report"
+    args = ["compare", "--data-dir", str(fake_fashion), *TINY, "--policies", "full,dap,random,scaled,static,infobatch",
+            "--seeds", "2", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_report_has_every_policy_at_matched_compute(compared):
+    out, _ = compared
+    rows = json.loads((out / "report.json").read_text())
+    assert list(rows) == ["full", "dap", "random", "scaled", "static", "infobatch"]
+    dap = DaPSchedule(4, 1, 1, 0.5, None, [3]).plan(240).compute_fraction
+    assert rows["full"]["compute_fraction"] == 1.0
+    for policy in ("dap", "random"):
+        assert rows[policy]["compute_fraction"] == pytest.approx(dap)
+    assert rows["static"]["compute_fraction"] == pytest.approx(round(dap * 240) / 240)
+    assert rows["scaled"]["compute_fraction"] == pytest.approx(round(4 * dap) / 4)
+    for r in rows.values():
+        assert r["seeds"] == 2 and len(r["top1_per_seed"]) == 2 and r["top1_std"] >= 0
+        assert r["top1_vs_full"] == pytest.approx(r["top1_mean"] - rows["full"]["top1_mean"])
+    report = (out / "report.md").read_text()
+    for policy in rows:
+        assert f"| {policy} | 2 |" in report
+    for png in ("accuracy_vs_epoch.png", "subset_vs_epoch.png", "accuracy_vs_compute.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"({png})" in report
+
+
+def test_compare_reuses_finished_runs(compared, capsys):
+    out, args = compared
+    summaries = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
+    assert len(summaries) == 12
+    assert main(args) == 0
+    assert "done, reusing" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")} == summaries
+
+
+def test_inspect_writes_grids_and_class_rates(compared, capsys):
+    out, _ = compared
+    run = out / "runs" / "dap-seed0"
+    assert main(["inspect", str(run)]) == 0
+    data = json.loads((run / "inspect.json").read_text())
+    assert len(data["classes"]) == 10 and sum(c["samples"] for c in data["classes"]) == 240
+    assert all(0 < c["keep_rate"] <= 1 for c in data["classes"])
+    assert len(data["hardest"]) == 32 and len(data["easiest"]) == 32
+    assert (run / "hardest.png").read_bytes()[:4] == b"\x89PNG" and (run / "easiest.png").stat().st_size > 5000
+    full = json.loads((out / "runs" / "full-seed0" / "metrics.jsonl").read_text().splitlines()[0])
+    assert full["subset_size"] == 240
+
+
+def test_unknown_policy_is_refused(capsys):
+    assert main(["compare", "--policies", "full,hardest"]) == 2
+    assert "unknown policies ['hardest']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("param,target", [("keep", 0.63), ("interval", 0.75), ("warmup", 0.7), ("active", 0.92)])
+def test_budget_solver_lands_close(param, target):
+    base = DaPSchedule(300, 40, 10, 0.9, None, [150])
+    schedule, compute = solve(base, 50000, target, param)
+    assert compute == schedule.plan(50000).compute_fraction
+    assert abs(compute - target) < 0.02
+    others = {k: v for k, v in schedule.to_dict().items() if k != param}
+    assert others == {k: v for k, v in base.to_dict().items() if k != param}
+
+
+def test_plan_cli_solve(capsys):
+    assert main(["plan", "--target-compute", "0.63", "--solve", "keep", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["solved"] == "keep" and abs(out["compute_fraction"] - 0.63) < 0.005
+    assert main(["plan", "--target-compute", "0.63"]) == 2
+
+
+def test_infobatch_ratio_matches_expected_compute():
+    r = infobatch_ratio_for(0.7, 0.875)
+    assert 0.875 * (1 - r * 0.7) + 0.125 == pytest.approx(0.7)
