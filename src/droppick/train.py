@@ -27,6 +27,7 @@ from tqdm import tqdm
 from . import distributed
 from .config import TrainConfig
 from .engine import DropAndPick
+from .inspection import Retention
 from .models import build_model
 from .pipeline import build_splits
 from .rundir import RunDir
@@ -76,6 +77,7 @@ class Trainer:
                                target_compute=target, infobatch_ratio=cfg.infobatch_ratio,
                                infobatch_delta=cfg.infobatch_delta)
         self.steps = planned_steps(cfg, self.dap, self.world)
+        self.retention = Retention(n)  # for `droppick inspect`: which samples stayed longest
 
     def _to_device(self, images: torch.Tensor, targets: torch.Tensor):
         fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
@@ -132,13 +134,15 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict()}
+                "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict(),
+                "retention": self.retention.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.dap.load_state_dict(state["dap"])  # first: it refuses a dataset of another size
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.retention.load_state_dict(state["retention"])
 
 
 def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, progress: bool = False,
@@ -182,6 +186,7 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         tick = time.perf_counter()
         train_loss = t.train_epoch(progress)
         event = dap.end_epoch()
+        t.retention.update(trained_subset, dap.subset, epoch)
         epoch_seconds = time.perf_counter() - tick
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
