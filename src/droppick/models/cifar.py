@@ -78,6 +78,8 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> Cif
 for _depth, _published in ((20, 270_000), (32, 460_000), (44, 660_000), (56, 850_000), (110, 1_700_000)):
     register(f"resnet{_depth}", family="cifar", published_params=_published)(partial(cifar_resnet, _depth))
 del _depth, _published
+# The smallest of the family (n = 1, 78k parameters): CPU-scale experiments such as experiments/.
+register("resnet8", family="cifar")(partial(cifar_resnet, 8))
 
 
 def _bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> list[nn.Module]:
