@@ -58,6 +58,36 @@ def test_select_refuses_impossible_k(k):
         select_hardest(torch.arange(10), torch.zeros(10), k)
 
 
+@pytest.mark.parametrize("kind", ["rand", "ties", "sorted", "nan", "inf"])
+def test_fast_selection_equals_kthvalue_and_the_full_sort(kind):
+    from droppick.selection import hardest_in_subset, kth_largest
+
+    n = 1 << 20  # large enough for kth_largest's sampled bracket
+    gen = torch.Generator().manual_seed(0)
+    values = {"rand": torch.rand(n, generator=gen), "ties": torch.randint(0, 5, (n,), generator=gen).float(),
+              "sorted": torch.arange(n, dtype=torch.float32)}.get(kind, torch.rand(n, generator=gen))
+    if kind == "nan":
+        values[::97] = float("nan")
+    if kind == "inf":
+        values[::5], values[1::7] = float("inf"), float("-inf")
+    for k in (1, n // 3, n - 1):
+        expected = torch.kthvalue(values, n - k + 1).values
+        got = kth_largest(values, k)
+        assert torch.equal(got, expected) or (bool(got.isnan()) and bool(expected.isnan()))
+    if kind == "nan":
+        return
+    # The engine's full-length drop equals select_hardest on the subset, unseen members first.
+    in_subset = torch.rand(n, generator=gen) < 0.8
+    seen = in_subset & (torch.rand(n, generator=gen) < 0.99)
+    subset = in_subset.nonzero().squeeze(1)
+    k = subset.numel() * (5 if kind == "inf" else 9) // 10
+    mask = hardest_in_subset(values, seen, in_subset, k)
+    expected = select_hardest(subset, torch.where(seen, values, torch.full_like(values, float("inf"))), k)
+    assert torch.equal(mask.nonzero().squeeze(1), expected)
+    if kind == "inf":  # the k-th largest member is -inf, a tie with non-members: the engine falls back
+        assert hardest_in_subset(values, seen, in_subset, subset.numel()) is None
+
+
 # -- engine -----------------------------------------------------------------------------------
 
 def test_dap_follows_the_plan_and_keeps_hardest():

@@ -42,6 +42,26 @@ def test_dropped_samples_are_never_read(folder):
     assert reads == list(sizes) == [18, 18, 9]  # one read per subset member, none for dropped ones
 
 
+def test_in_memory_dropped_samples_are_never_gathered(fake_fashion, monkeypatch):
+    # The in-memory twin of the test above: every row InMemoryImages.batch gathers (and crops,
+    # flips, normalises) in an epoch is a member of that epoch's subset, each exactly once.
+    cfg = TrainConfig(data_dir=str(fake_fashion), epochs=3, warmup=1, interval=1, keep=0.5, reuse_at=[],
+                      batch_size=32, device="cpu")
+    t = Trainer(cfg, torch.device("cpu"))
+    images, gathered = t.train_split.images, []
+    batch = images.batch
+    monkeypatch.setattr(images, "batch", lambda indices, *a, **kw: gathered.append(indices.clone()) or batch(indices, *a, **kw))
+    per_epoch = []
+    while not t.dap.done:
+        subset = t.dap.subset.clone()
+        gathered.clear()
+        t.train_epoch(progress=False)
+        t.dap.end_epoch()
+        assert torch.equal(torch.cat(gathered).sort().values, subset)
+        per_epoch.append(sum(g.numel() for g in gathered))
+    assert per_epoch == list(t.dap.plan().subset_sizes) == [240, 240, 120]
+
+
 def test_folder_augmentation_is_seeded_per_sample_not_by_worker_count(folder):
     splits = [build_splits(folder_config(folder, num_workers=w))[0] for w in (0, 2)]
     order = torch.tensor([5, 0, 17, 3])

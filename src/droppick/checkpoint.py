@@ -1,12 +1,26 @@
-"""Atomic checkpoint files: a crash mid-write never leaves a half-written checkpoint behind."""
+"""Checkpoint files: atomic, verified by size and SHA-256, loaded without running code.
+
+A checkpoint ``checkpoint-EEEE.pt`` has a digest file beside it, ``checkpoint-EEEE.pt.sha256``
+(JSON: file name, size in bytes, SHA-256). The digest is written first and both files are
+replaced atomically, so a checkpoint in place always has its digest; a crash between the two
+leaves only a digest without a checkpoint, which nothing reads. A checkpoint without a digest
+(copied alone, or from an older droppick) is loaded unverified.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import random
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+
+DIGEST_SUFFIX = ".sha256"
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> None:
@@ -33,16 +47,76 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
         os.close(dir_fd)
 
 
+def digest_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + DIGEST_SUFFIX)
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    """Write ``state`` to ``path`` atomically, its size and SHA-256 first to the digest file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    digest = {"file": Path(path).name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(digest_path(path), lambda f: f.write((json.dumps(digest) + "\n").encode()))
+    atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load with ``weights_only=True``: a checkpoint that would run code is refused."""
+    """Verify against the digest file (when present), then load with ``weights_only=True``:
+    a checkpoint that would run code is refused. Any damage is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    data = path.read_bytes()
+    _verify(path, data)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be truncated or corrupt") from e
+
+
+def _verify(path: Path, data: bytes) -> None:
+    sidecar = digest_path(path)
+    if not sidecar.exists():
+        return
+    try:
+        expected = json.loads(sidecar.read_text())
+        size, sha256 = int(expected["size"]), str(expected["sha256"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: its digest file {sidecar.name} is unreadable ({e})") from e
+    if len(data) != size:
+        raise ValueError(f"checkpoint {path} is {len(data)} bytes but {sidecar.name} records {size}: "
+                         "it is truncated or was overwritten")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"checkpoint {path} does not match the SHA-256 in {sidecar.name}: the file is corrupt")
+
+
+# -- global RNG states -------------------------------------------------------------------------
+# droppick itself draws every random number from generators seeded by (seed, epoch, purpose),
+# so it needs none of these. The trainer still saves and restores them so that code sharing
+# the process (hooks, a custom loop built on these helpers) resumes with the same random stream.
+
+def rng_states() -> dict:
+    """This process's global RNG states: torch CPU, CUDA (once initialised), random, numpy."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": random.getstate(),
+        # As plain values and a tensor: weights_only loading refuses numpy arrays.
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    """Undo ``rng_states``: set every global RNG it saved (CUDA: the devices both have)."""
+    torch.set_rng_state(states["torch"])
+    cuda = list(states["cuda"])
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))

@@ -103,12 +103,19 @@ def cmd_train(args) -> int:
     progress = not args.no_progress
     if args.resume:
         out = args.resume
+        ignored = [f"--{key.replace('_', '-')}" for key in _given(args, TrainConfig.keys())]
+        ignored += ["--recipe"] * bool(args.recipe_name) + ["--set"] * bool(args.set) + ["--out"] * bool(args.out)
+        if ignored:
+            raise ValueError(f"--resume continues {out} with its saved config.json; remove {' '.join(ignored)} "
+                             "(to train with other settings, start a new run with --out)")
         summary = train(None, out, resume=True, progress=progress, stop_after=args.stop_after)
     else:
         cfg = _config_from_args(args)
         out = args.out or f"runs/{cfg.recipe or cfg.dataset + '-' + cfg.model + '-' + cfg.policy}-seed{cfg.seed}"
         summary = train(cfg, out, progress=progress, stop_after=args.stop_after)
-    if not distributed.is_main_process():
+    main = distributed.is_main_process()
+    distributed.shutdown()  # leave the process group train() joined under torchrun cleanly
+    if not main:
         return 0
     if summary is None:
         print(f"stopped after epoch {args.stop_after}; continue with: droppick train --resume {out}")
@@ -202,11 +209,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     _flag(g, "--weight-decay", f"default {d.weight_decay}", type=float, dest="weight_decay")
     _flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
     _flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
+    _flag(g, "--compile", "torch.compile the training forward (static shapes)", action="store_const", const=True)
     _flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    _flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
+          "stopping; skip optimiser steps with non-finite gradients", action="store_const", const=True,
+          dest="exclude_nonfinite")
     _add_schedule_args(p)
     g = p.add_argument_group("run")
     _flag(g, "--seed", f"default {d.seed}", type=int)
     _flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
+    _flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
 
 
 def _config_from_args(args) -> TrainConfig:
@@ -272,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipes", help="list the paper's recipes with their planned compute")
     r.set_defaults(func=cmd_recipes)
+
+    from .cli_transfer import add_parsers as add_transfer_parsers  # export, transfer, compare-transfer
+
+    add_transfer_parsers(sub)
     return parser
 
 

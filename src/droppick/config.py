@@ -56,11 +56,16 @@ class TrainConfig:
     target_compute: Optional[float] = None  # fraction of E*N that scaled/static match; None = the DaP plan's
     infobatch_ratio: float = 0.5  # r: share of below-mean-loss samples pruned each epoch
     infobatch_delta: float = 0.875  # prune during the first delta*E epochs, all data after
+    # a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
+    # nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped
+    exclude_nonfinite: bool = False
     # run
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: str = "none"  # mixed precision: "bf16", or "fp16" with a GradScaler; losses are recorded in fp32
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
+    compile: bool = False  # torch.compile the training forward (static shapes; a last partial batch runs eagerly)
+    profile: bool = False  # print where each epoch's time goes (data, forward, backward, optimizer, DaP)
     eval_batch_size: int = 1000  # samples per evaluation step
     recipe: Optional[str] = None  # the recipe this config came from, for the record
 

@@ -13,10 +13,11 @@ from typing import Optional
 import torch
 
 from . import distributed
-from .sampler import DaPSampler
+from .sampler import DaPSampler, shard_order
 from .schedule import DROP, PICK, DaPSchedule, Plan, keep_count
 from .seeding import generator
-from .selection import select_hardest, select_infobatch, select_random, select_static
+from .selection import (hardest_in_subset, mask_indices, select_hardest, select_infobatch, select_random,
+                        select_static)
 
 POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch")
 NEVER_DROP = ("full", "scaled", "static", "infobatch")  # policies that ignore the schedule's drops
@@ -49,11 +50,16 @@ class DropAndPick:
       sample index is kept.
     - The loss of a sample seen twice in an epoch (sampler padding) is the last one recorded
       on a rank, and the maximum across ranks.
+    - Under torch.distributed a rank records only samples of its own shard (``sampler()``).
+    - A NaN or infinite loss stops the run at ``end_epoch`` (``NonFiniteLossError``). With
+      ``exclude_nonfinite=True`` those samples are instead left out of the subset from the next
+      epoch on, picks included, and listed in ``last_nonfinite``; the run's compute then falls
+      short of ``plan()`` by what they would have cost.
     """
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy: str = "dap", seed: int = 0,
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
-                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875):
+                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         if policy not in POLICIES:
@@ -79,6 +85,10 @@ class DropAndPick:
         self.scored = torch.zeros(num_samples, dtype=torch.bool)  # recorded in any epoch (InfoBatch)
         self.weights: Optional[torch.Tensor] = None  # per-sample loss weights (InfoBatch only)
         self.samples_per_epoch: list[int] = []  # samples trained on in each finished epoch
+        self.exclude_nonfinite = bool(exclude_nonfinite)
+        self.excluded = torch.zeros(num_samples, dtype=torch.bool)  # non-finite loss: never trained on again
+        self.last_nonfinite = torch.zeros(0, dtype=torch.int64)  # samples excluded by the last end_epoch
+        self._shard_key: Optional[tuple] = None  # (epoch, rank, world) of the cached shard (see shard)
         if policy == "static":
             k = max(1, round(self.target_compute * num_samples))
             self._set_subset(select_static(num_samples, k, generator(self.seed, "static"), labels))
@@ -113,6 +123,16 @@ class DropAndPick:
                 f"epoch {self.epoch}: samples {indices[outside][:10].tolist()} are not in the current subset. "
                 "Load batches with sampler=dap.sampler() and pass the indices IndexedDataset returns."
             )
+        rank, world = distributed.rank_and_world()
+        if world > 1:
+            self.shard(rank, world)  # cached for the epoch; sets _shard_mask
+            foreign = ~self._shard_mask[indices]
+            if bool(foreign.any()):
+                raise ValueError(
+                    f"epoch {self.epoch}: samples {indices[foreign][:10].tolist()} are not in rank {rank}'s shard "
+                    f"(world size {world}). Load batches with sampler=dap.sampler() on every rank, so that each "
+                    "rank trains on and records only its own shard."
+                )
         self.losses[indices] = losses.detach().to("cpu", torch.float32)
         self.seen[indices] = True
 
@@ -128,16 +148,27 @@ class DropAndPick:
         if self.done:
             raise RuntimeError(f"all {self.schedule.epochs} epochs have already ended")
         self.losses, self.seen = distributed.combine_losses(self.losses, self.seen)
-        bad = self.seen & ~torch.isfinite(self.losses)
-        if bool(bad.any()):
+        if bool(torch.isfinite(torch.stack(torch.aminmax(self.losses))).all()):  # one pass; NaN propagates
+            bad, ids = None, torch.zeros(0, dtype=torch.int64)  # the usual case: no full-length masks
+        else:
+            bad = self.seen & ~torch.isfinite(self.losses)
             ids = bad.nonzero().squeeze(1)
+        self.last_nonfinite = ids
+        if ids.numel() and not self.exclude_nonfinite:
             raise NonFiniteLossError(
                 f"epoch {self.epoch}: non-finite loss for {ids.numel()} samples, indices {ids[:20].tolist()}"
                 + (" ..." if ids.numel() > 20 else "")
-                + ". Lower the learning rate or check those samples' inputs and labels."
+                + ". Lower the learning rate or check those samples' inputs and labels "
+                "(or set exclude_nonfinite, --exclude-nonfinite, to leave such samples out and train on)."
             )
-        self.samples_per_epoch.append(int(self.seen[self.subset].sum()))
-        self.scored |= self.seen
+        if ids.numel():
+            # Ranked below every finite loss, so a drop still keeps its planned number of samples;
+            # _set_subset then leaves them out of every later subset.
+            self.excluded |= bad
+            self.losses[bad] = float("-inf")
+        # (count_nonzero of two masks: a gather by subset and a bool sum() cost ~10x more at 14M samples)
+        self.samples_per_epoch.append(int(torch.count_nonzero(self.seen & self._in_subset)))
+        self.scored |= self.seen & ~self.excluded
         event = self.schedule.event_after(self.epoch)
         if self.policy == "infobatch":
             self._infobatch_next()
@@ -145,6 +176,8 @@ class DropAndPick:
             self._set_subset(torch.arange(self.num_samples))
         elif event == DROP and self.policy not in NEVER_DROP:
             self._set_subset(self._drop())
+        if ids.numel():
+            self._set_subset(self.subset)  # no decision this epoch: the exclusion still applies
         self.seen.zero_()
         self.epoch += 1
         return event
@@ -193,6 +226,7 @@ class DropAndPick:
             "scored": self.scored.clone(),
             "weights": None if self.weights is None else self.weights.clone(),
             "samples_per_epoch": list(self.samples_per_epoch),
+            "excluded": self.excluded.clone(),
         }
 
     def _policy_params(self) -> dict:
@@ -220,6 +254,9 @@ class DropAndPick:
         self.scored = state["scored"].to(torch.bool).clone()
         self.weights = None if state["weights"] is None else state["weights"].to(torch.float32).clone()
         self.samples_per_epoch = [int(n) for n in state["samples_per_epoch"]]
+        excluded = state.get("excluded")  # absent in states saved before exclude_nonfinite existed
+        self.excluded = (torch.zeros(self.num_samples, dtype=torch.bool) if excluded is None
+                         else excluded.to(torch.bool).clone())
         self._set_subset(subset.to(torch.int64).clone())
 
     # -- internals ---------------------------------------------------------------------------
@@ -228,13 +265,18 @@ class DropAndPick:
         k = keep_count(self.subset.numel(), self.schedule.keep)
         if self.policy == "random":
             return select_random(self.subset, k, generator(self.seed, self.epoch, "random-drop"))
-        if not bool(self.seen[self.subset].any()):
+        if self.samples_per_epoch[-1] == 0:  # this epoch's count of subset members seen
             raise RuntimeError(
                 f"epoch {self.epoch} is a drop epoch but no loss was recorded for the subset: "
                 "call dap.record(indices, per_sample_losses) for every training batch."
             )
-        unseen_kept = torch.where(self.seen, self.losses, torch.full_like(self.losses, float("inf")))
-        return select_hardest(self.subset, unseen_kept, k)
+        # A mask over all samples (_set_subset takes either): no gather of the subset's losses,
+        # no scatter of the kept ones back into _in_subset (see selection.hardest_in_subset).
+        keep = hardest_in_subset(self.losses, self.seen, self._in_subset, k)
+        if keep is None:  # fewer than k members above -inf (excluded samples): rank within the subset
+            unseen_kept = torch.where(self.seen, self.losses, torch.full_like(self.losses, float("inf")))
+            return select_hardest(self.subset, unseen_kept, k)
+        return keep
 
     def _infobatch_next(self) -> None:
         # The epoch after this one trains on all data once it is past delta * E ("annealing").
@@ -246,6 +288,33 @@ class DropAndPick:
         self._set_subset(subset)
 
     def _set_subset(self, subset: torch.Tensor) -> None:
+        """Make ``subset`` current: sorted sample indices, or a boolean mask over all samples."""
+        mask = subset if subset.dtype == torch.bool else None
+        if mask is not None:
+            subset = mask_indices(mask)  # sorted
+        if bool(self.excluded.any()) and bool(self.excluded[subset].any()):  # the first test is cheap
+            subset = subset[~self.excluded[subset]]
+            mask = None
+            if subset.numel() == 0:
+                raise NonFiniteLossError(f"epoch {self.epoch}: every sample of the subset has been excluded for a "
+                                         "non-finite loss; lower the learning rate or check the data")
         self.subset = subset
-        self._in_subset = torch.zeros(self.num_samples, dtype=torch.bool)
-        self._in_subset[subset] = True
+        if mask is not None:
+            self._in_subset = mask
+        elif subset.numel() == self.num_samples:  # all data (sorted and unique): no scatter
+            self._in_subset = torch.ones(self.num_samples, dtype=torch.bool)
+        else:
+            self._in_subset = torch.zeros(self.num_samples, dtype=torch.bool)
+            self._in_subset[subset] = True
+        self._shard_key = None
+
+    def shard(self, rank: int, world_size: int) -> torch.Tensor:
+        """This epoch's sample order for ``rank``, what ``sampler(rank, world_size)`` yields
+        (``sampler.shard_order``), cached for the epoch for record()'s shard check. Read-only."""
+        key = (self.epoch, rank, world_size)
+        if self._shard_key != key:
+            self._shard = shard_order(self.subset, self.seed, self.epoch, rank, world_size)
+            self._shard_mask = torch.zeros(self.num_samples, dtype=torch.bool)
+            self._shard_mask[self._shard] = True
+            self._shard_key = key
+        return self._shard

@@ -6,6 +6,8 @@ Layout::
     RUN_DIR/metrics.jsonl          one JSON object per finished epoch
     RUN_DIR/summary.json           written when the run ends
     RUN_DIR/checkpoint-EEEE.pt     after epoch EEEE; the newest two are kept
+    RUN_DIR/checkpoint-EEEE.pt.sha256  its size and SHA-256, checked on load
+    RUN_DIR/nonfinite.jsonl        with exclude_nonfinite: the samples excluded after each epoch
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, digest_path, load_checkpoint, save_checkpoint
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT = re.compile(r"checkpoint-(\d{4,})\.pt$")
@@ -34,6 +36,10 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def nonfinite_path(self) -> Path:
+        return self.path / "nonfinite.jsonl"
+
+    @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
@@ -47,6 +53,7 @@ class RunDir:
         save_checkpoint(state, path)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             old.unlink()
+            digest_path(old).unlink(missing_ok=True)
         return path
 
     def latest_checkpoint(self) -> Optional[dict]:
@@ -62,21 +69,44 @@ class RunDir:
         return None
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return _read_jsonl(self.metrics_path)
 
     def truncate_metrics(self, before_epoch: int) -> list[dict]:
-        """Keep the metric lines of epochs < before_epoch (a resumed run redoes the rest)."""
-        kept = [m for m in self.read_metrics() if m["epoch"] < before_epoch]
-        text = "".join(json.dumps(m) + "\n" for m in kept)
-        atomic_write_bytes(self.metrics_path, lambda f: f.write(text.encode()))
-        return kept
+        """Keep the metric (and nonfinite.jsonl) lines of epochs < before_epoch: a resumed run
+        redoes the rest."""
+        if self.nonfinite_path.exists():
+            _truncate_jsonl(self.nonfinite_path, before_epoch)
+        return _truncate_jsonl(self.metrics_path, before_epoch)
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        _append_jsonl(self.metrics_path, row)
+
+    def append_nonfinite(self, epoch: int, indices: list[int]) -> None:
+        _append_jsonl(self.nonfinite_path, {"epoch": epoch, "indices": indices})
 
     def write_summary(self, summary: dict) -> None:
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write_bytes(self.summary_path, lambda f: f.write(text.encode()))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of ``path``; a last line cut short by a crash mid-append is ignored."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
+    kept = [row for row in _read_jsonl(path) if row["epoch"] < before_epoch]
+    text = "".join(json.dumps(row) + "\n" for row in kept)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return kept
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

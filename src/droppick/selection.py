@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
 
@@ -26,18 +27,109 @@ def select_hardest(subset: torch.Tensor, losses: torch.Tensor, k: int) -> torch.
         raise ValueError(f"k must lie in 1..{n} (the subset size), got {k}")
     if k == n:
         return subset.clone()
-    values = losses[subset]
-    # The k-th largest value is the (n - k + 1)-th smallest.
-    threshold = torch.kthvalue(values, n - k + 1).values
-    above = values > threshold
-    at = values == threshold
-    # Fill the remaining places with the lowest-index samples at the threshold: ``subset`` is
-    # sorted, so the first ones in mask order are the lowest indices.
-    missing = k - int(above.sum())
-    at_positions = at.nonzero().squeeze(1)[:missing]
-    keep = above
-    keep[at_positions] = True
+    # ``subset`` is sorted, so "lower position" in ``hardest_mask`` means "lower sample index".
+    keep = hardest_mask(losses.index_select(0, subset), k)
+    if subset.device.type == "cpu" and subset.dtype == torch.int64:
+        return torch.from_numpy(subset.numpy()[keep.numpy()])  # 4x faster than torch's bool indexing here
     return subset[keep]
+
+
+def hardest_mask(values: torch.Tensor, k: int, threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest ``values``; among equal values the lower positions win.
+
+    threshold: ``kth_largest(values, k)`` if the caller has it already.
+    """
+    n = values.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k must lie in 1..{n}, got {k}")
+    if threshold is None:
+        threshold = kth_largest(values, k)
+    a = _as_numpy(values)
+    if a is None:  # not a CPU float32/float64 tensor: the same steps in torch
+        keep = values >= threshold
+        if int(torch.count_nonzero(keep)) == k:
+            return keep
+        keep = values > threshold
+        keep[(values == threshold).nonzero().squeeze(1)[: k - int(torch.count_nonzero(keep))]] = True
+        return keep
+    t = a.dtype.type(threshold.item())  # exact: the threshold is one of the values
+    keep = a >= t
+    if np.count_nonzero(keep) == k:  # no surplus ties at the threshold
+        return torch.from_numpy(keep)
+    keep = a > t
+    # Fill the remaining places with the lowest positions at the threshold.
+    keep[np.flatnonzero(a == t)[: k - np.count_nonzero(keep)]] = True
+    return torch.from_numpy(keep)
+
+
+def hardest_in_subset(losses: torch.Tensor, seen: torch.Tensor, in_subset: torch.Tensor, k: int) -> Optional[torch.Tensor]:
+    """DaP's drop on full-length state: a mask over all N samples of the ``k`` members of the
+    subset (``in_subset``) with the highest loss, members not ``seen`` this epoch first.
+
+    The same choice as ``select_hardest(subset, where(seen, losses, inf), k)`` (ties to the lower
+    index), without gathering the subset's losses or scattering the kept ones back. Returns
+    None when fewer than ``k`` members have a loss above -inf, where samples outside the subset
+    (ranked at -inf here) could tie with members: use ``select_hardest`` then.
+    """
+    if losses.dtype != torch.float32 or losses.device.type != "cpu":
+        key = torch.where(seen, losses, float("inf")).masked_fill_(~in_subset, float("-inf"))
+    else:  # numpy's elementwise kernels are 3-5x faster than torch's on this path (1 thread)
+        key_np = np.where(seen.numpy(), losses.numpy(), np.float32(np.inf))
+        np.copyto(key_np, np.float32(-np.inf), where=~in_subset.numpy())
+        key = torch.from_numpy(key_np)
+    threshold = kth_largest(key, k)
+    if threshold.item() == float("-inf"):
+        return None
+    return hardest_mask(key, k, threshold)
+
+
+def mask_indices(mask: torch.Tensor) -> torch.Tensor:
+    """The positions of the True entries of a 1-D bool mask, sorted (``mask.nonzero()``, faster on CPU)."""
+    if mask.device.type != "cpu":
+        return mask.nonzero().squeeze(1)
+    return torch.from_numpy(np.flatnonzero(mask.numpy()).astype(np.int64, copy=False))
+
+
+_SAMPLE = 1 << 16  # values sampled to bracket the k-th largest
+
+
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th largest of a 1-D tensor: exactly ``torch.kthvalue(values, n - k + 1).values``.
+
+    For large ``n`` (a CPU float tensor) it first brackets the answer between two values of an
+    evenly strided sample (no RNG: the order of ``values`` is arbitrary with respect to their
+    size), counts the values below the bracket, and runs ``kthvalue`` only on the values
+    inside it, a few percent of them. The counts prove that the answer lies inside; if it does
+    not (a sample unlike the whole), it falls back to ``kthvalue`` on everything. That is a few
+    vectorised comparisons over ``n`` instead of a quickselect over ``n``.
+    """
+    n = values.numel()
+    rank = n - k + 1  # 1-based, ascending: the k-th largest is the (n - k + 1)-th smallest
+    a = _as_numpy(values) if n >= 16 * _SAMPLE else None
+    if a is None:
+        return torch.kthvalue(values, rank).values
+    sample = np.sort(a[:: n // _SAMPLE])  # NaN sorts last, as in kthvalue
+    m = sample.size
+    # The target's position in the sorted sample has a standard deviation of at most sqrt(m)/2.
+    margin = 4 * int(m**0.5) + 16
+    centre = (rank * m) // n
+    lo = sample[max(centre - margin, 0)]
+    hi = sample[min(centre + margin, m - 1)]
+    inside = a < lo
+    below = int(np.count_nonzero(inside))
+    np.logical_not(inside, out=inside)
+    inside &= a <= hi  # NaN is neither below lo nor inside: it ranks last, so the check still holds
+    band = a[inside]
+    if below < rank <= below + band.size:
+        return torch.kthvalue(torch.from_numpy(band), rank - below).values
+    return torch.kthvalue(values, rank).values
+
+
+def _as_numpy(values: torch.Tensor) -> Optional[np.ndarray]:
+    """A zero-copy numpy view of a CPU float32/float64 tensor, else None."""
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64) or values.requires_grad:
+        return None
+    return values.numpy()
 
 
 def select_random(subset: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,15 +28,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
+from .checkpoint import restore_rng_states, rng_states
 from .config import TrainConfig
 from .engine import DropAndPick
 from .inspection import Retention
 from .models import build_model
 from .pipeline import build_splits
+from .profiling import Profiler
 from .rundir import RunDir
 from .seeding import derive_seed
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
+DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # imagefolder: one per class folder
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -65,17 +71,21 @@ class Trainer:
         if cfg.policy == "scaled":
             cfg = cfg.scaled(target)
         self.cfg = cfg
-        num_classes = int(max(self.train_split.labels.max(), self.test_split.labels.max())) + 1
+        num_classes = _num_classes(cfg, self.train_split.labels, self.test_split.labels)
         self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        # --compile: static shapes. Only full batches use the compiled module; an epoch's last
+        # partial batch runs eagerly, so a shrinking subset never triggers a recompilation.
+        self.compiled = torch.compile(self.net, dynamic=False) if cfg.compile else None
+        self.profiler = Profiler(cfg.profile, device)  # --profile; a no-op otherwise
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=target, infobatch_ratio=cfg.infobatch_ratio,
-                               infobatch_delta=cfg.infobatch_delta)
+                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
         self.steps = planned_steps(cfg, self.dap, self.world)
         self.retention = Retention(n)  # for `droppick inspect`: which samples stayed longest
 
@@ -91,11 +101,14 @@ class Trainer:
 
     def train_epoch(self, progress: bool) -> float:
         """One pass over this rank's shard of the subset; returns the mean training loss."""
-        cfg, dap = self.cfg, self.dap
+        cfg, dap, prof = self.cfg, self.dap, self.profiler
         self.net.train()
-        step = sum(self.steps[: dap.epoch - 1])
+        step = first_step = sum(self.steps[: dap.epoch - 1])
+        prof.start()
         order = dap.sampler(self.rank, self.world).indices()
+        prof.lap("dap sampler")
         total = torch.zeros((), device=self.device)  # summed on the device: no sync per step
+        counted = torch.zeros((), device=self.device)  # samples in batches with a finite loss
         batches = self.train_split.batches(order, cfg.batch_size, cfg.seed, dap.epoch)
         # disable=None shows the bar only on a terminal, so logs stay one line per epoch.
         for indices, images, targets in tqdm(batches, total=self.steps[dap.epoch - 1], desc=f"epoch {dap.epoch}",
@@ -103,22 +116,37 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr_at(dap.epoch, step / sum(self.steps))
             images, targets = self._to_device(images, targets)
-            losses = F.cross_entropy(self._forward(self.net, images).float(), targets, reduction="none")
+            prof.lap("data")
+            net = self.compiled if self.compiled is not None and len(indices) == cfg.batch_size else self.net
+            losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
+            prof.lap("forward")
             dap.record(indices, losses)
             weights = dap.batch_weights(indices)
             loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
+            prof.lap("dap record")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            prof.lap("backward")
+            if cfg.exclude_nonfinite and not (self.scaler.is_enabled() or _grads_finite(self.model)):
+                pass  # skip the step: a NaN/inf loss on any rank reached every rank's gradients through
+                # DDP's averaging, so all ranks skip it alike (an fp16 GradScaler skips such steps itself)
+            else:
+                self.scaler.step(self.optimizer)
             self.scaler.update()
-            total += loss.detach() * len(indices)
+            finite = torch.isfinite(loss.detach())  # the mean below leaves out non-finite batches
+            total += torch.where(finite, loss.detach(), 0.0) * len(indices)
+            counted += finite * len(indices)
             step += 1
-        loss_sum, count = distributed.all_reduce_sum([float(total), float(len(order))])
+            _test_kill_point(f"epoch:{dap.epoch}:batch:{step - first_step}")
+            prof.lap("optimizer")
+        loss_sum, count = distributed.all_reduce_sum([float(total), float(counted)])
+        prof.lap("loss sync")
         return loss_sum / max(count, 1)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """Top-1 and top-5 accuracy (%) on the whole test split; each rank scores a slice."""
+        distributed.broadcast_buffers(self.model)  # every rank scores rank 0's model, the one checkpointed
         self.model.eval()
         order = torch.arange(len(self.test_split))[self.rank::self.world]
         correct1 = correct5 = 0
@@ -133,16 +161,32 @@ class Trainer:
         return 100.0 * c1 / n, 100.0 * c5 / n
 
     def state_dict(self) -> dict:
+        """Everything the next epoch depends on. The learning rate has no state of its own: it is a
+        pure function of the epoch and the planned steps (``cfg.lr_at``), saved to check that a
+        resumed run plans the same steps. The global RNG states are saved although droppick
+        never draws from them (see ``checkpoint.rng_states``)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict(),
-                "retention": self.retention.state_dict()}
+                "retention": self.retention.state_dict(), "world_size": self.world,
+                "lr_schedule": {"kind": self.cfg.lr_schedule, "planned_steps": list(self.steps)},
+                "rng": rng_states()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.dap.load_state_dict(state["dap"])  # first: it refuses a dataset of another size
+        if state["world_size"] != self.world:
+            raise ValueError(
+                f"this run was trained by {state['world_size']} processes and is resumed by {self.world}; resume it "
+                f"with the same number (torchrun --nproc_per_node {state['world_size']}, or no torchrun for 1): "
+                "the per-rank shards, batches and the LR schedule's planned steps depend on it"
+            )
+        self.dap.load_state_dict(state["dap"])  # before the model: it refuses a dataset of another size
+        if state["lr_schedule"]["planned_steps"] != self.steps:
+            raise ValueError(f"the resumed run plans {self.steps} optimiser steps per epoch, the checkpoint "
+                             f"{state['lr_schedule']['planned_steps']}: was batch_size changed in config.json?")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.retention.load_state_dict(state["retention"])
+        restore_rng_states(state["rng"])
 
 
 def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, progress: bool = False,
@@ -186,12 +230,15 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         tick = time.perf_counter()
         train_loss = t.train_epoch(progress)
         event = dap.end_epoch()
+        t.profiler.lap("dap end_epoch")
         t.retention.update(trained_subset, dap.subset, epoch)
+        t.profiler.lap("retention")
         epoch_seconds = time.perf_counter() - tick
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
         tick = time.perf_counter()
         top1, top5 = t.evaluate()
+        t.profiler.lap("eval")
         row = {
             "epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
             "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
@@ -201,10 +248,18 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         }
         history.append(row)
         if main:
+            if dap.last_nonfinite.numel():  # only with exclude_nonfinite: otherwise end_epoch raised
+                run.append_nonfinite(epoch, dap.last_nonfinite.tolist())
+                print(f"epoch {epoch}: excluded {dap.last_nonfinite.numel()} samples with a non-finite loss "
+                      f"(listed in {run.nonfinite_path})", file=sys.stderr)
             run.append_metrics(row)
             state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
                      "wall_seconds": wall_before + time.perf_counter() - started, **t.state_dict()}
             run.save_checkpoint(state, epoch)
+            _test_kill_point(f"after_checkpoint:{epoch}")
+            t.profiler.lap("checkpoint")
+            if t.profiler.enabled:
+                tqdm.write(t.profiler.report(f"epoch {epoch}", samples=dap.samples_per_epoch[-1]))
             if progress:
                 tqdm.write(f"epoch {epoch:3d}  subset {row['subset_size']:7d}  loss {train_loss:.4f}  "
                            f"test top-1 {top1:6.2f}%  {event or ''}")
@@ -222,16 +277,47 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world,
+        "world_size": t.world, "excluded_nonfinite": int(dap.excluded.sum()),
     }
     run.write_summary(summary)
+    if t.profiler.enabled:
+        tqdm.write(t.profiler.report("run (this process)", run=True, samples=dap.samples_seen))
     return summary
+
+
+def _num_classes(cfg: TrainConfig, train_labels: torch.Tensor, test_labels: torch.Tensor) -> int:
+    """The model's output count: the dataset's number of classes (imagefolder: highest label + 1).
+    A label outside it would index past the model's outputs, so it is refused here, by name."""
+    labels = torch.cat([train_labels, test_labels])
+    num_classes = DATASET_CLASSES.get(cfg.dataset, int(labels.max()) + 1)
+    bad = labels[(labels < 0) | (labels >= num_classes)].unique()
+    if bad.numel():
+        raise ValueError(f"{cfg.dataset} has {num_classes} classes, so labels must lie in 0..{num_classes - 1}, "
+                         f"but the data in {cfg.data_dir or 'the default location'} has labels {bad[:10].tolist()}; "
+                         "fix its label files or choose the --dataset they belong to")
+    return num_classes
+
+
+def _grads_finite(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+# Test hook, for tests/test_resume.py only: DROPPICK_TEST_KILL_AT="epoch:E:batch:B" (after the
+# optimiser step of batch B of epoch E, 1-based) or "after_checkpoint:E" makes the process
+# SIGKILL itself at that point, so a test interrupts a run exactly where it means to.
+_TEST_KILL_AT = os.environ.get("DROPPICK_TEST_KILL_AT")
+
+
+def _test_kill_point(point: str) -> None:
+    if point == _TEST_KILL_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; "
-                         "it was written by another droppick version")
+        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; it was written "
+                         "by another droppick version: resume it with that version, or start a new run")
     saved = checkpoint["config"]
     for key in ("model", "dataset", "train_samples", "per_class", "seed", "policy"):
         if saved.get(key) != getattr(cfg, key):

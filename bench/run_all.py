@@ -1,0 +1,88 @@
+"""Run every benchmark and write the results file, with the machine beside the numbers.
+
+    python bench/run_all.py            # all benchmarks (about 10 minutes on 2 cores); writes
+                                       # bench/results.md and the results block of bench/README.md
+    python bench/run_all.py --quick    # seconds each; writes bench/results-quick.md only
+    python bench/run_all.py --only selection savings
+
+Each benchmark runs in its own process (``python bench/NAME.py``); its standard output goes
+into the results file verbatim, and its PASS/FAIL/INFO lines into the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import machine
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ("bookkeeping", "savings", "selection", "trainer_speed", "distributed_gather", "compile_recompiles")
+START, END = "<!-- results:start (written by bench/run_all.py) -->", "<!-- results:end -->"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES))
+    args = p.parse_args()
+    m = machine()
+    command = "python bench/run_all.py" + (" --quick" if args.quick else "") + \
+        (f" --only {' '.join(args.only)}" if args.only != list(BENCHES) else "")
+    sections, summary, failed = [], [], False
+    started = time.perf_counter()
+    for name in args.only:
+        argv = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=HERE.parent)
+        seconds = time.perf_counter() - t0
+        output = proc.stdout.rstrip()
+        if proc.returncode != 0:
+            failed = True
+            output += f"\n[exit status {proc.returncode}; stderr tail]\n" + "\n".join(proc.stderr.splitlines()[-20:])
+        print(output, flush=True)
+        sections.append(f"### {name}\n\n`python bench/{name}.py{' --quick' if args.quick else ''}` "
+                        f"({seconds:.0f} s)\n\n```\n{output}\n```\n")
+        for line in output.splitlines():
+            match = re.match(r"(PASS|FAIL|INFO) (.*)", line)
+            if match:
+                summary.append(f"| {name} | {match.group(1)} | {match.group(2).replace('|', '/')} |")
+                failed |= match.group(1) == "FAIL"
+        if proc.returncode != 0:
+            summary.append(f"| {name} | ERROR | exit status {proc.returncode} |")
+    total = time.perf_counter() - started
+    text = "\n".join([
+        f"## Benchmark results{' (--quick)' if args.quick else ''}",
+        "",
+        f"- command: `{command}` ({total / 60:.1f} min in all)",
+        f"- date: {m['date']}",
+        f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; torch {m['torch']}; python {m['python']}; "
+        f"load average {m['load_avg_1m']} at the end (the machine is shared)",
+        "- every benchmark runs 1 torch thread unless it says otherwise (see bench/_common.py)",
+        "",
+        "| benchmark | verdict | figures |",
+        "| --- | --- | --- |",
+        *summary,
+        "",
+        *sections,
+    ])
+    out = HERE / ("results-quick.md" if args.quick else "results.md")
+    out.write_text(text + "\n")
+    print(f"wrote {out}")
+    if not args.quick and args.only == list(BENCHES):
+        readme = HERE / "README.md"
+        body = readme.read_text()
+        if START in body and END in body:
+            head, rest = body.split(START, 1)
+            readme.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+            print(f"updated the results block of {readme}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

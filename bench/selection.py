@@ -1,0 +1,136 @@
+"""Selection at scale: ``select_hardest`` and the whole ``end_epoch`` at ImageNet sizes.
+
+Targets on this CPU: N = 1.28M (ImageNet-1k) under 0.2 s, N = 14M (ImageNet-21k) under 0.5 s,
+both for ``select_hardest`` and for a whole drop ``end_epoch`` (keep 90% of all N samples);
+DaP's persistent state at most 16 bytes per sample.
+
+Losses are ``torch.rand`` (at 14M float32 values many ties: the slow path of the tie rule is
+exercised). Every drop is timed from the full set (the schedule picks all data back up after
+each drop), so each repetition is the worst case n = N. ``select_hardest`` is also timed
+against the previous implementation (full-length ``torch.where`` copy, ``kthvalue`` over the
+whole subset, ``bool.sum()``), interleaved, as a ratio.
+
+Memory: the persistent state is the sum of ``nbytes`` of every tensor the engine holds. The
+transient peak of ``end_epoch`` is measured as the growth of the peak RSS (``VmHWM``, reset
+through ``/proc/self/clear_refs``) over the RSS before it; torch's CPU allocator returns large
+blocks to the OS at once, so RSS follows live tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _common import header, interleave, median_ratio, parse_args, spread, verdict
+from droppick import DaPSchedule, DropAndPick
+from droppick.selection import select_hardest
+
+TARGETS = {1_280_000: 0.2, 14_000_000: 0.5}
+STATE_TARGET = 16.0  # bytes per sample
+
+
+def select_hardest_previous(subset: torch.Tensor, losses: torch.Tensor, k: int) -> torch.Tensor:
+    """The implementation before this benchmark existed (for the ratio only)."""
+    n = subset.numel()
+    values = losses[subset]
+    threshold = torch.kthvalue(values, n - k + 1).values
+    above = values > threshold
+    at = values == threshold
+    missing = k - int(above.sum())
+    keep = above
+    keep[at.nonzero().squeeze(1)[:missing]] = True
+    return subset[keep]
+
+
+def vm(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def state_bytes(dap: DropAndPick) -> dict[str, int]:
+    return {name: value.nbytes for name, value in vars(dap).items() if isinstance(value, torch.Tensor)}
+
+
+def main() -> int:
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        # A fixed glibc mmap threshold: every tensor of 1 MB or more gets its own mapping and is
+        # unmapped when freed, so the RSS follows the live tensors (the default threshold adapts
+        # upwards and would serve later tensors from a heap that RSS never gives back).
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    args = parse_args(__doc__.splitlines()[0])
+    header("selection at scale: select_hardest and end_epoch", args.quick)
+    sizes = [1_280_000] if args.quick else [1_280_000, 14_000_000]
+    repeats = 3 if args.quick else 5
+    ok = True
+    for n in sizes:
+        target = TARGETS[n]
+        gen = torch.Generator().manual_seed(0)
+        losses = torch.rand(n, generator=gen)
+        subset = torch.arange(n)
+        k = round(0.9 * n)
+        assert torch.equal(select_hardest(subset, losses, k), select_hardest_previous(subset, losses, k))
+        times = interleave({"new": lambda: select_hardest(subset, losses, k),
+                            "previous": lambda: select_hardest_previous(subset, losses, k)}, repeats)
+        select_s = statistics.median(times["new"])
+
+        # The whole end_epoch: a drop from all N samples, then a pick back to all of them.
+        schedule = DaPSchedule(epochs=2 * repeats + 1, warmup=0, interval=1, keep=0.9,
+                               reuse_at=list(range(2, 2 * repeats + 1, 2)))
+        dap = DropAndPick(n, schedule, policy="dap", seed=0)
+        drop_s, pick_s, peaks, drop_cpu = [], [], [], []
+        for _ in range(repeats):
+            for event_expected, out in (("drop", drop_s), ("pick", pick_s)):
+                dap.losses.copy_(torch.rand(n, generator=gen))
+                dap.seen.copy_(dap._in_subset)  # as if record() had seen every subset member
+                rss = vm("VmRSS")
+                tracked = reset_peak()
+                t0, c0 = time.perf_counter(), time.process_time()
+                event = dap.end_epoch()
+                out.append(time.perf_counter() - t0)
+                if event_expected == "drop":
+                    drop_cpu.append(time.process_time() - c0)
+                if event_expected == "drop" and tracked:
+                    peaks.append(vm("VmHWM") - rss)
+                assert event == event_expected, (event, event_expected)
+        end_s = statistics.median(drop_s)
+        state = state_bytes(dap)
+        per_sample = sum(state.values()) / n
+        print(f"N = {n:,} (keep {k:,}):")
+        print(f"  select_hardest  median {1e3 * select_s:7.1f} ms (min {1e3 * min(times['new']):.1f}); "
+              f"new / previous {median_ratio(times['new'], times['previous']):.3f} "
+              f"({spread(times['new'], times['previous'])}; previous median "
+              f"{1e3 * statistics.median(times['previous']):.1f} ms)")
+        print(f"  end_epoch drop  median {1e3 * end_s:7.1f} ms (min {1e3 * min(drop_s):.1f}, CPU time median "
+              f"{1e3 * statistics.median(drop_cpu):.1f}); "
+              f"end_epoch pick median {1e3 * statistics.median(pick_s):.1f} ms")
+        print(f"  persistent state {per_sample:.2f} B/sample: "
+              + ", ".join(f"{name} {b / n:.0f}" for name, b in state.items()))
+        if peaks:
+            print(f"  end_epoch transient peak (RSS high-water growth) median {statistics.median(peaks) / n:.1f} B/sample, "
+                  f"max {max(peaks) / n:.1f}")
+        ok &= verdict(f"select_hardest N={n:,}", select_s < target, f"{1e3 * select_s:.0f} ms (target < {1e3 * target:.0f} ms)")
+        ok &= verdict(f"end_epoch N={n:,}", end_s < target, f"{1e3 * end_s:.0f} ms (target < {1e3 * target:.0f} ms)")
+        ok &= verdict(f"DaP state N={n:,}", per_sample <= STATE_TARGET,
+                      f"{per_sample:.2f} B/sample persistent (target <= {STATE_TARGET:.0f})")
+        del dap, losses, subset
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Smoke tests for the profiler, the --profile/--compile flags and the benchmark helpers (no timing asserts)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from droppick.cli import build_parser, main
+from droppick.profiling import Profiler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+
+def test_profiler_off_records_nothing_and_on_adds_up_laps():
+    off = Profiler(enabled=False)
+    off.start()
+    off.lap("forward")
+    assert off.seconds == {} and off.report("x").startswith("profile x: 0.00 s")
+    on = Profiler(enabled=True, device=torch.device("cpu"))
+    for _ in range(2):
+        on.start()
+        for name in ("data", "forward", "data", "eval"):
+            on.lap(name)
+    assert list(on.seconds) == ["data", "forward", "eval"] and on.counts == {"data": 2, "forward": 1, "eval": 1}
+    assert set(on.run_seconds) == {"data", "forward", "eval"}
+    report = on.report("epoch 1", samples=10)
+    assert "images/s" in report and all(name in report for name in ("data", "forward", "eval"))
+
+
+def test_profile_and_compile_flags_reach_the_config():
+    from droppick.cli import _config_from_args
+
+    args = build_parser().parse_args(["train", "--profile", "--compile", "--epochs", "2", "--reuse-at", "none"])
+    cfg = _config_from_args(args)
+    assert cfg.profile is True and cfg.compile is True
+    assert _config_from_args(build_parser().parse_args(["train"])).profile is False
+
+
+def test_train_profile_prints_where_the_epoch_went(fake_fashion, tmp_path, capsys):
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "1", "--warmup", "0", "--reuse-at", "none",
+                 "--train-samples", "64", "--test-samples", "20", "--batch-size", "32", "--device", "cpu",
+                 "--profile", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    for section in ("profile epoch 1", "data", "forward", "dap record", "backward", "optimizer", "dap end_epoch",
+                    "eval", "checkpoint", "profile run"):
+        assert section in text
+
+
+def test_bench_helpers_interleave_and_ratio():
+    from _common import interleave, median_ratio
+
+    calls = []
+    times = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and [len(v) for v in times.values()] == [3, 3]
+    assert median_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0

@@ -1,0 +1,209 @@
+"""Two real gloo processes: the global DaP selection equals one process fed every loss.
+
+Workers are spawned from the test (and, end to end, by torchrun); a hang fails the test after
+a timeout instead of blocking the suite. Each worker records only its own shard, exactly as a
+rank of a training run does.
+"""
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from droppick import DaPSchedule, DropAndPick
+from droppick.schedule import keep_count
+
+# Only light imports at module level: spawned workers import this module (droppick.train pulls
+# in torchvision, seconds on a busy machine), so the end-to-end test imports the trainer itself.
+
+WORLD = 2
+TIMEOUT_S = 120
+BIG_N = 2**24 + 10  # beyond float32's exact integers: indices must stay int64 all the way
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def schedule(epochs=4):
+    # warm-up epoch, drop, drop, pick after epoch 3
+    return DaPSchedule(epochs=epochs, warmup=1, interval=1, keep=0.5, active=None, reuse_at=[3])
+
+
+def rank_records(dap, rank, world):
+    """(indices, losses) that ``rank`` records this epoch: its shard, in batches as trained.
+
+    A padding duplicate (a sample in two ranks' shards) gets a loss that differs per rank, so
+    the merged result shows which rule combined them."""
+    shards = [dap.sampler(r, world).indices() for r in range(world)]
+    counts = torch.bincount(torch.cat(shards), minlength=dap.num_samples)
+    idx = shards[rank]
+    losses = ((idx * 7919 + dap.epoch * 31) % 101).float() + 1000.0 * rank * (counts[idx] > 1)
+    return idx, losses
+
+
+SCENARIOS = {  # name: (N, batch size)
+    "padded": (11, 4),  # 11 samples on 2 ranks: one sample trained by both each epoch
+    "smaller_than_one_batch_per_rank": (3, 32),
+    "one_sample": (1, 32),
+}
+
+
+def run_scenario(n, batch, rank, world, sched):
+    dap = DropAndPick(n, sched, policy="dap", seed=5)
+    subsets, losses = [], []
+    while not dap.done:
+        idx, loss = rank_records(dap, rank, world)
+        for start in range(0, idx.numel(), batch):
+            dap.record(idx[start:start + batch], loss[start:start + batch])
+        dap.end_epoch()
+        subsets.append(dap.subset.clone())
+        losses.append(dap.losses.clone())
+    return {"subsets": subsets, "losses": losses, "samples_per_epoch": dap.samples_per_epoch}
+
+
+def worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    try:
+        result = {name: run_scenario(n, batch, rank, world, schedule()) for name, (n, batch) in SCENARIOS.items()}
+
+        dap = DropAndPick(11, schedule())
+        other = dap.sampler((rank + 1) % world, world).indices()
+        mine = dap.sampler(rank, world).indices()
+        foreign = other[~torch.isin(other, mine)][:1]
+        try:
+            dap.record(foreign, torch.ones(1))
+        except ValueError as e:
+            result["foreign_error"] = str(e)
+
+        result["big"] = big_index_epoch(rank, world)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def big_index_epoch(rank, world):
+    """One drop over 2^24 + 10 samples where only the 10 highest indices get a loss."""
+    keep = (BIG_N - 3) / BIG_N
+    dap = DropAndPick(BIG_N, DaPSchedule(epochs=2, warmup=0, interval=1, keep=keep, active=None, reuse_at=[]))
+    shard = dap.shard(rank, world)  # what sampler(rank, world) yields, computed once for record() too
+    high = shard[shard >= 2**24]
+    dap.record(high, (high - 2**24).float())  # losses 0..9 by index: the lowest ones are dropped
+    dap.end_epoch()
+    kept = torch.zeros(BIG_N, dtype=torch.bool)
+    kept[dap.subset] = True
+    dropped = (~kept).nonzero().squeeze(1)
+    return {"dropped": dropped, "subset_size": dap.subset.numel(), "dtype": str(dap.subset.dtype),
+            "samples_per_epoch": dap.samples_per_epoch, "keep": keep}
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Both ranks' results, from one spawn of WORLD gloo processes."""
+    out = tmp_path_factory.mktemp("ranks")
+    ctx = mp.start_processes(worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{WORLD} gloo workers did not finish within {TIMEOUT_S} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name):
+    n, batch = SCENARIOS[name]
+    reference = DropAndPick(n, schedule(), policy="dap", seed=5)
+    expected_subsets = []
+    while not reference.done:
+        # One process sees every rank's records; a duplicate keeps its highest loss (the rule).
+        merged = torch.full((n,), float("-inf"))
+        for rank in range(WORLD):
+            idx, loss = rank_records(reference, rank, WORLD)
+            merged[idx] = torch.maximum(merged[idx], loss)
+        seen = torch.isfinite(merged).nonzero().squeeze(1)
+        reference.record(seen, merged[seen])
+        reference.end_epoch()
+        expected_subsets.append(reference.subset.clone())
+    for result in ranks:
+        got = result[name]
+        assert [s.tolist() for s in got["subsets"]] == [s.tolist() for s in expected_subsets]
+        assert torch.equal(got["losses"][-1], reference.losses)  # bit-identical on every rank
+        # Each sample counted once, padding duplicates included: the plan's sizes exactly.
+        assert got["samples_per_epoch"] == reference.samples_per_epoch == list(reference.plan().subset_sizes)
+
+
+def test_padding_duplicate_keeps_its_highest_loss(ranks):
+    """In "padded" the duplicate's rank-1 loss is +1000: it must win (max), not add up (sum)."""
+    dap = DropAndPick(11, schedule(), seed=5)
+    shards = [dap.sampler(r, WORLD).indices() for r in range(WORLD)]
+    duplicate = int(shards[1][torch.isin(shards[1], shards[0])][0])
+    base = float((duplicate * 7919 + 31) % 101)
+    for result in ranks:
+        assert float(result["padded"]["losses"][0][duplicate]) == base + 1000.0
+
+
+def test_record_refuses_another_ranks_samples(ranks):
+    for rank, result in enumerate(ranks):
+        assert f"not in rank {rank}'s shard (world size 2)" in result["foreign_error"]
+        assert "sampler=dap.sampler()" in result["foreign_error"]
+
+
+def test_indices_beyond_2_to_the_24_stay_exact(ranks):
+    k = keep_count(BIG_N, ranks[0]["big"]["keep"])
+    lowest = [2**24 + i for i in range(BIG_N - k)]  # float32 would merge 2^24 and 2^24 + 1
+    assert len(lowest) >= 2
+    for result in ranks:
+        big = result["big"]
+        assert big["dropped"].tolist() == lowest and big["subset_size"] == k and big["dtype"] == "torch.int64"
+        assert big["samples_per_epoch"] == [10]
+
+
+# -- end to end: torchrun, two CPU processes, the real CLI -----------------------------------------
+
+def test_torchrun_two_processes_train_and_refuse_a_one_process_resume(tmp_path):
+    from droppick.data import make_fake_fashion_mnist
+    from droppick.rundir import RunDir
+    from droppick.train import train
+
+    data = make_fake_fashion_mnist(tmp_path / "data", n_train=237, n_test=40, seed=0)  # odd: padded shards
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "-m", "droppick.cli", "train", "--data-dir", str(data), "--model", "small_cnn", "--epochs", "3",
+           "--warmup", "1", "--interval", "1", "--keep", "0.6", "--reuse-at", "none", "--batch-size", "32",
+           "--device", "cpu", "--no-progress", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final test top-1") == 1  # only rank 0 reports
+
+    run = RunDir(out)
+    summary = json.loads(run.summary_path.read_text())
+    plan = DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.6, active=None, reuse_at=[]).plan(237)
+    assert summary["world_size"] == WORLD and summary["num_train_samples"] == 237
+    assert summary["compute_fraction"] == pytest.approx(plan.compute_fraction, abs=1e-12)
+    metrics = run.read_metrics()
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert [m["subset_size"] for m in metrics] == [m["samples_seen"] for m in metrics] == list(plan.subset_sizes)
+    assert json.loads(run.config_path.read_text())["keep"] == 0.6
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-0002.pt", "checkpoint-0003.pt"]
+    assert run.latest_checkpoint()["world_size"] == WORLD
+
+    # Decision (README, "Distributed"): a run resumes only with the world size it was trained with.
+    with pytest.raises(ValueError, match=r"trained by 2 processes and is resumed by 1.*--nproc_per_node 2"):
+        train(None, out, resume=True)
