@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # `droppick plan --recipe fashion-mnist-small_cnn-dap` prints its compute before it runs.
 DEMO_ARGS ?= --recipe fashion-mnist-small_cnn-dap --seed 0 --out runs/demo
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -31,6 +31,11 @@ demo: install data
 
 test: install
 	$(PY) -m pytest -q
+
+# The benchmarks of bench/README.md (about 10 minutes on 2 cores): writes bench/results.md and the
+# results block of bench/README.md.
+bench: install data
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

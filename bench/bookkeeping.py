@@ -3,13 +3,15 @@
 Target: (time with DaP) / (time without) <= 1.01 on CPU.
 
 One model (small_cnn), one optimiser, Fashion-MNIST in memory, batches of 128 with the
-trainer's batched crop/flip. Each round is one DaP epoch, and inside it the steps alternate:
+trainer's batched crop/flip. Each round is one DaP epoch, and inside it the steps take turns:
 a DaP step (the batch comes from ``dap.sampler()``'s order, ``reduction="none"``,
-``dap.record``, ``.mean()``) then a plain step (a ``torch.randperm`` order, ``reduction="mean"``),
-swapping which goes first at every pair, until both have trained on the same number of
-samples. The DaP side also pays for ``sampler().indices()`` and ``end_epoch()`` (DaP drops 10%
-after every epoch and picks all data back up every 4th). Ratio per round = DaP seconds /
-plain seconds; the verdict is on the median over rounds.
+``dap.record``, ``.mean()``), a plain step (a ``torch.randperm`` order, ``reduction="mean"``)
+and a control step (another plain step, on its own ``randperm`` order), in every order in
+turn, until all three have trained on the same number of samples. The DaP side also pays for
+``sampler().indices()`` and ``end_epoch()`` (DaP drops 10% after every epoch and picks all data
+back up every 4th). The verdict is on the median over step triples of DaP / plain, plus the
+once-per-epoch DaP work; control / plain, two identical steps, shows the noise floor of that
+figure on this machine (it should be 1).
 
 Besides the wall-clock ratio (noisy on a shared machine), each DaP-only call is timed alone
 and divided by the measured step time: the same overhead without the noise of whole steps.
@@ -17,6 +19,7 @@ and divided by the measured step time: the same overhead without the noise of wh
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -57,6 +60,7 @@ def main() -> int:
     schedule = DaPSchedule(epochs=rounds + 1, warmup=1, interval=1, keep=0.9, reuse_at=list(range(4, rounds + 1, 4)))
     dap = DropAndPick(n, schedule, policy="dap", seed=0)
     plain_gen = torch.Generator().manual_seed(1)
+    control_gen = torch.Generator().manual_seed(2)
 
     def dap_step(batch) -> None:
         indices, images, targets = batch
@@ -81,14 +85,16 @@ def main() -> int:
     # accumulate while other processes run: the steadier measure on a shared machine).
     wall = {"dap": [], "plain": []}
     cpu = {"dap": [], "plain": []}
-    pairs = {"wall": [], "cpu": []}  # per adjacent (DaP step, plain step) pair: DaP / plain
+    pairs = {"wall": [], "cpu": []}  # per adjacent (DaP, plain, control) triple: DaP / plain
+    control = []  # per triple: control / plain, wall-clock (two identical steps: the noise floor)
+    orders = list(itertools.permutations(("dap", "plain", "control")))
     step_times, epoch_costs = [], []
 
     def clock() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
 
     for r in range(rounds):
-        t = {"dap": [0.0, 0.0], "plain": [0.0, 0.0]}
+        t = {"dap": [0.0, 0.0], "plain": [0.0, 0.0], "control": [0.0, 0.0]}
 
         def charge(name: str, start: tuple[float, float]) -> tuple[float, float]:
             w, c = clock()
@@ -102,15 +108,20 @@ def main() -> int:
         plain_order = torch.randperm(n, generator=plain_gen)[: order.numel()]
         dap_batches = split.batches(order, BATCH, 0, dap.epoch)
         plain_batches = split.batches(plain_order, BATCH, 1, dap.epoch)
+        control_order = torch.randperm(n, generator=control_gen)[: order.numel()]
+        control_batches = split.batches(control_order, BATCH, 2, dap.epoch)
+        variants = {"dap": (dap_batches, dap_step), "plain": (plain_batches, plain_step),
+                    "control": (control_batches, plain_step)}
         for i in range(-(-order.numel() // BATCH)):
-            pair = [("dap", dap_batches, dap_step), ("plain", plain_batches, plain_step)]
             this = {}
-            for name, batches, step in (pair if (i + r) % 2 == 0 else pair[::-1]):
+            for name in orders[(i + r) % len(orders)]:
+                batches, step = variants[name]
                 start = clock()
                 step(next(batches))  # the batch gather and augmentation are timed too
                 this[name] = charge(name, start)
             pairs["wall"].append(this["dap"][0] / this["plain"][0])
             pairs["cpu"].append(this["dap"][1] / this["plain"][1])
+            control.append(this["control"][0] / this["plain"][0])
             step_times.append(this["plain"][0])
         start = clock()
         dap.end_epoch()
@@ -158,13 +169,17 @@ def main() -> int:
     print(f"isolated DaP costs: record {1e6 * record_s:.1f} us/step, sampler {1e3 * sampler_s:.2f} ms/epoch, "
           f"end_epoch {1e3 * end_epoch_s:.2f} ms/epoch -> {100 * isolated:.3f}% of an epoch's steps")
     q = statistics.quantiles(pairs["wall"], n=4)
+    qc = statistics.quantiles(control, n=4)
     print(f"per-round ratio DaP / plain: wall-clock median {ratio:.4f} ({spread(wall['dap'], wall['plain'])}); "
           f"CPU-time median {cpu_ratio:.4f} ({spread(cpu['dap'], cpu['plain'])})")
     print(f"paired-step ratio DaP / plain: wall-clock median {statistics.median(pairs['wall']):.4f} "
-          f"(interquartile {q[0]:.3f}..{q[2]:.3f} over {len(pairs['wall'])} pairs), CPU-time median "
+          f"(interquartile {q[0]:.3f}..{q[2]:.3f} over {len(pairs['wall'])} step triples), CPU-time median "
           f"{statistics.median(pairs['cpu']):.4f}; sampler + end_epoch add {100 * epoch_share:.3f}%")
+    print(f"control (an identical plain step) / plain, the noise floor: wall-clock median {statistics.median(control):.4f} "
+          f"(interquartile {qc[0]:.3f}..{qc[2]:.3f})")
     verdict("bookkeeping overhead", paired <= TARGET,
-            f"paired-step wall-clock ratio {paired:.4f} (CPU-time {paired_cpu:.4f}; per-round median {ratio:.4f}); "
+            f"paired-step wall-clock ratio {paired:.4f} (CPU-time {paired_cpu:.4f}; per-round median {ratio:.4f}; "
+            f"identical-step control {statistics.median(control):.4f}); "
             f"isolated estimate {1 + isolated:.4f}; target <= {TARGET}")
     return 0
 

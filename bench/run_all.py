@@ -51,7 +51,8 @@ def main() -> int:
         for line in output.splitlines():
             match = re.match(r"(PASS|FAIL|INFO) (.*)", line)
             if match:
-                summary.append(f"| {name} | {match.group(1)} | {match.group(2).replace('|', '/')} |")
+                figures = match.group(2).replace("|", "\\|")  # a literal | inside a table cell
+                summary.append(f"| {name} | {match.group(1)} | {figures} |")
                 failed |= match.group(1) == "FAIL"
         if proc.returncode != 0:
             summary.append(f"| {name} | ERROR | exit status {proc.returncode} |")

@@ -19,6 +19,7 @@ towards 1; that is why the loop body is driven here.)
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,6 +127,7 @@ def main() -> int:
     verdict("savings realised (CPU time)", abs(cpu_ratio - planned) <= TOLERANCE,
             f"training CPU-time ratio {cpu_ratio:.4f} vs planned {planned:.4f} "
             f"(|diff| {abs(cpu_ratio - planned):.4f}, target <= {TOLERANCE})")
+    shutil.rmtree(out, ignore_errors=True)  # the two run directories (metrics, checkpoints)
     return 0
 
 
