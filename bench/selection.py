@@ -129,16 +129,15 @@ def main() -> int:
         ok &= verdict(f"DaP state N={n:,}", per_sample <= STATE_TARGET,
                       f"{per_sample:.2f} B/sample persistent (target <= {STATE_TARGET:.0f})")
         # Under torch.distributed, record() checks each batch against this rank's shard, which
-        # the engine caches for the epoch (the order, int64, and a mask over all N): measured
-        # here for rank 0 of 2 without a process group, as record() would build it.
-        if hasattr(dap, "shard"):
-            dap.shard(0, 2)
-            world_state = state_bytes(dap)
-            world_per_sample = sum(world_state.values()) / n
-            extra = {k: v / n for k, v in world_state.items() if k not in state}
-            ok &= verdict(f"DaP state N={n:,} under torch.distributed (world 2)", world_per_sample <= STATE_TARGET,
-                          f"{world_per_sample:.2f} B/sample during an epoch: the shard cache adds "
-                          + ", ".join(f"{k} {v:.1f}" for k, v in extra.items()) + f" (target <= {STATE_TARGET:.0f})")
+        # the engine caches for the epoch as a mask over all N: measured here for rank 0 of 2
+        # without a process group, as record() would build it.
+        dap._shard_mask(0, 2)
+        world_state = state_bytes(dap)
+        world_per_sample = sum(world_state.values()) / n
+        extra = {k: v / n for k, v in world_state.items() if k not in state}
+        ok &= verdict(f"DaP state N={n:,} under torch.distributed (world 2)", world_per_sample <= STATE_TARGET,
+                      f"{world_per_sample:.2f} B/sample during an epoch: the shard cache adds "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in extra.items()) + f" (target <= {STATE_TARGET:.0f})")
         del dap, losses, subset
     return 0
 

@@ -98,7 +98,7 @@ def big_index_epoch(rank, world):
     """One drop over 2^24 + 10 samples where only the 10 highest indices get a loss."""
     keep = (BIG_N - 3) / BIG_N
     dap = DropAndPick(BIG_N, DaPSchedule(epochs=2, warmup=0, interval=1, keep=keep, active=None, reuse_at=[]))
-    shard = dap.shard(rank, world)  # what sampler(rank, world) yields, computed once for record() too
+    shard = dap.sampler(rank, world).indices()
     high = shard[shard >= 2**24]
     dap.record(high, (high - 2**24).float())  # losses 0..9 by index: the lowest ones are dropped
     dap.end_epoch()

@@ -86,7 +86,7 @@ class DropAndPick:
         self.weights: Optional[torch.Tensor] = None  # per-sample loss weights (InfoBatch only)
         self.samples_per_epoch: list[int] = []  # samples trained on in each finished epoch
         self.exclude_nonfinite = bool(exclude_nonfinite)
-        self.excluded = torch.zeros(num_samples, dtype=torch.bool)  # non-finite loss: never trained on again
+        self.excluded: Optional[torch.Tensor] = None  # bool mask: non-finite loss, never trained on again
         self.last_nonfinite = torch.zeros(0, dtype=torch.int64)  # samples excluded by the last end_epoch
         self._shard_key: Optional[tuple] = None  # (epoch, rank, world) of the cached shard (see shard)
         if policy == "static":
@@ -125,8 +125,7 @@ class DropAndPick:
             )
         rank, world = distributed.rank_and_world()
         if world > 1:
-            self.shard(rank, world)  # cached for the epoch; sets _shard_mask
-            foreign = ~self._shard_mask[indices]
+            foreign = ~self._shard_mask(rank, world)[indices]
             if bool(foreign.any()):
                 raise ValueError(
                     f"epoch {self.epoch}: samples {indices[foreign][:10].tolist()} are not in rank {rank}'s shard "
@@ -164,11 +163,11 @@ class DropAndPick:
         if ids.numel():
             # Ranked below every finite loss, so a drop still keeps its planned number of samples;
             # _set_subset then leaves them out of every later subset.
-            self.excluded |= bad
+            self.excluded = bad if self.excluded is None else self.excluded | bad
             self.losses[bad] = float("-inf")
         # (count_nonzero of two masks: a gather by subset and a bool sum() cost ~10x more at 14M samples)
         self.samples_per_epoch.append(int(torch.count_nonzero(self.seen & self._in_subset)))
-        self.scored |= self.seen & ~self.excluded
+        self.scored |= self.seen if self.excluded is None else self.seen & ~self.excluded
         event = self.schedule.event_after(self.epoch)
         if self.policy == "infobatch":
             self._infobatch_next()
@@ -226,7 +225,7 @@ class DropAndPick:
             "scored": self.scored.clone(),
             "weights": None if self.weights is None else self.weights.clone(),
             "samples_per_epoch": list(self.samples_per_epoch),
-            "excluded": self.excluded.clone(),
+            "excluded": None if self.excluded is None else self.excluded.clone(),
         }
 
     def _policy_params(self) -> dict:
@@ -255,8 +254,7 @@ class DropAndPick:
         self.weights = None if state["weights"] is None else state["weights"].to(torch.float32).clone()
         self.samples_per_epoch = [int(n) for n in state["samples_per_epoch"]]
         excluded = state.get("excluded")  # absent in states saved before exclude_nonfinite existed
-        self.excluded = (torch.zeros(self.num_samples, dtype=torch.bool) if excluded is None
-                         else excluded.to(torch.bool).clone())
+        self.excluded = None if excluded is None else excluded.to(torch.bool).clone()
         self._set_subset(subset.to(torch.int64).clone())
 
     # -- internals ---------------------------------------------------------------------------
@@ -292,7 +290,7 @@ class DropAndPick:
         mask = subset if subset.dtype == torch.bool else None
         if mask is not None:
             subset = mask_indices(mask)  # sorted
-        if bool(self.excluded.any()) and bool(self.excluded[subset].any()):  # the first test is cheap
+        if self.excluded is not None and bool(self.excluded[subset].any()):
             subset = subset[~self.excluded[subset]]
             mask = None
             if subset.numel() == 0:
@@ -308,13 +306,12 @@ class DropAndPick:
             self._in_subset[subset] = True
         self._shard_key = None
 
-    def shard(self, rank: int, world_size: int) -> torch.Tensor:
-        """This epoch's sample order for ``rank``, what ``sampler(rank, world_size)`` yields
-        (``sampler.shard_order``), cached for the epoch for record()'s shard check. Read-only."""
+    def _shard_mask(self, rank: int, world_size: int) -> torch.Tensor:
+        """Which samples ``sampler(rank, world_size)`` yields this epoch, as a mask cached for the
+        epoch (1 byte per sample) for record()'s shard check."""
         key = (self.epoch, rank, world_size)
         if self._shard_key != key:
-            self._shard = shard_order(self.subset, self.seed, self.epoch, rank, world_size)
-            self._shard_mask = torch.zeros(self.num_samples, dtype=torch.bool)
-            self._shard_mask[self._shard] = True
+            self._shard_cache = torch.zeros(self.num_samples, dtype=torch.bool)
+            self._shard_cache[shard_order(self.subset, self.seed, self.epoch, rank, world_size)] = True
             self._shard_key = key
-        return self._shard
+        return self._shard_cache

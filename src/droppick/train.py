@@ -127,10 +127,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             prof.lap("backward")
-            if cfg.exclude_nonfinite and not (self.scaler.is_enabled() or _grads_finite(self.model)):
-                pass  # skip the step: a NaN/inf loss on any rank reached every rank's gradients through
-                # DDP's averaging, so all ranks skip it alike (an fp16 GradScaler skips such steps itself)
-            else:
+            # --exclude-nonfinite: skip a step whose gradients a NaN/inf loss reached. DDP's averaging
+            # spreads it to every rank, so all ranks skip alike (an fp16 GradScaler skips such steps itself).
+            skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not _grads_finite(self.model)
+            if not skip:
                 self.scaler.step(self.optimizer)
             self.scaler.update()
             finite = torch.isfinite(loss.detach())  # the mean below leaves out non-finite batches
@@ -277,7 +277,7 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world, "excluded_nonfinite": int(dap.excluded.sum()),
+        "world_size": t.world, "excluded_nonfinite": 0 if dap.excluded is None else int(dap.excluded.sum()),
     }
     run.write_summary(summary)
     if t.profiler.enabled:
