@@ -1,6 +1,7 @@
 """compare (resumable, matched compute, report), inspect, and the budget solver on tiny data."""
 
 import json
+import statistics
 
 import pytest
 
@@ -33,7 +34,9 @@ def test_report_has_every_policy_at_matched_compute(compared):
     assert rows["static"]["compute_fraction"] == pytest.approx(round(dap * 240) / 240)
     assert rows["scaled"]["compute_fraction"] == pytest.approx(round(4 * dap) / 4)
     for r in rows.values():
-        assert r["seeds"] == 2 and len(r["top1_per_seed"]) == 2 and r["top1_std"] >= 0
+        assert r["seeds"] == 2 and len(r["top1_per_seed"]) == 2
+        assert r["top1_std"] == pytest.approx(statistics.stdev(r["top1_per_seed"]))
+        assert r["top1_mean"] == pytest.approx(statistics.fmean(r["top1_per_seed"]))
         assert r["top1_vs_full"] == pytest.approx(r["top1_mean"] - rows["full"]["top1_mean"])
     report = (out / "report.md").read_text()
     for policy in rows:
@@ -89,3 +92,34 @@ def test_plan_cli_solve(capsys):
 def test_infobatch_ratio_matches_expected_compute():
     r = infobatch_ratio_for(0.7, 0.875)
     assert 0.875 * (1 - r * 0.7) + 0.125 == pytest.approx(0.7)
+
+
+def test_compare_restarts_a_run_interrupted_before_its_first_checkpoint(fake_fashion, tmp_path):
+    from droppick.compare import run_all, run_configs
+    from droppick.config import TrainConfig
+
+    base = TrainConfig(data_dir=str(fake_fashion), epochs=2, warmup=1, interval=1, keep=0.5, reuse_at=[],
+                       batch_size=64, device="cpu")
+    configs = run_configs(base, ["dap"], [0], 240)
+    run = tmp_path / "runs" / "dap-seed0"
+    run.mkdir(parents=True)
+    configs["dap-seed0"].save(run / "config.json")
+    (run / "metrics.jsonl").write_text("")  # what a crash inside epoch 1 leaves behind
+    summaries = run_all(configs, tmp_path, log=lambda _: None)
+    assert summaries["dap-seed0"]["epochs"] == 2
+
+    changed = run_configs(TrainConfig.from_dict(base.to_dict() | {"keep": 0.7}), ["dap"], [0], 240)
+    with pytest.raises(ValueError, match=r"was made with other settings \(keep=0.5, now keep=0.7\)"):
+        run_all(changed, tmp_path, log=lambda _: None)
+
+
+def test_config_precedence_defaults_recipe_flags_set(tmp_path):
+    from droppick.cli import _config_from_args, build_parser
+
+    parse = build_parser().parse_args
+    cfg = _config_from_args(parse(["train", "--recipe", "cifar10-resnet110-dap63"]))
+    assert (cfg.lr, cfg.keep, cfg.momentum, cfg.augment_padding) == (0.1, 0.9, 0.9, 4)  # recipe, then defaults
+    cfg = _config_from_args(parse(["train", "--recipe", "cifar10-resnet110-dap63", "--keep", "0.8"]))
+    assert cfg.keep == 0.8  # a flag beats the recipe
+    cfg = _config_from_args(parse(["train", "--recipe", "cifar10-resnet110-dap63", "--keep", "0.8", "--set", "keep=0.7"]))
+    assert cfg.keep == 0.7 and cfg.recipe == "cifar10-resnet110-dap63"  # --set beats both

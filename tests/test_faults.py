@@ -10,6 +10,7 @@ world size on resume (test_distributed.py).
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -116,7 +117,8 @@ def stopped_run(fake_fashion, tmp_path_factory):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("keep", 0.5, "cannot load a DropAndPick state made for schedule="),
+    ("keep", 0.5, "checkpoint was made with keep=0.6, the run config says 0.5: restore keep in config.json"),
+    ("lr", 0.5, "checkpoint was made with lr=0.05, the run config says 0.5"),
     ("model", "resnet20", "checkpoint was made with model='small_cnn', the run config says 'resnet20'"),
 ])
 def test_resume_with_another_schedule_or_model_is_refused(stopped_run, key, value, message):
@@ -170,3 +172,25 @@ def test_library_leaves_global_state_alone(fake_fashion, tmp_path):
     assert dict(vars(torch.utils.data.DataLoader)) == loader_attrs
     assert (torch.get_num_threads(), torch.backends.cudnn.benchmark, torch.get_default_dtype()) == (
         threads, benchmark, dtype)
+
+
+def test_cli_reports_a_nan_loss_as_an_error_not_a_traceback(fake_fashion, tmp_path, monkeypatch, capsys):
+
+    inject_nan(monkeypatch, epoch=1)
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "2", "--warmup", "1", "--reuse-at", "none",
+                 "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "droppick train: error: epoch 1: non-finite loss" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("seed=1.5", "seed must be an integer, got 1.5"),
+    ("nesterov=maybe", "nesterov must be bool, got 'maybe'"),
+    ("reuse_at=5", "reuse_at must be a list of integers"),
+    ("infobatch_ratio=2", r"infobatch_ratio must lie in \[0, 0.95\]"),
+    ("epochs=100", r"lr_milestones must be increasing epochs in 1..100, got \[150, 225\]: when changing epochs"),
+])
+def test_mistyped_set_values_are_refused_before_any_data_is_read(pair, message, capsys):
+
+    assert main(["train", "--recipe", "cifar10-resnet110-dap63", "--data-dir", "/nonexistent", "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err

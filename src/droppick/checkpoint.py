@@ -32,6 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes files 0600; run outputs are for everyone to read
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

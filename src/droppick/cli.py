@@ -118,7 +118,8 @@ def cmd_train(args) -> int:
     if not main:
         return 0
     if summary is None:
-        print(f"stopped after epoch {args.stop_after}; continue with: droppick train --resume {out}")
+        print(f"stopped after epoch {args.stop_after} (or it had already passed it); "
+              f"continue with: droppick train --resume {out}")
         return 0
     print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best {summary['best_test_top1']:.2f}%), "
           f"compute {100 * summary['compute_fraction']:.1f}% (planned {100 * summary['planned_compute_fraction']:.1f}%), "
@@ -296,7 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError) as e:
+        # FloatingPointError: NonFiniteLossError; ImportError: an optional extra that is not installed
         print(f"droppick {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -49,6 +49,8 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
     summaries = {}
     for name, cfg in configs.items():
         run = RunDir(out / "runs" / name)
+        if run.config_path.exists():
+            _check_same_run(run, cfg)
         if run.summary_path.exists():
             log(f"{name}: done, reusing {run.summary_path}")
         else:
@@ -59,12 +61,19 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
     return summaries
 
 
-def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: Path) -> dict:
-    """Per-policy means over seeds, and per-epoch curves for the plots.
+def _check_same_run(run: RunDir, cfg: TrainConfig) -> None:
+    """A run directory is reused only for the configuration it was made with."""
+    from .train import RESUME_MAY_CHANGE
 
-    Compute is relative to the full run (samples trained on / (E * N) with the base E), so
-    "scaled", which trains all data for fewer epochs, shows its real share.
-    """
+    saved, wanted = TrainConfig.load(run.config_path).to_dict(), cfg.to_dict()
+    differ = [k for k in wanted if k not in RESUME_MAY_CHANGE and k != "device" and saved.get(k) != wanted[k]]
+    if differ:
+        raise ValueError(f"{run.path} was made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}, "
+                         f"now {', '.join(f'{k}={wanted[k]!r}' for k in differ)}): delete it or choose another --out")
+
+
+def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: Path) -> dict:
+    """Per-policy means over seeds, and per-epoch curves for the plots."""
     by_policy: dict[str, list[str]] = {}
     for name, cfg in configs.items():
         by_policy.setdefault(cfg.policy, []).append(name)
@@ -76,8 +85,7 @@ def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: 
         rows[policy] = {
             "runs": names,
             "seeds": len(names),
-            "compute_fraction": statistics.fmean(
-                x["samples_seen"] / (configs[n].epochs * x["num_train_samples"]) for n, x in zip(names, s)),
+            "compute_fraction": statistics.fmean(x["compute_fraction"] for x in s),
             "planned_compute_fraction": statistics.fmean(x["planned_compute_fraction"] for x in s),
             "train_seconds": statistics.fmean(x["train_seconds"] for x in s),
             "wall_seconds": statistics.fmean(x["wall_seconds"] for x in s),

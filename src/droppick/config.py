@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import numbers
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -70,6 +71,7 @@ class TrainConfig:
     recipe: Optional[str] = None  # the recipe this config came from, for the record
 
     def __post_init__(self):
+        _check_types(self)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
         for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES)):
@@ -90,9 +92,19 @@ class TrainConfig:
             raise ValueError("lr must be > 0")
         if self.augment_padding < 0:
             raise ValueError(f"augment_padding must be >= 0, got {self.augment_padding}")
+        for name in ("infobatch_ratio", "infobatch_delta", "target_compute"):
+            value = getattr(self, name)
+            low_ok = value is None or (0 <= value if name == "infobatch_ratio" else 0 < value)
+            if not low_ok or (value is not None and value > (0.95 if name == "infobatch_ratio" else 1)):
+                raise ValueError(f"{name} must lie in {'[0, 0.95]' if name == 'infobatch_ratio' else '(0, 1]'}, got {value}")
+        if self.image_size > self.eval_resize:
+            raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
+                             "evaluation centre-crops image_size out of the resized image")
         milestones = self.milestones
         if list(milestones) != sorted(set(milestones)) or any(not 1 <= m <= self.epochs for m in milestones):
-            raise ValueError(f"lr_milestones must be increasing epochs in 1..{self.epochs}, got {milestones}")
+            raise ValueError(f"lr_milestones must be increasing epochs in 1..{self.epochs}, got {milestones}"
+                             + (" (from reuse_at)" if self.lr_milestones is None else "")
+                             + ": when changing epochs, set --lr-milestones and --reuse-at to match")
         self.schedule  # validates the DaP hyper-parameters with their own messages
 
     @property
@@ -141,11 +153,40 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from .checkpoint import atomic_write_bytes
+
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every field has the type its annotation says (ints are accepted where floats belong), so a
+    mistyped --set value is refused here, before any data is loaded."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if value is None:
+            if optional:
+                continue
+            raise ValueError(f"{f.name} must not be null")
+        base = next((a for a in args if a is not type(None)), hint) if optional else hint
+        if typing.get_origin(base) is list:
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            expected = "a list of integers, e.g. [150, 225]"
+        elif base is float:
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif base is int:
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            ok, expected = isinstance(value, base), base.__name__
+        if not ok:
+            raise ValueError(f"{f.name} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _positive_int(name: str, value) -> None:

@@ -46,8 +46,8 @@ class InMemorySplit:
 
 class FolderSplit:
     def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Callable, num_workers: int,
-                 pin_memory: bool, in_channels: int = 3):
-        self.dataset, self.labels, self.transform = dataset, labels, transform
+                 pin_memory: bool, num_classes: int, in_channels: int = 3):
+        self.dataset, self.labels, self.transform, self.num_classes = dataset, labels, transform, num_classes
         self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
 
     def __len__(self) -> int:
@@ -136,9 +136,10 @@ def _folder_splits(cfg: TrainConfig, pin_memory: bool):
         ("test", val_dir, dp_transforms.imagenet_eval_transform(cfg.eval_resize, cfg.image_size)),
     ):
         dataset = dp_datasets.FolderDataset(root)
+        num_classes = len(dataset.classes)  # class folders, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         keep = _slice(labels, cfg, split)
         if keep is not None:
             dataset, labels = torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
-        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory))
+        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory, num_classes))
     return tuple(splits)

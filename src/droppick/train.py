@@ -39,7 +39,7 @@ from .rundir import RunDir
 from .seeding import derive_seed
 
 CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
-DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # imagefolder: one per class folder
+DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # imagefolder: its class folders
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,10 +68,11 @@ class Trainer:
         self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory)
         n = len(self.train_split)
         target = cfg.target_compute if cfg.target_compute is not None else cfg.schedule.plan(n).compute_fraction
+        self.base_epochs = cfg.epochs  # compute is reported against the full run's E * N
         if cfg.policy == "scaled":
             cfg = cfg.scaled(target)
         self.cfg = cfg
-        num_classes = _num_classes(cfg, self.train_split.labels, self.test_split.labels)
+        num_classes = _num_classes(cfg, self.train_split, self.test_split)
         self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -203,11 +204,20 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         if not run.config_path.exists():
             raise FileNotFoundError(f"cannot resume: {run.config_path} does not exist")
         cfg = TrainConfig.load(run.config_path)
-    elif run.checkpoints() or run.metrics_path.exists():
+    elif run.checkpoints() or run.read_metrics():
         raise FileExistsError(f"{run.path} already holds a run; resume it with --resume {run.path} or choose another --out")
     device = distributed.setup_from_env(cfg.device)
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    try:
+        return _run(cfg, run, resume, device, progress, stop_after)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark  # the caller's setting, as it was
+
+
+def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, progress: bool,
+         stop_after: Optional[int]) -> Optional[dict]:
     main = distributed.is_main_process()
     t = Trainer(cfg, device, pin_memory=device.type == "cuda")
     dap = t.dap
@@ -269,12 +279,13 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
 
     if not main:
         return None
+    full_run = t.base_epochs * len(t.train_split)  # samples of the all-data run ("scaled" trains fewer epochs)
     summary = {
         "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
         "epochs": t.cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
         "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
         "best_test_top1": max(m["test_top1"] for m in history),
-        "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
+        "compute_fraction": dap.samples_seen / full_run, "planned_compute_fraction": dap.plan().total_samples / full_run,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
         "world_size": t.world, "excluded_nonfinite": 0 if dap.excluded is None else int(dap.excluded.sum()),
@@ -285,11 +296,11 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
     return summary
 
 
-def _num_classes(cfg: TrainConfig, train_labels: torch.Tensor, test_labels: torch.Tensor) -> int:
-    """The model's output count: the dataset's number of classes (imagefolder: highest label + 1).
+def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
+    """The model's output count: the dataset's number of classes (imagefolder: its class folders).
     A label outside it would index past the model's outputs, so it is refused here, by name."""
-    labels = torch.cat([train_labels, test_labels])
-    num_classes = DATASET_CLASSES.get(cfg.dataset, int(labels.max()) + 1)
+    labels = torch.cat([train_split.labels, test_split.labels])
+    num_classes = DATASET_CLASSES.get(cfg.dataset) or train_split.num_classes
     bad = labels[(labels < 0) | (labels >= num_classes)].unique()
     if bad.numel():
         raise ValueError(f"{cfg.dataset} has {num_classes} classes, so labels must lie in 0..{num_classes - 1}, "
@@ -314,14 +325,21 @@ def _test_kill_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# Keys a resumed run may change: where the data lives and how it is read, not what is trained.
+RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "profile")
+
+
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; it was written "
                          "by another droppick version: resume it with that version, or start a new run")
-    saved = checkpoint["config"]
-    for key in ("model", "dataset", "train_samples", "per_class", "seed", "policy"):
-        if saved.get(key) != getattr(cfg, key):
-            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {getattr(cfg, key)!r}")
+    # config.json is what a resume reads; any key that shapes the run must still match the
+    # checkpoint's copy, or the "resumed equals uninterrupted" promise would silently break.
+    saved, now = checkpoint["config"], cfg.to_dict()
+    for key in now:
+        if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
+            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
+                             f"restore {key} in config.json, or start a new run with the new value")
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None) -> dict:
