@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .selection import stratified_choice
+
 # System-wide locations. $DROPPICK_DATA is prepended by default_search_dirs() at call
 # time rather than here, so changing the environment after import still takes effect.
 FASHION_MNIST_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -164,30 +166,14 @@ def load_fashion_mnist(root: str | os.PathLike, split: str) -> tuple[torch.Tenso
 def stratified_slice(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Sorted indices of a seeded, class-stratified subset of exactly ``n`` samples.
 
-    Class ``c`` gets ``floor(n * share_c)`` samples; the remainder goes one each to the
-    classes with the largest fractional parts (ties to the lower class id).
+    Quotas as in ``selection.stratified_choice`` (largest remainders, ties to the lower class).
     """
     if labels.dim() != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     total = len(labels)
     if not 1 <= n <= total:
         raise ValueError(f"n must satisfy 1 <= n <= len(labels) = {total}, got n={n}")
-    classes, counts = labels.unique(sorted=True, return_counts=True)
-    # Integer arithmetic keeps quotas exact, so the remainder ordering is platform-independent.
-    numerators = n * counts
-    quotas = numerators // total
-    fractions = (numerators % total).tolist()
-    remainder = n - int(quotas.sum())
-    order = sorted(range(len(classes)), key=lambda k: (-fractions[k], k))
-    for k in order[:remainder]:
-        quotas[k] += 1
-    generator = torch.Generator().manual_seed(seed)
-    picked = []
-    for cls, quota in zip(classes.tolist(), quotas.tolist()):
-        members = (labels == cls).nonzero().flatten().cpu()
-        perm = torch.randperm(len(members), generator=generator)
-        picked.append(members[perm[:quota]])
-    return torch.cat(picked).sort().values
+    return stratified_choice(labels, n, torch.Generator().manual_seed(seed))
 
 
 def random_crop_flip(

@@ -146,7 +146,8 @@ def _read_checkpoint(source: Path) -> tuple[dict, Path]:
         if not run.checkpoints():
             raise FileNotFoundError(f"{source} is a directory without checkpoint-EEEE.pt files; "
                                     "pass a checkpoint file or a run directory")
-        return run.latest_checkpoint(), run.checkpoints()[-1]
+        path, state = run.latest_checkpoint_and_path()  # falls back past a corrupt newest one
+        return state, path
     return load_checkpoint(source), source
 
 

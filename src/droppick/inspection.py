@@ -1,7 +1,6 @@
 """``droppick inspect RUN``: which samples DaP kept longest and dropped first, and per-class keep rates.
 
-The trainer keeps a ``Retention`` record beside the DaP state (saved in every checkpoint): how
-many epochs each sample was trained on, and the epoch after which it was first dropped.
+It reads the ``Retention`` record the trainer keeps beside the DaP state (``retention.py``).
 """
 
 from __future__ import annotations
@@ -12,31 +11,11 @@ from typing import Optional
 
 import torch
 
+from .retention import Retention
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class Retention:
-    """Per-sample counters for inspection: epochs trained on, and the first epoch dropped after."""
-
-    def __init__(self, num_samples: int):
-        self.epochs_trained = torch.zeros(num_samples, dtype=torch.int32)
-        self.first_dropped = torch.zeros(num_samples, dtype=torch.int32)  # 0 = never dropped
-
-    def update(self, trained: torch.Tensor, next_subset: torch.Tensor, epoch: int) -> None:
-        self.epochs_trained[trained] += 1
-        dropped = torch.zeros_like(self.first_dropped, dtype=torch.bool)
-        dropped[trained] = True
-        dropped[next_subset] = False
-        self.first_dropped[dropped & (self.first_dropped == 0)] = epoch
-
-    def state_dict(self) -> dict:
-        return {"epochs_trained": self.epochs_trained.clone(), "first_dropped": self.first_dropped.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epochs_trained = state["epochs_trained"].clone()
-        self.first_dropped = state["first_dropped"].clone()
 
 
 def hardest_and_easiest(retention: Retention, count: int) -> tuple[torch.Tensor, torch.Tensor]:

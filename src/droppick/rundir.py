@@ -58,10 +58,15 @@ class RunDir:
 
     def latest_checkpoint(self) -> Optional[dict]:
         """The newest checkpoint that loads; a corrupt newest one falls back to the one before."""
+        found = self.latest_checkpoint_and_path()
+        return None if found is None else found[1]
+
+    def latest_checkpoint_and_path(self) -> Optional[tuple[Path, dict]]:
+        """(path, state) of the newest checkpoint that loads, or None when there is none."""
         errors = []
         for path in reversed(self.checkpoints()):
             try:
-                return load_checkpoint(path)
+                return path, load_checkpoint(path)
             except ValueError as e:
                 errors.append(str(e))
         if errors:

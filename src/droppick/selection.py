@@ -143,29 +143,36 @@ def select_random(subset: torch.Tensor, k: int, generator: torch.Generator) -> t
 
 def select_static(num_samples: int, k: int, generator: torch.Generator,
                   labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A fixed random subset of ``k`` samples, stratified by class when ``labels`` are given.
-
-    Each class gets its share rounded down, and the remaining places go to the classes with
-    the largest remainders (ties to the lower class id), so class proportions are kept.
-    """
+    """A fixed random subset of ``k`` samples, stratified by class when ``labels`` are given."""
     if not 1 <= k <= num_samples:
         raise ValueError(f"k must lie in 1..{num_samples}, got {k}")
     if labels is None:
         return torch.randperm(num_samples, generator=generator)[:k].sort().values
     if labels.numel() != num_samples:
         raise ValueError(f"labels has {labels.numel()} entries for {num_samples} samples")
-    counts = torch.bincount(labels)
-    exact = counts.double() * k / num_samples
-    quota = exact.floor().long()
-    remainder = exact - quota
-    order = sorted(range(len(counts)), key=lambda c: (-float(remainder[c]), c))
-    for c in order[: k - int(quota.sum())]:
-        quota[c] += 1
-    chosen = []
-    for c in range(len(counts)):
-        members = (labels == c).nonzero().squeeze(1)
-        chosen.append(members[torch.randperm(members.numel(), generator=generator)[: int(quota[c])]])
-    return torch.cat(chosen).sort().values
+    return stratified_choice(labels, k, generator)
+
+
+def stratified_choice(labels: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``k`` samples drawn at random within each class, keeping class shares.
+
+    Class ``c`` gets ``floor(k * share_c)`` samples; the remaining places go one each to the
+    classes with the largest fractional parts (ties to the lower class id). Integer arithmetic
+    keeps the quotas exact, so they do not depend on the platform's floating point.
+    """
+    total = labels.numel()
+    classes, counts = labels.unique(sorted=True, return_counts=True)
+    numerators = k * counts
+    quotas = numerators // total
+    fractions = (numerators % total).tolist()
+    order = sorted(range(len(classes)), key=lambda c: (-fractions[c], c))
+    for c in order[: k - int(quotas.sum())]:
+        quotas[c] += 1
+    picked = []
+    for cls, quota in zip(classes.tolist(), quotas.tolist()):
+        members = (labels == cls).nonzero().flatten().cpu()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:quota]])
+    return torch.cat(picked).sort().values
 
 
 def select_infobatch(losses: torch.Tensor, scored: torch.Tensor, ratio: float,

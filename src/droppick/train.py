@@ -31,10 +31,10 @@ from . import distributed
 from .checkpoint import restore_rng_states, rng_states
 from .config import TrainConfig
 from .engine import DropAndPick
-from .inspection import Retention
 from .models import build_model
 from .pipeline import build_splits
 from .profiling import Profiler
+from .retention import Retention
 from .rundir import RunDir
 from .seeding import derive_seed
 
