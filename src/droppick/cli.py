@@ -27,7 +27,7 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 150,225; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 150,225; got {text!r}")
 
 
 def _optional_int(text: str) -> Optional[int]:

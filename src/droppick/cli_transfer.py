@@ -8,14 +8,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from .cli import _int_list
 from .coco import TASKS
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated iterations such as 60000,80000; got {text!r}")
 
 
 def _csv(text: str) -> list[str]:
