@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+# $DROPPICK_DATA/fashion-mnist when set (as the library reads it), else Debian's location
+FASHION_MNIST = os.path.join(os.environ.get("DROPPICK_DATA", "/usr/share/datasets"), "fashion-mnist")
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
@@ -59,7 +60,8 @@ def machine() -> dict:
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
     return {"date": date, "nproc": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def header(title: str, quick: bool) -> None:
@@ -68,7 +70,8 @@ def header(title: str, quick: bool) -> None:
     script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
     print(f"command: python {' '.join([script, *sys.argv[1:]])}")
     print(f"machine: {m['date']}; nproc {m['nproc']}; {m['cpu']}; torch {m['torch']} "
-          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}")
+          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}"
+          + (f"; GPU {m['gpu']}" if m["gpu"] else ""))
 
 
 def interleave(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:

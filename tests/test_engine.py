@@ -148,6 +148,30 @@ def test_record_refuses_samples_outside_subset_and_range():
         dap.record(torch.tensor([10]), torch.tensor([1.0]))
 
 
+def test_recorded_losses_are_copies_and_the_last_record_of_a_sample_wins():
+    # record() defers the host copy to flush(); what it keeps must not change with the caller's tensors.
+    dap = DropAndPick(6, small_schedule(warmup=0), policy="dap", seed=0)
+    idx, loss = torch.tensor([0, 1, 2]), torch.tensor([5.0, 1.0, 4.0])
+    dap.record(idx, loss)
+    dap.record(torch.tensor([3, 4, 5, 2]), torch.tensor([0.5, 3.0, 2.0, 0.0]))  # sample 2 again, now easiest
+    loss.fill_(-1.0)
+    idx.fill_(5)
+    assert dap.losses.tolist() == [0.0] * 6  # not yet flushed
+    assert dap.state_dict()["losses"].tolist() == [5.0, 1.0, 0.0, 0.5, 3.0, 2.0]  # state_dict flushes
+    assert dap.end_epoch() == "drop" and dap.subset.tolist() == [0, 4, 5]
+
+
+def test_state_saved_mid_epoch_holds_the_losses_recorded_so_far():
+    straight = DropAndPick(12, small_schedule(warmup=0), policy="dap", seed=1)
+    straight.record(torch.arange(6), torch.arange(6, dtype=torch.float32))
+    resumed = DropAndPick(12, small_schedule(warmup=0), policy="dap", seed=1)
+    resumed.load_state_dict(straight.state_dict())
+    for dap in (straight, resumed):
+        dap.record(torch.arange(6, 12), torch.arange(6, 0, -1, dtype=torch.float32))
+        assert dap.end_epoch() == "drop"
+    assert torch.equal(straight.subset, resumed.subset) and torch.equal(straight.losses, resumed.losses)
+
+
 def test_non_finite_loss_names_epoch_and_samples():
     dap = DropAndPick(10, small_schedule())
     dap.record(torch.tensor([2, 3, 7]), torch.tensor([1.0, float("nan"), float("inf")]))

@@ -105,3 +105,18 @@ def test_short_run_on_real_fashion_mnist(real_fashion_dir, tmp_path):
     assert summary["num_train_samples"] == 3000 and summary["num_test_samples"] == 500
     assert summary["compute_fraction"] == pytest.approx((3000 + 3000 + 1500) / 9000)
     assert summary["best_test_top1"] > 50.0  # chance is 10%; 140 steps of a small CNN are enough
+
+
+def test_cudnn_autotunes_only_full_batches(fake_fashion, monkeypatch):
+    # DaP's last batch takes a new size almost every epoch; autotuning each one cost ~2 s on a GPU.
+    from droppick.train import Trainer
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    cfg = TrainConfig(data_dir=str(fake_fashion), train_samples=100, epochs=2, warmup=1, interval=1, keep=0.5,
+                      reuse_at=[], batch_size=32, device="cpu")
+    t = Trainer(cfg, torch.device("cpu"))
+    seen = []
+    t.net.register_forward_hook(lambda m, inp, out: seen.append((len(inp[0]), torch.backends.cudnn.benchmark)))
+    t.train_epoch(progress=False)
+    assert seen == [(32, True), (32, True), (32, True), (4, False)]
+    assert torch.backends.cudnn.benchmark  # restored after the partial batch

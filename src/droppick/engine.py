@@ -51,6 +51,9 @@ class DropAndPick:
     - The loss of a sample seen twice in an epoch (sampler padding) is the last one recorded
       on a rank, and the maximum across ranks.
     - Under torch.distributed a rank records only samples of its own shard (``sampler()``).
+    - ``record`` keeps each batch's losses where they were computed and ``flush`` copies the
+      epoch's into ``losses`` in one transfer (``end_epoch`` and ``state_dict`` call it): a
+      copy to the host per batch would make the CPU wait for the GPU at every step.
     - A NaN or infinite loss stops the run at ``end_epoch`` (``NonFiniteLossError``). With
       ``exclude_nonfinite=True`` those samples are instead left out of the subset from the next
       epoch on, picks included, and listed in ``last_nonfinite``; the run's compute then falls
@@ -80,7 +83,8 @@ class DropAndPick:
         self.target_compute = float(target_compute)
         self.infobatch_ratio, self.infobatch_delta = float(infobatch_ratio), float(infobatch_delta)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
-        self.losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample
+        self.losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample, as of flush()
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()
         self.seen = torch.zeros(num_samples, dtype=torch.bool)  # recorded during this epoch
         self.scored = torch.zeros(num_samples, dtype=torch.bool)  # recorded in any epoch (InfoBatch)
         self.weights: Optional[torch.Tensor] = None  # per-sample loss weights (InfoBatch only)
@@ -114,7 +118,7 @@ class DropAndPick:
             )
         if indices.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"indices must be an integer tensor (int64), got {indices.dtype}")
-        indices = indices.to("cpu", torch.int64)
+        indices = indices.to("cpu", torch.int64, copy=True)  # ours: the caller may reuse its tensor
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
             raise ValueError(f"sample indices must lie in 0..{self.num_samples - 1}; got {indices.min()}..{indices.max()}")
         outside = ~self._in_subset[indices]
@@ -132,8 +136,17 @@ class DropAndPick:
                     f"(world size {world}). Load batches with sampler=dap.sampler() on every rank, so that each "
                     "rank trains on and records only its own shard."
                 )
-        self.losses[indices] = losses.detach().to("cpu", torch.float32)
+        self.pending.append((indices, losses.detach().to(torch.float32, copy=True)))  # no host sync
         self.seen[indices] = True
+
+    def flush(self) -> None:
+        """Move the losses recorded since the last flush into ``losses``: one copy to the host."""
+        if not self.pending:
+            return
+        values = torch.cat([v for _, v in self.pending]).cpu().split([i.numel() for i, _ in self.pending])
+        for (indices, _), v in zip(self.pending, values):  # in record order: a sample's last loss wins
+            self.losses[indices] = v
+        self.pending = []
 
     def batch_weights(self, indices: torch.Tensor) -> Optional[torch.Tensor]:
         """Per-sample loss weights for a batch, or None when the policy weights nothing.
@@ -146,6 +159,7 @@ class DropAndPick:
         """Close the epoch: count it, then drop or pick for the next one. Returns the event."""
         if self.done:
             raise RuntimeError(f"all {self.schedule.epochs} epochs have already ended")
+        self.flush()
         self.losses, self.seen = distributed.combine_losses(self.losses, self.seen)
         if bool(torch.isfinite(torch.stack(torch.aminmax(self.losses))).all()):  # one pass; NaN propagates
             bad, ids = None, torch.zeros(0, dtype=torch.int64)  # the usual case: no full-length masks
@@ -211,6 +225,7 @@ class DropAndPick:
     # -- state -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        self.flush()
         return {
             "format": STATE_FORMAT,
             "num_samples": self.num_samples,
@@ -248,6 +263,7 @@ class DropAndPick:
             raise ValueError("DropAndPick state holds an invalid subset (must be sorted, unique, within 0..N-1)")
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
+        self.pending = []
         self.losses = state["losses"].to(torch.float32).clone()
         self.seen = state["seen"].to(torch.bool).clone()
         self.scored = state["scored"].to(torch.bool).clone()

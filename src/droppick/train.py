@@ -13,6 +13,7 @@ the ranks' losses so all select the same subset; only rank 0 writes the run dire
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -118,16 +119,18 @@ class Trainer:
                 group["lr"] = cfg.lr_at(dap.epoch, step / sum(self.steps))
             images, targets = self._to_device(images, targets)
             prof.lap("data")
-            net = self.compiled if self.compiled is not None and len(indices) == cfg.batch_size else self.net
-            losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
-            prof.lap("forward")
-            dap.record(indices, losses)
-            weights = dap.batch_weights(indices)
-            loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
-            prof.lap("dap record")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            prof.lap("backward")
+            full_batch = len(indices) == cfg.batch_size
+            with _cudnn_tuning(full_batch):
+                net = self.compiled if self.compiled is not None and full_batch else self.net
+                losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
+                prof.lap("forward")
+                dap.record(indices, losses)
+                weights = dap.batch_weights(indices)
+                loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
+                prof.lap("dap record")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                prof.lap("backward")
             # --exclude-nonfinite: skip a step whose gradients a NaN/inf loss reached. DDP's averaging
             # spreads it to every rank, so all ranks skip alike (an fp16 GradScaler skips such steps itself).
             skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not _grads_finite(self.model)
@@ -214,6 +217,23 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         return _run(cfg, run, resume, device, progress, stop_after)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark  # the caller's setting, as it was
+
+
+@contextlib.contextmanager
+def _cudnn_tuning(allowed: bool):
+    """cuDNN autotuning (``cudnn.benchmark``) only where ``allowed``: for full batches.
+
+    A shrinking subset gives the last batch of almost every epoch a size never seen before, and
+    cuDNN autotunes each new shape: about 2 s for a ResNet-20 on an H100, some 220 steady steps,
+    against 36 ms for that batch untuned (bench/cudnn_new_shapes.py). Tuning it made DaP's epochs
+    cost ~2 s more than their subset size explains, so its wall-clock savings lagged its compute.
+    """
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = saved and allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, progress: bool,
