@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from _common import FASHION_MNIST, header, median_ratio, parse_args, spread, verdict
 from droppick import DaPSchedule, DropAndPick
-from droppick.data import InMemoryImages, find_fashion_mnist, load_fashion_mnist, make_fake_fashion_mnist
+from droppick.data import (FASHION_MNIST_NUM_CLASSES, InMemoryImages, find_fashion_mnist, load_fashion_mnist,
+                           make_fake_fashion_mnist)
 from droppick.models import build_model
 from droppick.pipeline import InMemorySplit
 
@@ -45,7 +46,7 @@ def load_split(n: int, seed: int = 0) -> tuple[InMemorySplit, str]:
         root, source = make_fake_fashion_mnist(tempfile.mkdtemp(), n_train=n, n_test=10), "generated data (no Fashion-MNIST)"
     images, labels = load_fashion_mnist(root, "train")
     keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
-    return InMemorySplit(InMemoryImages(images[keep], labels[keep]), augment=True), source
+    return InMemorySplit(InMemoryImages(images[keep], labels[keep]), augment=True, num_classes=FASHION_MNIST_NUM_CLASSES), source
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ _GET_DATA_HINT = (
 )
 _IDX_UINT8 = 0x08
 Stats = Sequence[float] | torch.Tensor
-_NUM_CLASSES = 10
+FASHION_MNIST_NUM_CLASSES = 10
 
 
 class IndexedDataset(Dataset):
@@ -157,9 +157,9 @@ def load_fashion_mnist(root: str | os.PathLike, split: str) -> tuple[torch.Tenso
         raise ValueError(f"{label_path}: expected labels of shape [N], found {tuple(labels.shape)}")
     if len(images) != len(labels):
         raise ValueError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
-    bad = labels[labels >= _NUM_CLASSES].unique()
+    bad = labels[labels >= FASHION_MNIST_NUM_CLASSES].unique()
     if bad.numel():
-        raise ValueError(f"{label_path}: labels must lie in 0..{_NUM_CLASSES - 1}, found {bad.tolist()}")
+        raise ValueError(f"{label_path}: labels must lie in 0..{FASHION_MNIST_NUM_CLASSES - 1}, found {bad.tolist()}")
     return images.unsqueeze(1), labels.long()
 
 
@@ -287,7 +287,7 @@ def make_fake_fashion_mnist(root: str | os.PathLike, n_train: int, n_test: int, 
     root.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     for split, n in (("train", n_train), ("test", n_test)):
-        labels = (torch.arange(n) % _NUM_CLASSES)[torch.randperm(n, generator=generator)]
+        labels = (torch.arange(n) % FASHION_MNIST_NUM_CLASSES)[torch.randperm(n, generator=generator)]
         images = _fake_images(labels, generator)
         image_name, label_name = _SPLIT_FILES[split]
         write_idx(root / f"{image_name}.gz", images)

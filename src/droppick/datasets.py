@@ -37,7 +37,7 @@ _CIFAR_FILES: dict[str, dict[str, list[str]]] = {
     "cifar100": {"train": ["train"], "test": ["test"]},
 }
 _CIFAR_LABEL_KEY = {"cifar10": "labels", "cifar100": "fine_labels"}
-_CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 _CIFAR_PIXELS = 3 * 32 * 32
 _CIFAR_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -98,7 +98,7 @@ def load_cifar(root: str | os.PathLike, name: str, split: str) -> tuple[torch.Te
     _check_cifar_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    key, num_classes = _CIFAR_LABEL_KEY[name], _CIFAR_CLASSES[name]
+    key, num_classes = _CIFAR_LABEL_KEY[name], CIFAR_NUM_CLASSES[name]
     images, labels = [], []
     for file_name in _CIFAR_FILES[name][split]:
         path = Path(root) / file_name
@@ -134,7 +134,7 @@ def write_fake_cifar(root: str | os.PathLike, name: str, n_train: int, n_test: i
     folder = Path(root) / CIFAR_DIRS[name]
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    num_classes = _CIFAR_CLASSES[name]
+    num_classes = CIFAR_NUM_CLASSES[name]
     colours = torch.randint(40, 216, (num_classes, 3, 1, 1), generator=generator)
     for split, n in (("train", n_train), ("test", n_test)):
         labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]

@@ -29,8 +29,10 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class InMemorySplit:
-    def __init__(self, images: dp_data.InMemoryImages, augment: bool, padding: int = 4, flip: bool = True):
+    def __init__(self, images: dp_data.InMemoryImages, augment: bool, num_classes: int, padding: int = 4,
+                 flip: bool = True):
         self.images, self.augment, self.padding, self.flip = images, augment, padding, flip
+        self.num_classes = num_classes
         self.labels = images.labels
         self.in_channels = images.images.shape[1]
 
@@ -98,7 +100,7 @@ def _slice(labels: torch.Tensor, cfg: TrainConfig, split: str) -> Optional[torch
     return keep
 
 
-def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]]):
+def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], num_classes: int):
     train_images = test_images = None
     for split in ("train", "test"):
         images, labels = load(split)
@@ -109,18 +111,20 @@ def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor
             train_images = dp_data.InMemoryImages(images, labels)
         else:  # normalise the test split with the training statistics
             test_images = dp_data.InMemoryImages(images, labels, mean=train_images.mean, std=train_images.std)
-    return (InMemorySplit(train_images, augment=True, padding=cfg.augment_padding, flip=cfg.augment_flip),
-            InMemorySplit(test_images, augment=False))
+    return (InMemorySplit(train_images, True, num_classes, padding=cfg.augment_padding, flip=cfg.augment_flip),
+            InMemorySplit(test_images, False, num_classes))
 
 
 def build_splits(cfg: TrainConfig, pin_memory: bool = False) -> tuple:
     """(train, test) splits for ``cfg.dataset``."""
     if cfg.dataset == "fashion-mnist":
         root = dp_data.find_fashion_mnist(cfg.data_dir)
-        return _in_memory_splits(cfg, lambda split: dp_data.load_fashion_mnist(root, split))
+        return _in_memory_splits(cfg, lambda split: dp_data.load_fashion_mnist(root, split),
+                                 dp_data.FASHION_MNIST_NUM_CLASSES)
     if cfg.dataset in ("cifar10", "cifar100"):
         root = dp_datasets.find_cifar(cfg.dataset, cfg.data_dir)
-        return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split))
+        return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split),
+                                 dp_datasets.CIFAR_NUM_CLASSES[cfg.dataset])
     if cfg.dataset == "imagefolder":
         return _folder_splits(cfg, pin_memory)
     raise ValueError(f"unknown dataset {cfg.dataset!r}")

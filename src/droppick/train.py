@@ -40,7 +40,6 @@ from .rundir import RunDir
 from .seeding import derive_seed
 
 CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
-DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # imagefolder: its class folders
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -317,10 +316,10 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
 
 
 def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
-    """The model's output count: the dataset's number of classes (imagefolder: its class folders).
+    """The model's output count: the split's number of classes (imagefolder: its class folders).
     A label outside it would index past the model's outputs, so it is refused here, by name."""
     labels = torch.cat([train_split.labels, test_split.labels])
-    num_classes = DATASET_CLASSES.get(cfg.dataset) or train_split.num_classes
+    num_classes = train_split.num_classes
     bad = labels[(labels < 0) | (labels >= num_classes)].unique()
     if bad.numel():
         raise ValueError(f"{cfg.dataset} has {num_classes} classes, so labels must lie in 0..{num_classes - 1}, "
