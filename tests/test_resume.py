@@ -5,6 +5,7 @@ The kills use the trainer's test hook DROPPICK_TEST_KILL_AT (see train.py): the 
 SIGKILLs itself after a given batch or checkpoint, so nothing depends on sleeps or timing.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -131,9 +132,23 @@ def test_digest_files_are_written_rotated_and_verified(tmp_path):
     run = write_checkpoints(tmp_path, [1, 2, 3])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint-0002.pt", "checkpoint-0002.pt.sha256", "checkpoint-0003.pt", "checkpoint-0003.pt.sha256"]
-    digest = json.loads(digest_path(run.checkpoints()[-1]).read_text())
-    assert digest["file"] == "checkpoint-0003.pt" and digest["size"] == run.checkpoints()[-1].stat().st_size
-    assert load_checkpoint(run.checkpoints()[-1])["epoch"] == 3
+    newest = run.checkpoints()[-1]
+    assert digest_path(newest).read_text() == f"{hashlib.sha256(newest.read_bytes()).hexdigest()}  checkpoint-0003.pt\n"
+    check = subprocess.run(["sha256sum", "-c", "checkpoint-0003.pt.sha256"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0 and "checkpoint-0003.pt: OK" in check.stdout  # the format sha256sum reads
+    assert load_checkpoint(newest)["epoch"] == 3
+
+
+def test_digest_written_as_json_by_older_versions_still_verifies(tmp_path):
+    run = write_checkpoints(tmp_path, [1])
+    path = run.checkpoints()[0]
+    data = path.read_bytes()
+    legacy = {"file": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    digest_path(path).write_text(json.dumps(legacy) + "\n")
+    assert load_checkpoint(path)["epoch"] == 1
+    path.write_bytes(data[:-1])
+    with pytest.raises(ValueError, match="does not match the SHA-256 .* truncated or corrupt"):
+        load_checkpoint(path)
 
 
 def test_flipped_byte_is_a_clear_error_and_auto_resume_falls_back(tmp_path):
@@ -142,12 +157,12 @@ def test_flipped_byte_is_a_clear_error_and_auto_resume_falls_back(tmp_path):
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte changed: only the hash can tell
     newest.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt does not match the SHA-256 in checkpoint-0002\.pt\.sha"):
+    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt \(\d+ bytes\) does not match the SHA-256 in checkpoint-0002\.pt\.sha"):
         load_checkpoint(newest)
     assert run.latest_checkpoint()["epoch"] == 1
 
     newest.write_bytes(bytes(data[:100]))
-    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt is 100 bytes but .* records \d+: it is truncated"):
+    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt \(100 bytes\) does not match .* truncated or corrupt"):
         load_checkpoint(newest)
     oldest = run.checkpoints()[0]
     oldest.write_bytes(oldest.read_bytes()[:-1])

@@ -1,7 +1,7 @@
 """Checkpoint files: atomic, verified by size and SHA-256, loaded without running code.
 
-A checkpoint ``checkpoint-EEEE.pt`` has a digest file beside it, ``checkpoint-EEEE.pt.sha256``
-(JSON: file name, size in bytes, SHA-256). The digest is written first and both files are
+A checkpoint ``checkpoint-EEEE.pt`` has a digest file beside it, ``checkpoint-EEEE.pt.sha256``,
+in ``sha256sum`` format (``sha256sum -c`` checks it; exports use the same). The digest is written first and both files are
 replaced atomically, so a checkpoint in place always has its digest; a crash between the two
 leaves only a digest without a checkpoint, which nothing reads. A checkpoint without a digest
 (copied alone, or from an older droppick) is loaded unverified.
@@ -52,13 +52,18 @@ def digest_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + DIGEST_SUFFIX)
 
 
+def write_digest(path: str | os.PathLike, sha256: str) -> None:
+    """``PATH.sha256`` holding "HASH  NAME", the ``sha256sum`` format."""
+    path = Path(path)
+    atomic_write_bytes(digest_path(path), lambda f: f.write(f"{sha256}  {path.name}\n".encode()))
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically, its size and SHA-256 first to the digest file."""
+    """Write ``state`` to ``path`` atomically, its SHA-256 first to the digest file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    digest = {"file": Path(path).name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_bytes(digest_path(path), lambda f: f.write((json.dumps(digest) + "\n").encode()))
+    write_digest(path, hashlib.sha256(data).hexdigest())
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
@@ -80,16 +85,15 @@ def _verify(path: Path, data: bytes) -> None:
     sidecar = digest_path(path)
     if not sidecar.exists():
         return
-    try:
-        expected = json.loads(sidecar.read_text())
-        size, sha256 = int(expected["size"]), str(expected["sha256"])
-    except (ValueError, KeyError, TypeError) as e:
+    text = sidecar.read_text()
+    try:  # droppick before 2026-11-27 wrote the digest as JSON ({"file", "size", "sha256"})
+        sha256 = str(json.loads(text)["sha256"]) if text.lstrip().startswith("{") else text.split()[0]
+        int(sha256, 16)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise ValueError(f"checkpoint {path}: its digest file {sidecar.name} is unreadable ({e})") from e
-    if len(data) != size:
-        raise ValueError(f"checkpoint {path} is {len(data)} bytes but {sidecar.name} records {size}: "
-                         "it is truncated or was overwritten")
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"checkpoint {path} does not match the SHA-256 in {sidecar.name}: the file is corrupt")
+        raise ValueError(f"checkpoint {path} ({len(data)} bytes) does not match the SHA-256 in {sidecar.name}: "
+                         "the file is truncated or corrupt")
 
 
 # -- global RNG states -------------------------------------------------------------------------

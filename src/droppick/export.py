@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, load_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint, write_digest
 from .models import build_model
 from .rundir import RunDir
 
@@ -136,7 +136,7 @@ def file_sha256(path: str | Path) -> str:
 def write_sha256(path: Path) -> str:
     """Hash ``path`` and write ``PATH.sha256`` as "HASH  NAME" (``sha256sum -c`` reads it)."""
     digest = file_sha256(path)
-    atomic_write_bytes(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    write_digest(path, digest)
     return digest
 
 
