@@ -156,9 +156,10 @@ def test_recorded_losses_are_copies_and_the_last_record_of_a_sample_wins():
     dap.record(torch.tensor([3, 4, 5, 2]), torch.tensor([0.5, 3.0, 2.0, 0.0]))  # sample 2 again, now easiest
     loss.fill_(-1.0)
     idx.fill_(5)
-    assert dap.losses.tolist() == [0.0] * 6  # not yet flushed
-    assert dap.state_dict()["losses"].tolist() == [5.0, 1.0, 0.0, 0.5, 3.0, 2.0]  # state_dict flushes
-    assert dap.end_epoch() == "drop" and dap.subset.tolist() == [0, 4, 5]
+    assert dap.losses.tolist() == [5.0, 1.0, 0.0, 0.5, 3.0, 2.0]  # reading losses flushes
+    dap.record(torch.tensor([1]), torch.tensor([9.0]))
+    assert dap.state_dict()["losses"].tolist() == [5.0, 9.0, 0.0, 0.5, 3.0, 2.0]  # so does state_dict
+    assert dap.end_epoch() == "drop" and dap.subset.tolist() == [0, 1, 4]
 
 
 def test_state_saved_mid_epoch_holds_the_losses_recorded_so_far():

@@ -184,3 +184,24 @@ def test_metrics_line_cut_short_by_a_crash_is_ignored(tmp_path):
     assert run.read_metrics() == [{"epoch": 1, "x": 1}]
     assert run.truncate_metrics(before_epoch=2) == [{"epoch": 1, "x": 1}]
     assert run.metrics_path.read_text() == '{"epoch": 1, "x": 1}\n'
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "holds no SHA-256"),
+    ("   \n", "holds no SHA-256"),
+    ("0x1234  checkpoint-0001.pt\n", "holds no SHA-256"),
+    (b"\xff\xfe", "is unreadable"),
+])
+def test_a_broken_digest_file_is_named_not_blamed_on_the_checkpoint(tmp_path, text, message):
+    run = write_checkpoints(tmp_path, [1])
+    sidecar = digest_path(run.checkpoints()[0])
+    sidecar.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=f"checkpoint-0001.pt.sha256 .*{message}|{message}.*"):
+        load_checkpoint(run.checkpoints()[0])
+
+
+def test_upper_case_and_binary_mode_digests_verify(tmp_path):
+    run = write_checkpoints(tmp_path, [1])
+    path = run.checkpoints()[0]
+    digest_path(path).write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest().upper()} *{path.name}\n")
+    assert load_checkpoint(path)["epoch"] == 1

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic, verified by size and SHA-256, loaded without running code.
+"""Checkpoint files: atomic, verified by SHA-256, loaded without running code.
 
 A checkpoint ``checkpoint-EEEE.pt`` has a digest file beside it, ``checkpoint-EEEE.pt.sha256``,
 in ``sha256sum`` format (``sha256sum -c`` checks it; exports use the same). The digest is written first and both files are
@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,26 @@ def digest_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + DIGEST_SUFFIX)
 
 
+def read_digest(path: str | os.PathLike) -> str | None:
+    """The SHA-256 (lower-case hex) that ``PATH.sha256`` records, or None without one.
+
+    Reads ``sha256sum`` lines ("HASH  NAME" or "HASH *NAME", either case) and the JSON digests
+    droppick wrote before 2026-11-27. A digest file that is neither is a ValueError naming it.
+    """
+    sidecar = digest_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        text = sidecar.read_text()
+        sha256 = str(json.loads(text)["sha256"]) if text.lstrip().startswith("{") else (text.split() or [""])[0]
+    except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{Path(path).name}: its digest file {sidecar} is unreadable ({e})") from e
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"{Path(path).name}: its digest file {sidecar} holds no SHA-256 (64 hex digits) but "
+                         f"{text[:80]!r}; delete it to load the file unverified")
+    return sha256.lower()
+
+
 def write_digest(path: str | os.PathLike, sha256: str) -> None:
     """``PATH.sha256`` holding "HASH  NAME", the ``sha256sum`` format."""
     path = Path(path)
@@ -82,18 +103,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def _verify(path: Path, data: bytes) -> None:
-    sidecar = digest_path(path)
-    if not sidecar.exists():
-        return
-    text = sidecar.read_text()
-    try:  # droppick before 2026-11-27 wrote the digest as JSON ({"file", "size", "sha256"})
-        sha256 = str(json.loads(text)["sha256"]) if text.lstrip().startswith("{") else text.split()[0]
-        int(sha256, 16)
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise ValueError(f"checkpoint {path}: its digest file {sidecar.name} is unreadable ({e})") from e
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"checkpoint {path} ({len(data)} bytes) does not match the SHA-256 in {sidecar.name}: "
-                         "the file is truncated or corrupt")
+    sha256 = read_digest(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"checkpoint {path} ({len(data)} bytes) does not match the SHA-256 in "
+                         f"{digest_path(path).name}: the file is truncated or corrupt")
 
 
 # -- global RNG states -------------------------------------------------------------------------

@@ -83,8 +83,8 @@ class DropAndPick:
         self.target_compute = float(target_compute)
         self.infobatch_ratio, self.infobatch_delta = float(infobatch_ratio), float(infobatch_delta)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
-        self.losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample, as of flush()
-        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()
+        self._losses = torch.zeros(num_samples, dtype=torch.float32)  # last loss recorded per sample (``losses``)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()
         self.seen = torch.zeros(num_samples, dtype=torch.bool)  # recorded during this epoch
         self.scored = torch.zeros(num_samples, dtype=torch.bool)  # recorded in any epoch (InfoBatch)
         self.weights: Optional[torch.Tensor] = None  # per-sample loss weights (InfoBatch only)
@@ -136,17 +136,28 @@ class DropAndPick:
                     f"(world size {world}). Load batches with sampler=dap.sampler() on every rank, so that each "
                     "rank trains on and records only its own shard."
                 )
-        self.pending.append((indices, losses.detach().to(torch.float32, copy=True)))  # no host sync
+        self._pending.append((indices, losses.detach().to(torch.float32, copy=True)))  # no host sync
         self.seen[indices] = True
 
     def flush(self) -> None:
         """Move the losses recorded since the last flush into ``losses``: one copy to the host."""
-        if not self.pending:
+        if not self._pending:
             return
-        values = torch.cat([v for _, v in self.pending]).cpu().split([i.numel() for i, _ in self.pending])
-        for (indices, _), v in zip(self.pending, values):  # in record order: a sample's last loss wins
-            self.losses[indices] = v
-        self.pending = []
+        values = torch.cat([v for _, v in self._pending]).cpu().split([i.numel() for i, _ in self._pending])
+        for (indices, _), v in zip(self._pending, values):  # in record order: a sample's last loss wins
+            self._losses[indices] = v
+        self._pending = []
+
+    @property
+    def losses(self) -> torch.Tensor:
+        """The last loss recorded for each sample (float32, CPU); reading it flushes first."""
+        self.flush()
+        return self._losses
+
+    @losses.setter
+    def losses(self, value: torch.Tensor) -> None:
+        self._pending = []
+        self._losses = value
 
     def batch_weights(self, indices: torch.Tensor) -> Optional[torch.Tensor]:
         """Per-sample loss weights for a batch, or None when the policy weights nothing.
@@ -263,7 +274,6 @@ class DropAndPick:
             raise ValueError("DropAndPick state holds an invalid subset (must be sorted, unique, within 0..N-1)")
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
-        self.pending = []
         self.losses = state["losses"].to(torch.float32).clone()
         self.seen = state["seen"].to(torch.bool).clone()
         self.scored = state["scored"].to(torch.bool).clone()

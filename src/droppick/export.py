@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, load_checkpoint, write_digest
+from .checkpoint import atomic_write_bytes, digest_path, load_checkpoint, read_digest, write_digest
 from .models import build_model
 from .rundir import RunDir
 
@@ -183,13 +182,12 @@ def load_backbone(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no backbone file at {path}; make one with 'droppick export'")
-    sidecar = path.with_name(path.name + ".sha256")
-    recorded = re.match(r"([0-9a-f]{64})  ", sidecar.read_text()) if sidecar.is_file() else None
-    if recorded:  # sha256sum format, as export writes it
-        expected, actual = recorded.group(1), file_sha256(path)
+    expected = read_digest(path)
+    if expected is not None:
+        actual = file_sha256(path)
         if actual != expected:
-            raise ValueError(f"{path} has SHA-256 {actual}, but {sidecar} says {expected}: the file changed "
-                             "or is truncated; export it again")
+            raise ValueError(f"{path} has SHA-256 {actual}, but {digest_path(path)} says {expected}: the file "
+                             "changed or is truncated; export it again")
     if path.suffix == ".pkl":
         raise ValueError(f"{path} is a detectron2 export; fine-tuning here needs --format torchvision or safetensors")
     if path.suffix == ".safetensors":

@@ -29,7 +29,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class InMemorySplit:
-    def __init__(self, images: dp_data.InMemoryImages, augment: bool, num_classes: int, padding: int = 4,
+    def __init__(self, images: dp_data.InMemoryImages, augment: bool, *, num_classes: int, padding: int = 4,
                  flip: bool = True):
         self.images, self.augment, self.padding, self.flip = images, augment, padding, flip
         self.num_classes = num_classes
@@ -111,8 +111,8 @@ def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor
             train_images = dp_data.InMemoryImages(images, labels)
         else:  # normalise the test split with the training statistics
             test_images = dp_data.InMemoryImages(images, labels, mean=train_images.mean, std=train_images.std)
-    return (InMemorySplit(train_images, True, num_classes, padding=cfg.augment_padding, flip=cfg.augment_flip),
-            InMemorySplit(test_images, False, num_classes))
+    return (InMemorySplit(train_images, True, num_classes=num_classes, padding=cfg.augment_padding, flip=cfg.augment_flip),
+            InMemorySplit(test_images, False, num_classes=num_classes))
 
 
 def build_splits(cfg: TrainConfig, pin_memory: bool = False) -> tuple:

@@ -6,7 +6,7 @@ Layout::
     RUN_DIR/metrics.jsonl          one JSON object per finished epoch
     RUN_DIR/summary.json           written when the run ends
     RUN_DIR/checkpoint-EEEE.pt     after epoch EEEE; the newest two are kept
-    RUN_DIR/checkpoint-EEEE.pt.sha256  its size and SHA-256, checked on load
+    RUN_DIR/checkpoint-EEEE.pt.sha256  its SHA-256 (sha256sum format), checked on load
     RUN_DIR/nonfinite.jsonl        with exclude_nonfinite: the samples excluded after each epoch
 """
 
