@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ import torch
 
 from droppick.compare import aggregate, run_all, run_configs, write_report
 from droppick.config import TrainConfig
+from droppick.inspection import inspect_run
 
 OUT = Path(__file__).resolve().parent / "fashion-mnist"
 SEEDS = [0, 1, 2]
@@ -80,6 +82,21 @@ def ablation() -> list[dict]:
     return results
 
 
+def what_dap_kept() -> list[str]:
+    """``droppick inspect`` of DaP seed 0: per-class keep rates and the sample grids, in OUT/inspect/.
+
+    It reads the run's newest checkpoint, which is not committed; without it (a fresh clone) the
+    committed inspect/ output is kept as it is.
+    """
+    run = OUT / "table2f" / "runs" / "dap-seed0"
+    try:
+        inspect_run(run, out=OUT / "inspect")
+    except FileNotFoundError as e:
+        log(f"inspect: keeping the committed {OUT / 'inspect'} ({e})")
+    body = (OUT / "inspect" / "inspect.md").read_text().split("\n", 2)[2]
+    return body.replace("](", "](inspect/").strip().splitlines()
+
+
 def write_readme(t2f: dict, red: dict, abl: list[dict], started: str) -> None:
     full, dap = t2f["full"], t2f["dap"]
     lines = [
@@ -117,30 +134,46 @@ def write_readme(t2f: dict, red: dict, abl: list[dict], started: str) -> None:
               f"{red['dap']['top1_mean']:.2f} ± {red['dap']['top1_std']:.2f} | {gap_red:+.2f} |", "",
               f"DaP compute on the small set: {100 * red['dap']['compute_fraction']:.1f}%. Plots: "
               "[redundancy/report.md](redundancy/report.md).", "",
-              "## What happened", "", *findings(t2f, gap_full, gap_red), ""]
+              "## What DaP kept (dap, seed 0: `droppick inspect`)", "", *what_dap_kept(), "",
+              "## What happened", "", *findings(t2f, red, gap_full, gap_red), ""]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
 
 
-def findings(t2f: dict, gap_full: float, gap_red: float) -> list[str]:
+def standard_error(*rows: dict) -> float:
+    """Standard error of a sum or difference of the rows' seed means (independent seeds)."""
+    return math.sqrt(sum(r["top1_std"] ** 2 / r["seeds"] for r in rows))
+
+
+def verdict(difference: float, se: float) -> str:
+    # Two standard errors: with 3 seeds a rough line, stated as such rather than as a test.
+    return "beyond seed noise" if abs(difference) > 2 * se else "within seed noise"
+
+
+def findings(t2f: dict, red: dict, gap_full: float, gap_red: float) -> list[str]:
     """Plain statements computed from the numbers (no hand-typed results)."""
     ranked = sorted(t2f, key=lambda p: -t2f[p]["top1_mean"])
-    noise = statistics.fmean(r["top1_std"] for r in t2f.values())
     dap = t2f["dap"]
-    beaten_by = [p for p in ranked if p not in ("dap", "full") and t2f[p]["top1_mean"] > dap["top1_mean"]]
     ranking = ", ".join(f"{p} ({t2f[p]['top1_mean']:.2f})" for p in ranked)
-    out = [f"- Ranking by mean final top-1: {ranking}; "
-           f"the mean seed-to-seed standard deviation is {noise:.2f} points.",
-           f"- DaP at {100 * dap['compute_fraction']:.0f}% compute is {gap_full:+.2f} points from the full run."]
-    out.append("- Matched-compute policies with a higher mean than DaP: " + (", ".join(beaten_by) if beaten_by else "none")
-               + ". Differences below about two standard deviations are within seed noise here.")
-    out.append(f"- With 1/10 of the data per class, DaP's gap to full is {gap_red:+.2f} points "
-               f"(vs {gap_full:+.2f} with 2,000 per class): "
-               + ("less redundancy costs DaP more, as the paper's Table 4 reports." if gap_red < gap_full
-                  else "here less redundancy did not cost DaP more, unlike the paper's Table 4."))
+    out = [f"- Ranking by mean final top-1: {ranking}.",
+           f"- DaP at {100 * dap['compute_fraction']:.1f}% compute is {gap_full:+.2f} points from the full run "
+           f"({verdict(gap_full, standard_error(dap, t2f['full']))}).",
+           "- DaP minus each other matched-compute policy: " + "; ".join(
+               f"{p} ({100 * t2f[p]['compute_fraction']:.1f}% compute) {dap['top1_mean'] - t2f[p]['top1_mean']:+.2f}, "
+               f"{verdict(dap['top1_mean'] - t2f[p]['top1_mean'], standard_error(dap, t2f[p]))}"
+               for p in ranked if p not in ("dap", "full")) + ".",
+           "  (\"Beyond seed noise\" means more than two standard errors of the difference of 3-seed means: a rough line.)"]
+    change = gap_red - gap_full
+    se = standard_error(red["dap"], red["full"], dap, t2f["full"])
+    out.append(f"- With 1/10 of the data per class, DaP's gap to full is {gap_red:+.2f} points (vs {gap_full:+.2f} "
+               f"with 2,000 per class), a change of {change:+.2f}, {verdict(change, se)}: "
+               + ("less redundancy cost DaP more, as the paper's Table 4 reports." if change < -2 * se
+                  else "these runs cannot tell whether less redundancy costs DaP more (the paper's Table 4 says it does)."
+                  if abs(change) <= 2 * se else "here less redundancy cost DaP less, unlike the paper's Table 4."))
     return out
 
 
 def main() -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     OUT.mkdir(parents=True, exist_ok=True)
     started_file = OUT / ".started"
     if not started_file.exists():
@@ -149,8 +182,10 @@ def main() -> None:
     red = redundancy()
     abl = ablation()
     write_readme(t2f, red, abl, started_file.read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    (OUT / "provenance.json").write_text(json.dumps({"commit": commit, "machine": machine()}, indent=2) + "\n")
+    # Runs are reused across sessions, so the commit that wrote the report did not train them all:
+    # each run was trained by the code of its session (git log of experiments/fashion-mnist/).
+    (OUT / "provenance.json").write_text(json.dumps({"report_written_at_commit": commit, "machine": machine()},
+                                                    indent=2) + "\n")
     log(f"report written to {OUT / 'README.md'}")
 
 
