@@ -2,10 +2,12 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
+import droppick
 from droppick.config import TrainConfig
 from droppick.data import make_fake_fashion_mnist
 from droppick.rundir import RunDir
@@ -30,6 +32,8 @@ def test_measured_compute_equals_plan_and_run_dir_is_complete(fake_fashion, tmp_
     assert summary["compute_fraction"] < 1.0 and summary["planned_compute_fraction"] == plan.compute_fraction
     for key in ("final_test_top1", "best_test_top1", "wall_seconds", "policy", "seed"):
         assert key in summary
+    assert summary["code"]["droppick"] == droppick.__version__ and summary["code"]["torch"] == torch.__version__
+    assert summary["code"]["git_commit"] is None or re.fullmatch(r"[0-9a-f]{4,40}", summary["code"]["git_commit"])
     metrics = RunDir(tmp_path / "run").read_metrics()
     assert [m["subset_size"] for m in metrics] == list(plan.subset_sizes)
     assert [m["samples_seen"] for m in metrics] == list(plan.subset_sizes)

@@ -136,7 +136,10 @@ class DropAndPick:
                     f"(world size {world}). Load batches with sampler=dap.sampler() on every rank, so that each "
                     "rank trains on and records only its own shard."
                 )
-        self._pending.append((indices, losses.detach().to(torch.float32, copy=True)))  # no host sync
+        # int32 indices halve what waits for flush(); N beyond int32 keeps int64.
+        small = self.num_samples <= torch.iinfo(torch.int32).max
+        self._pending.append((indices.to(torch.int32) if small else indices,
+                              losses.detach().to(torch.float32, copy=True)))  # no host sync
         self.seen[indices] = True
 
     def flush(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -115,3 +116,23 @@ def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
 def _append_jsonl(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def code_version() -> dict:
+    """What trained a run: droppick's version, its git commit when it runs from a checkout (and
+    whether tracked files differed from it), and torch's version. For summary.json."""
+    import torch
+
+    from . import __version__
+
+    here, commit, dirty = Path(__file__).resolve().parent, None, None
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            commit = head.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):  # no git, or a slow file system: the version still says much
+        pass
+    return {"droppick": __version__, "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__}

@@ -36,7 +36,7 @@ from .models import build_model
 from .pipeline import build_splits
 from .profiling import Profiler
 from .retention import Retention
-from .rundir import RunDir
+from .rundir import RunDir, code_version
 from .seeding import derive_seed
 
 CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
@@ -308,6 +308,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
         "world_size": t.world, "excluded_nonfinite": 0 if dap.excluded is None else int(dap.excluded.sum()),
+        "code": code_version(),
     }
     run.write_summary(summary)
     if t.profiler.enabled:
