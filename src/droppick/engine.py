@@ -118,7 +118,7 @@ class DropAndPick:
             )
         if indices.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"indices must be an integer tensor (int64), got {indices.dtype}")
-        indices = indices.to("cpu", torch.int64, copy=True)  # ours: the caller may reuse its tensor
+        indices = indices.to("cpu", torch.int64)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
             raise ValueError(f"sample indices must lie in 0..{self.num_samples - 1}; got {indices.min()}..{indices.max()}")
         outside = ~self._in_subset[indices]
@@ -136,10 +136,10 @@ class DropAndPick:
                     f"(world size {world}). Load batches with sampler=dap.sampler() on every rank, so that each "
                     "rank trains on and records only its own shard."
                 )
-        # int32 indices halve what waits for flush(); N beyond int32 keeps int64.
-        small = self.num_samples <= torch.iinfo(torch.int32).max
-        self._pending.append((indices.to(torch.int32) if small else indices,
-                              losses.detach().to(torch.float32, copy=True)))  # no host sync
+        # Copies (the caller may reuse its tensors), kept until flush(): the losses where they were
+        # computed (no host sync), the indices as int32 where N allows, half the memory of int64.
+        index_dtype = torch.int32 if self.num_samples <= torch.iinfo(torch.int32).max else torch.int64
+        self._pending.append((indices.to(index_dtype, copy=True), losses.detach().to(torch.float32, copy=True)))
         self.seen[indices] = True
 
     def flush(self) -> None:
