@@ -79,13 +79,31 @@ def write_digest(path: str | os.PathLike, sha256: str) -> None:
     atomic_write_bytes(digest_path(path), lambda f: f.write(f"{sha256}  {path.name}\n".encode()))
 
 
+def write_with_digest(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically, its SHA-256 to the digest file first; return the SHA-256.
+
+    Digest first: a crash between the two leaves a digest without its file (read by nothing),
+    never a new file beside an old digest.
+    """
+    sha256 = hashlib.sha256(data).hexdigest()
+    write_digest(path, sha256)
+    atomic_write_bytes(path, lambda f: f.write(data))
+    return sha256
+
+
+def verify_digest(path: str | os.PathLike, data: bytes, advice: str) -> None:
+    """Refuse ``data`` (the bytes of ``path``) if ``PATH.sha256`` records another SHA-256;
+    the ValueError ends with ``advice``. Without a digest file nothing is checked."""
+    sha256 = read_digest(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path} ({len(data)} bytes) does not match the SHA-256 in {digest_path(path).name}: {advice}")
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically, its SHA-256 first to the digest file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()
-    write_digest(path, hashlib.sha256(data).hexdigest())
-    atomic_write_bytes(path, lambda f: f.write(data))
+    write_with_digest(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -95,18 +113,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     data = path.read_bytes()
-    _verify(path, data)
+    verify_digest(path, data, "the checkpoint is truncated or corrupt")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be truncated or corrupt") from e
 
-
-def _verify(path: Path, data: bytes) -> None:
-    sha256 = read_digest(path)
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"checkpoint {path} ({len(data)} bytes) does not match the SHA-256 in "
-                         f"{digest_path(path).name}: the file is truncated or corrupt")
 
 
 # -- global RNG states -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, digest_path, load_checkpoint, read_digest, write_digest
+from .checkpoint import load_checkpoint, verify_digest, write_with_digest
 from .models import build_model
 from .rundir import RunDir
 
@@ -132,20 +133,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_sha256(path: Path) -> str:
-    """Hash ``path`` and write ``PATH.sha256`` as "HASH  NAME" (``sha256sum -c`` reads it)."""
-    digest = file_sha256(path)
-    write_digest(path, digest)
-    return digest
-
-
 def _read_checkpoint(source: Path) -> tuple[dict, Path]:
     if source.is_dir():
-        run = RunDir(source)
-        if not run.checkpoints():
+        found = RunDir(source).latest_checkpoint_and_path()  # falls back past a corrupt newest one
+        if found is None:
             raise FileNotFoundError(f"{source} is a directory without checkpoint-EEEE.pt files; "
                                     "pass a checkpoint file or a run directory")
-        path, state = run.latest_checkpoint_and_path()  # falls back past a corrupt newest one
+        path, state = found
         return state, path
     return load_checkpoint(source), source
 
@@ -166,15 +160,16 @@ def export_backbone(source: str | Path, fmt: str, out: str | Path) -> Exported:
     arch, state = backbone_state_dict(checkpoint, fmt)
     epoch = int(checkpoint.get("epoch", 0))
     if fmt == "torchvision":
-        atomic_write_bytes(out, lambda f: torch.save(state, f))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
     elif fmt == "safetensors":
         meta = {"arch": arch, "epoch": str(epoch), "source": source.name, "droppick": "backbone"}
         data = require("safetensors.torch").save(state, metadata=meta)
-        atomic_write_bytes(out, lambda f: f.write(data))
     else:
         payload = {"model": torchvision_to_detectron2(state), "__author__": "droppick", "matching_heuristics": True}
-        atomic_write_bytes(out, lambda f: pickle.dump(payload, f))
-    return Exported(out, write_sha256(out), arch, epoch, len(state))
+        data = pickle.dumps(payload)
+    return Exported(out, write_with_digest(out, data), arch, epoch, len(state))
 
 
 def load_backbone(path: str | Path) -> dict[str, torch.Tensor]:
@@ -182,18 +177,14 @@ def load_backbone(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no backbone file at {path}; make one with 'droppick export'")
-    expected = read_digest(path)
-    if expected is not None:
-        actual = file_sha256(path)
-        if actual != expected:
-            raise ValueError(f"{path} has SHA-256 {actual}, but {digest_path(path)} says {expected}: the file "
-                             "changed or is truncated; export it again")
     if path.suffix == ".pkl":
         raise ValueError(f"{path} is a detectron2 export; fine-tuning here needs --format torchvision or safetensors")
+    data = path.read_bytes()
+    verify_digest(path, data, "the file changed or is truncated; export it again")
     if path.suffix == ".safetensors":
-        return require("safetensors.torch").load_file(path)
+        return require("safetensors.torch").load(data)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or truncated files
         raise ValueError(f"{path} is not a torch.save file ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
