@@ -63,7 +63,7 @@ def main() -> int:
         f"- command: `{command}` ({total / 60:.1f} min in all)",
         f"- date: {m['date']}",
         f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; torch {m['torch']}; python {m['python']}; "
-        f"load average {m['load_avg_1m']} at the end (the machine is shared)",
+        f"load average {m['load_avg_1m']} at the start (the machine is shared)",
         "- every benchmark runs 1 torch thread unless it says otherwise (see bench/_common.py)",
         "",
         "| benchmark | verdict | figures |",
