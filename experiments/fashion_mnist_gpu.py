@@ -19,17 +19,14 @@ another machine after copying the run directories back.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from _report import log, machine, page_body, setting, utc_now
 from droppick.compare import aggregate, run_all, run_configs, write_report
 from droppick.config import TrainConfig
 from droppick.rundir import RunDir
@@ -45,15 +42,6 @@ BASE = TrainConfig(dataset="fashion-mnist", model="resnet20", batch_size=128, lr
                    lr_milestones=[15, 22], seed=0, device="auto")
 
 
-def log(msg: str) -> None:
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {msg}", flush=True)
-
-
-def device_name() -> str:
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (CPU)"
-    return f"{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
-
-
 def finished(out: Path, configs: dict[str, TrainConfig]) -> dict[str, TrainConfig]:
     return {name: cfg for name, cfg in configs.items() if RunDir(out / "runs" / name).summary_path.exists()}
 
@@ -62,17 +50,16 @@ def train_within_budget(out: Path, configs: dict[str, TrainConfig], budget_s: fl
                         save: Callable[[], None]) -> None:
     """Run the configs in order while each is expected to end inside the budget; note in ``session``
     which ones this call trained and which it skipped, calling ``save`` after each."""
-    start, full_seconds = time.monotonic(), None
+    start, full_seconds, done_before = time.monotonic(), None, finished(out, configs)
     for name, cfg in configs.items():
-        finished = RunDir(out / "runs" / name).summary_path.exists()
         planned = cfg.schedule.plan(N).compute_fraction if cfg.policy not in ("full", "infobatch") else 1.0
         estimate = None if full_seconds is None else min(full_seconds, full_seconds * planned * ESTIMATE_MARGIN)
-        if not finished and estimate is not None and time.monotonic() - start + estimate > budget_s:
+        if name not in done_before and estimate is not None and time.monotonic() - start + estimate > budget_s:
             log(f"{name}: skipped, about {estimate:.0f} s would end past the {budget_s:.0f} s budget")
             session["skipped"].append(name)
             continue
         summary = run_all({name: cfg}, out, log=log)[name]
-        if not finished:
+        if name not in done_before:
             session["trained"].append(name)
             save()
         if cfg.policy == "full":
@@ -81,9 +68,8 @@ def train_within_budget(out: Path, configs: dict[str, TrainConfig], budget_s: fl
 
 def write_readme(out: Path, rows: dict, sessions: list[dict]) -> None:
     lines = ["# Drop-and-Pick on Fashion-MNIST, GPU version (one seed)", "",
-             f"This page was written by `python {' '.join(sys.argv)}` "
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC from the runs below.", "",
-             "Setting: " + __doc__.split("Setting: ", 1)[1].split("\n\n", 1)[0].strip().replace("\n", " "), "",
+             f"This page was written by `python {' '.join(sys.argv)}` {utc_now()} UTC from the runs below.", "",
+             setting(__doc__), "",
              "| session (UTC) | command | device | trained | skipped for the time budget | note |",
              "| --- | --- | --- | --- | --- | --- |"]
     for s in sessions:
@@ -91,7 +77,7 @@ def write_readme(out: Path, rows: dict, sessions: list[dict]) -> None:
         lines.append(f"| {s['started']} | `{s['command']}` | {s['device']} | {', '.join(s['trained']) or 'none'} | "
                      f"{skipped} | {s.get('note', '')} |")
     lines.append("")
-    lines += (out / "report.md").read_text().split("\n", 2)[2].splitlines()
+    lines += page_body(out / "report.md")
     lines += ["", "## Wall-clock against compute", "", *wall_clock(out, rows)]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
@@ -109,12 +95,10 @@ def wall_clock(out: Path, rows: dict) -> list[str]:
     for policy, r in rows.items():
         m = RunDir(out / "runs" / r["runs"][0]).read_metrics()[1:]
         x, y = [e["subset_size"] for e in m], [e["epoch_seconds"] for e in m]
-        mx, my = (statistics.fmean(x), statistics.fmean(y)) if m else (0.0, 0.0)
-        var = sum((a - mx) ** 2 for a in x)
         fit = "n/a (one subset size) | n/a"
-        if var > 0:
-            b = sum((a - mx) * (c - my) for a, c in zip(x, y)) / var
-            fit = f"{my - b * mx:.2f} | {1000 * b:.3f}"
+        if len(set(x)) > 1:
+            slope, intercept = statistics.linear_regression(x, y)
+            fit = f"{intercept:.2f} | {1000 * slope:.3f}"
         lines.append(f"| {policy} | {100 * r['compute_fraction']:.1f}% | "
                      f"{r['train_seconds'] / rows['full']['train_seconds']:.3f} | {fit} |")
     lines += ["", "A fixed cost per epoch is time that does not shrink with the subset, so it keeps wall-clock "
@@ -136,9 +120,8 @@ def main() -> None:
     sessions = json.loads(info.read_text()) if info.exists() else []
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
-        now = lambda: f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"  # noqa: E731
-        session = {"started": now(), "ended": None, "command": f"python {' '.join(sys.argv)}",
-                   "device": device_name(), "trained": [], "skipped": []}
+        session = {"started": utc_now(), "ended": None, "command": f"python {' '.join(sys.argv)}",
+                   "device": machine(), "trained": [], "skipped": []}
         sessions.append(session)
 
         def save() -> None:  # after every run: a session killed by its time limit keeps its record
@@ -146,7 +129,7 @@ def main() -> None:
 
         save()  # "ended": None until training ends
         train_within_budget(out, configs, 60.0 * args.budget_minutes, session, save)
-        session["ended"] = now()
+        session["ended"] = utc_now()
         save()
     done = finished(out, configs)
     if not done:

@@ -1,0 +1,40 @@
+"""Pieces the experiment scripts share: a timestamped log, the machine line, the "Setting"
+paragraph of a script's docstring, and the body of a generated markdown page to embed."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import torch
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+def utc_now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
+
+
+def machine() -> str:
+    """Where the runs train: the GPU when there is one, else the CPU and its torch threads."""
+    if torch.cuda.is_available():
+        where = torch.cuda.get_device_name()
+    else:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor() or "unknown CPU")
+        where = f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{where}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def setting(doc: str) -> str:
+    """The docstring paragraph that starts with "Setting: ", on one line."""
+    return "Setting: " + doc.split("Setting: ", 1)[1].split("\n\n", 1)[0].strip().replace("\n", " ")
+
+
+def page_body(path: Path, link_prefix: str = "") -> list[str]:
+    """The lines of a generated markdown page after its title, its image links made relative to
+    the page that embeds it by ``link_prefix``."""
+    return path.read_text().split("\n", 2)[2].replace("](", f"]({link_prefix}").strip("\n").splitlines()
