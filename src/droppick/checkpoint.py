@@ -49,6 +49,11 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
         os.close(dir_fd)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
 def digest_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + DIGEST_SUFFIX)
 
@@ -76,7 +81,7 @@ def read_digest(path: str | os.PathLike) -> str | None:
 def write_digest(path: str | os.PathLike, sha256: str) -> None:
     """``PATH.sha256`` holding "HASH  NAME", the ``sha256sum`` format."""
     path = Path(path)
-    atomic_write_bytes(digest_path(path), lambda f: f.write(f"{sha256}  {path.name}\n".encode()))
+    atomic_write_text(digest_path(path), f"{sha256}  {path.name}\n")
 
 
 def write_with_digest(path: str | os.PathLike, data: bytes) -> str:

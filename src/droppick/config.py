@@ -153,10 +153,9 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_bytes
+        from .checkpoint import atomic_write_text
 
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

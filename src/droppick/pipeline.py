@@ -23,7 +23,7 @@ from . import data as dp_data
 from . import datasets as dp_datasets
 from . import transforms as dp_transforms
 from .config import TrainConfig
-from .seeding import derive_seed, generator
+from .seeding import derive_seed, generator, seeded_global_rng
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -79,8 +79,7 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.epoch, "augment", index))
+        with seeded_global_rng(self.seed, self.epoch, "augment", index):
             image = self.transform(image)
         return index, image, label
 

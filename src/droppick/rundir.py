@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import atomic_write_bytes, digest_path, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, digest_path, load_checkpoint, save_checkpoint
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT = re.compile(r"checkpoint-(\d{4,})\.pt$")
@@ -91,8 +91,7 @@ class RunDir:
         _append_jsonl(self.nonfinite_path, {"epoch": epoch, "indices": indices})
 
     def write_summary(self, summary: dict) -> None:
-        text = json.dumps(summary, indent=2) + "\n"
-        atomic_write_bytes(self.summary_path, lambda f: f.write(text.encode()))
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -108,8 +107,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _truncate_jsonl(path: Path, before_epoch: int) -> list[dict]:
     kept = [row for row in _read_jsonl(path) if row["epoch"] < before_epoch]
-    text = "".join(json.dumps(row) + "\n" for row in kept)
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
     return kept
 
 

@@ -7,7 +7,9 @@ orders and augmentations as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from typing import Iterator
 
 import torch
 
@@ -22,3 +24,12 @@ def generator(seed: int, *parts: object, device: str | torch.device = "cpu") -> 
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *parts))
     return g
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, *parts: object) -> Iterator[None]:
+    """Run a block with torch's global CPU RNG seeded from (seed, *parts), and restore it after:
+    for code that can only draw from the global RNG (layer initialisers, torchvision transforms)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, *parts))
+        yield

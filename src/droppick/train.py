@@ -37,7 +37,7 @@ from .pipeline import build_splits
 from .profiling import Profiler
 from .retention import Retention
 from .rundir import RunDir, code_version
-from .seeding import derive_seed
+from .seeding import seeded_global_rng
 
 CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,8 +45,7 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def build_seeded_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
     # Initialisation draws from the global RNG; fork it so the caller's RNG state is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "model-init"))
+    with seeded_global_rng(cfg.seed, "model-init"):
         return build_model(cfg.model, num_classes=num_classes, in_channels=in_channels)
 
 

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from . import coco
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, atomic_write_text
 from .export import RESNETS, file_sha256, load_backbone, reference_backbone
-from .seeding import derive_seed, generator
+from .seeding import generator, seeded_global_rng
 
 METHODS = {"detection": "FPN (Faster R-CNN)", "segmentation": "Mask R-CNN", "keypoints": "Keypoint R-CNN"}
 COLUMN_TAGS = {"bbox": "bb", "segm": "m", "keypoints": "kp"}
@@ -130,8 +130,7 @@ def build_detector(cfg: TransferConfig, arch: str, num_classes: int) -> nn.Modul
     if cfg.task == "keypoints":
         kwargs["num_keypoints"] = 17
     cls = {"detection": FasterRCNN, "segmentation": MaskRCNN, "keypoints": KeypointRCNN}[cfg.task]
-    with torch.random.fork_rng(devices=[]):  # head initialisation draws from the global RNG
-        torch.manual_seed(derive_seed(cfg.seed, "detector-init"))
+    with seeded_global_rng(cfg.seed, "detector-init"):  # head initialisation draws from the global RNG
         backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=FrozenBatchNorm2d,
                                        trainable_layers=cfg.trainable_layers)
         return cls(backbone, **kwargs)
@@ -210,10 +209,6 @@ def predict(model: nn.Module, dataset: coco.CocoDataset, cfg: TransferConfig, de
     return results
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
 def run_transfer(cfg: TransferConfig, out: str | Path, name: Optional[str] = None) -> dict:
     """Fine-tune, evaluate and write ``out``/{results.json, results.md, cocoeval.txt, train_log.jsonl,
     model_final.pt}; returns the results dict. A folder that already holds results is refused."""
@@ -246,9 +241,9 @@ def run_transfer(cfg: TransferConfig, out: str | Path, name: Optional[str] = Non
         "num_val_images": len(val_set), "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - tick, "device": str(device), "config": dataclasses.asdict(cfg),
     }
-    _write_text(out / "cocoeval.txt", printed)
-    _write_text(out / "results.md", markdown_table([results]))
-    _write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "cocoeval.txt", printed)
+    atomic_write_text(out / "results.md", markdown_table([results]))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -296,6 +291,6 @@ def compare_transfer(cfg: TransferConfig, backbones: list[str], names: list[str]
             results = run_transfer(run_cfg, out / name, name=name)
         rows.append(results)
     table = markdown_table(rows)
-    _write_text(out / "comparison.md", table)
-    _write_text(out / "comparison.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "comparison.md", table)
+    atomic_write_text(out / "comparison.json", json.dumps(rows, indent=2) + "\n")
     return table
