@@ -7,7 +7,8 @@ import torch
 
 from droppick import DaPSchedule, DropAndPick, NonFiniteLossError
 from droppick.sampler import shard_order
-from droppick.selection import select_hardest, select_random
+from droppick.policies import KeepRandom
+from droppick.selection import select_hardest
 from droppick.seeding import generator
 
 
@@ -43,11 +44,11 @@ def test_select_hardest_breaks_ties_by_lower_index():
     assert select_hardest(subset, losses, 6).tolist() == subset.tolist()
 
 
-def test_select_random_keeps_count_and_is_seeded():
+def test_keep_random_keeps_count_and_is_seeded():
     subset = torch.arange(10, 110)
-    a = select_random(subset, 40, generator(0, 1, "x"))
-    b = select_random(subset, 40, generator(0, 1, "x"))
-    c = select_random(subset, 40, generator(1, 1, "x"))
+    a = KeepRandom().select(subset, None, 40, generator(0, 1, "x"))
+    b = KeepRandom().select(subset, None, 40, generator(0, 1, "x"))
+    c = KeepRandom().select(subset, None, 40, generator(1, 1, "x"))
     assert a.numel() == 40 and torch.equal(a, b) and not torch.equal(a, c)
     assert bool((a[1:] > a[:-1]).all()) and set(a.tolist()) <= set(subset.tolist())
 
@@ -58,34 +59,22 @@ def test_select_refuses_impossible_k(k):
         select_hardest(torch.arange(10), torch.zeros(10), k)
 
 
-@pytest.mark.parametrize("kind", ["rand", "ties", "sorted", "nan", "inf"])
-def test_fast_selection_equals_kthvalue_and_the_full_sort(kind):
-    from droppick.selection import hardest_in_subset, kth_largest
-
-    n = 1 << 20  # large enough for kth_largest's sampled bracket
+@pytest.mark.parametrize("kind", ["rand", "ties", "sorted", "inf"])
+@pytest.mark.parametrize("everything", [True, False])
+def test_select_hardest_equals_a_full_stable_sort(kind, everything):
+    # Both paths (all data, and a subset gathered from it) against a reference sort: highest loss
+    # first, ties to the lower index.
+    n = 1 << 16
     gen = torch.Generator().manual_seed(0)
     values = {"rand": torch.rand(n, generator=gen), "ties": torch.randint(0, 5, (n,), generator=gen).float(),
               "sorted": torch.arange(n, dtype=torch.float32)}.get(kind, torch.rand(n, generator=gen))
-    if kind == "nan":
-        values[::97] = float("nan")
     if kind == "inf":
         values[::5], values[1::7] = float("inf"), float("-inf")
-    for k in (1, n // 3, n - 1):
-        expected = torch.kthvalue(values, n - k + 1).values
-        got = kth_largest(values, k)
-        assert torch.equal(got, expected) or (bool(got.isnan()) and bool(expected.isnan()))
-    if kind == "nan":
-        return
-    # The engine's full-length drop equals select_hardest on the subset, unseen members first.
-    in_subset = torch.rand(n, generator=gen) < 0.8
-    seen = in_subset & (torch.rand(n, generator=gen) < 0.99)
-    subset = in_subset.nonzero().squeeze(1)
-    k = subset.numel() * (5 if kind == "inf" else 9) // 10
-    mask = hardest_in_subset(values, seen, in_subset, k)
-    expected = select_hardest(subset, torch.where(seen, values, torch.full_like(values, float("inf"))), k)
-    assert torch.equal(mask.nonzero().squeeze(1), expected)
-    if kind == "inf":  # the k-th largest member is -inf, a tie with non-members: the engine falls back
-        assert hardest_in_subset(values, seen, in_subset, subset.numel()) is None
+    subset = torch.arange(n) if everything else (torch.rand(n, generator=gen) < 0.8).nonzero().squeeze(1)
+    for k in (1, subset.numel() // 3, subset.numel() - 1):
+        order = torch.argsort(-values[subset], stable=True)  # stable: equal losses keep index order
+        expected = subset[order[:k]].sort().values
+        assert torch.equal(select_hardest(subset, values, k), expected)
 
 
 # -- engine -----------------------------------------------------------------------------------
@@ -123,6 +112,7 @@ def test_full_policy_never_drops():
     while not dap.done:
         run_epoch(dap, lambda i: i)
     assert dap.samples_per_epoch == [20] * 6 and dap.compute_fraction == 1.0
+    assert dap.plan().events == (None,) * 6  # nothing to pick up at the schedule's pick
 
 
 def test_unseen_subset_members_are_kept_at_a_drop():
@@ -160,6 +150,7 @@ def test_recorded_losses_are_copies_and_the_last_record_of_a_sample_wins():
     dap.record(torch.tensor([1]), torch.tensor([9.0]))
     assert dap.state_dict()["losses"].tolist() == [5.0, 9.0, 0.0, 0.5, 3.0, 2.0]  # so does state_dict
     assert dap.end_epoch() == "drop" and dap.subset.tolist() == [0, 1, 4]
+    assert dap.losses.tolist() == [float("inf")] * 6  # Algorithm 1 empties L for the next epoch
 
 
 def test_state_saved_mid_epoch_holds_the_losses_recorded_so_far():
@@ -187,9 +178,9 @@ def test_drop_without_any_recorded_loss_is_an_error():
 
 
 def test_constructor_validation():
-    with pytest.raises(ValueError, match="policy must be one of dap, random, full"):
+    with pytest.raises(ValueError, match="policy must be one of dap, random, full, scaled, static, infobatch or an object"):
         DropAndPick(10, small_schedule(), policy="hardest")
-    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
         DropAndPick(0, small_schedule())
 
 

@@ -1,5 +1,8 @@
 """The README's few lines, run as written in a user's own loop with a DataLoader."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,3 +38,47 @@ def test_readme_loop_trains_on_the_planned_subsets():
     assert seen_per_epoch == list(plan.subset_sizes) == [90, 90, 90, 45, 90, 90]
     assert dap.compute_fraction == pytest.approx(plan.compute_fraction)
     assert dap.subset.dtype == torch.int64 and bool((dap.subset[1:] > dap.subset[:-1]).all())
+
+
+# -- the README's code blocks, run as written ---------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def user_namespace(n: int = 60) -> dict:
+    """What the README's blocks take as given: a train_set, a model, an optimizer and the imports."""
+    gen = torch.Generator().manual_seed(0)
+    train_set = TensorDataset(torch.randn(n, 8, generator=gen), torch.randint(0, 3, (n,), generator=gen))
+    model = torch.nn.Linear(8, 3)
+    return {"train_set": train_set, "model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+            "F": F, "DataLoader": DataLoader, "torch": torch}
+
+
+def test_readme_has_the_library_and_selection_rule_examples():
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2 and "dap.record(indices, losses)" in blocks[0] and "class KeepEasiest" in blocks[1]
+
+
+def test_readme_library_example_runs_as_written():
+    ns = user_namespace()
+    exec(readme_python_blocks()[0], ns)
+    dap = ns["dap"]
+    assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)
+    assert dap.compute_fraction == pytest.approx(dap.plan().compute_fraction) and dap.compute_fraction < 1.0
+    assert ns["event"] is None  # nothing is decided after the last epoch
+
+
+def test_readme_selection_rule_example_runs_as_written_and_keeps_the_easiest():
+    ns = user_namespace()
+    exec(readme_python_blocks()[1], ns)
+    dap = ns["dap"]
+    assert dap.policy.name == "KeepEasiest"
+    for _ in range(5):  # the warm-up, then the first drop
+        order = dap.sampler().indices()
+        dap.record(order, order.float())  # loss = index: the easiest are the lowest indices
+        dap.end_epoch()
+    assert dap.subset.tolist() == list(range(54))  # keep 0.9 of 60

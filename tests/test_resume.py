@@ -103,7 +103,7 @@ def test_checkpoint_holds_everything_and_resume_restores_global_rngs(fake_fashio
     checkpoint = RunDir(tmp_path / "run").latest_checkpoint()
     assert set(checkpoint) >= {"format", "config", "epoch", "model", "optimizer", "scaler", "dap", "retention",
                                "world_size", "lr_schedule", "rng", "wall_seconds"}
-    assert checkpoint["format"] == 3 and checkpoint["epoch"] == 1 and checkpoint["world_size"] == 1
+    assert checkpoint["format"] == 4 and checkpoint["epoch"] == 1 and checkpoint["world_size"] == 1
     steps = [math.ceil(n / cfg.batch_size) for n in cfg.schedule.plan(240).subset_sizes]
     assert checkpoint["lr_schedule"] == {"kind": "step", "planned_steps": steps}
     assert set(checkpoint["rng"]) == {"torch", "cuda", "python", "numpy"}

@@ -55,7 +55,7 @@ def test_drop_and_pick_epochs_of_baseline():
     assert plan.drop_epochs[:3] == [50, 60, 70]
     assert 150 not in plan.drop_epochs  # the pick wins
     assert plan.pick_epochs == [150]
-    assert plan.drop_epochs[-1] == 300 and 160 in plan.drop_epochs
+    assert plan.drop_epochs[-1] == 290 and 160 in plan.drop_epochs  # nothing is decided after epoch 300
     # Decisions apply from the next epoch: 50 trains on all, 51 on 45,000.
     assert plan.subset_sizes[49] == 50000 and plan.subset_sizes[50] == 45000
     assert plan.subset_sizes[150] == 50000  # epoch 151 has everything back
@@ -75,9 +75,25 @@ def test_pick_inside_warmup_keeps_first_drop_after_warmup():
     assert s.plan(100).drop_epochs == [13, 16, 19, 23, 26, 29]
 
 
-def test_full_plan_never_drops():
-    plan = DaPSchedule(**CIFAR10).plan(50000, drops=False)
-    assert plan.compute_fraction == 1.0 and plan.drop_epochs == [] and plan.pick_epochs == [150]
+def test_full_plan_never_drops_and_has_nothing_to_pick():
+    from droppick.policies import Full
+
+    plan = Full().plan(DaPSchedule(**CIFAR10), 50000)
+    assert plan.compute_fraction == 1.0 and plan.drop_epochs == [] and plan.pick_epochs == []
+
+
+def test_no_event_after_the_last_epoch():
+    s = DaPSchedule(epochs=12, warmup=2, interval=1, keep=0.9, reuse_at=[6, 12])
+    assert s.event_after(12) is None and s.event_after(11) == "drop"
+    plan = s.plan(100)
+    assert plan.events[-1] is None and 12 not in plan.drop_epochs + plan.pick_epochs
+
+
+def test_plan_names_only_events_that_change_the_subset():
+    # keep=1.0 drops nobody; a pick right after a pick has nothing to pick up.
+    assert DaPSchedule(epochs=8, warmup=1, interval=1, keep=1.0, reuse_at=[4]).plan(50).events == (None,) * 8
+    plan = DaPSchedule(epochs=8, warmup=3, interval=1, keep=0.5, reuse_at=[2, 5]).plan(50)
+    assert plan.pick_epochs == [5] and plan.drop_epochs == [4, 6, 7]  # the pick at 2 (warm-up) restores nothing
 
 
 @pytest.mark.parametrize("overrides,message", [

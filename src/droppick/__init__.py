@@ -9,7 +9,8 @@ The few lines a training loop needs::
 """
 
 from .data import IndexedDataset
-from .engine import POLICIES, DropAndPick, NonFiniteLossError
+from .engine import DropAndPick, NonFiniteLossError
+from .policies import POLICIES, Full, InfoBatch, KeepHardest, KeepRandom, Policy, Scaled, Scheduled, Static
 from .sampler import DaPSampler
 from .schedule import DaPSchedule, Plan, keep_count
 
@@ -17,10 +18,18 @@ __all__ = [
     "DaPSchedule",
     "DaPSampler",
     "DropAndPick",
+    "Full",
+    "InfoBatch",
+    "KeepHardest",
+    "KeepRandom",
+    "Policy",
+    "Scaled",
+    "Scheduled",
+    "Static",
     "IndexedDataset",
     "NonFiniteLossError",
     "Plan",
     "POLICIES",
     "keep_count",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,7 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from .config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
-from .engine import POLICIES
+from .policies import POLICIES, build_policy
 from .budget import SOLVABLE, solve
 from .recipes import list_recipes, load_recipe, parse_overrides
 from .schedule import DaPSchedule
@@ -58,12 +58,17 @@ def _given(args, keys) -> dict:
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
+def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
+    """The plan of a recipe's policy (the paper's DaP without a recipe)."""
+    policy = build_policy(config.get("policy", "dap"), target_compute=config.get("target_compute"))
+    return policy.plan(schedule, num_samples)
+
+
 def cmd_plan(args) -> int:
     recipe = load_recipe(args.recipe_name) if args.recipe_name else None
     values = {**PAPER_BASELINE, **({k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else {}),
               **_given(args, SCHEDULE_KEYS)}
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
-    drops = recipe is None or recipe.config.get("policy") != "full"
     schedule = DaPSchedule(**values)
     if (args.target_compute is None) != (args.solve is None):
         raise ValueError("--target-compute and --solve go together, e.g. --target-compute 0.63 --solve keep")
@@ -71,7 +76,7 @@ def cmd_plan(args) -> int:
         schedule, _ = solve(schedule, num_samples, args.target_compute, args.solve)
         print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
               file=sys.stderr)
-    plan = schedule.plan(num_samples, drops=drops)
+    plan = _policy_plan(recipe.config if recipe else {}, schedule, num_samples)
     if args.plot:
         from .plot import plot_plan
 
@@ -180,7 +185,7 @@ def cmd_models(args) -> int:
 
 def cmd_recipes(args) -> int:
     for r in list_recipes():
-        plan = DaPSchedule(**{k: r.config[k] for k in SCHEDULE_KEYS}).plan(r.num_samples, drops=r.config["policy"] != "full")
+        plan = _policy_plan(r.config, DaPSchedule(**{k: r.config[k] for k in SCHEDULE_KEYS}), r.num_samples)
         paper = f"{100 * r.paper_compute:.0f}%" if r.paper_compute is not None else "-"
         print(f"{r.name:34s} compute {100 * plan.compute_fraction:5.1f}% (paper {paper:>4s})  {r.paper}")
     return 0

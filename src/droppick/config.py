@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .engine import POLICIES
+from .policies import POLICIES
 from .schedule import DaPSchedule
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
@@ -127,10 +127,10 @@ class TrainConfig:
             return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
         return self.lr * 0.1 ** sum(m < epoch for m in self.milestones)
 
-    def scaled(self, compute: float) -> "TrainConfig":
-        """All data for round(E * compute) epochs with LR milestones and picks scaled alike: the
-        paper's "All data 63% epochs" baseline (Table 2f)."""
-        epochs = max(1, round(self.epochs * compute))
+    def scaled(self, epochs: int) -> "TrainConfig":
+        """This run shortened to ``epochs`` with LR milestones, warm-up and picks scaled alike: the
+        learning rate of the paper's "All data 63% epochs" baseline (Table 2f, ``policies.Scaled``)."""
+        compute = epochs / self.epochs
 
         def scale(es):
             return sorted({min(epochs, max(1, round(e * compute))) for e in es})

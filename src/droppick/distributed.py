@@ -26,28 +26,30 @@ def is_main_process() -> bool:
     return rank_and_world()[0] == 0
 
 
-def combine_losses(losses: torch.Tensor, seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def combine_losses(losses: torch.Tensor, status: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge every rank's per-sample losses into one global vector, identical on all ranks.
 
-    Each rank only saw its shard. A sample is seen globally if any rank saw it; its loss is the
-    maximum over the ranks that saw it. Taking the maximum (not a sum) means the padding
-    duplicates of a sharded sampler, trained on two ranks, are not double counted, and every
-    rank ends with bit-identical values, hence the identical subset.
+    status: uint8 per sample, 0 = not recorded on this rank (its loss is +inf), 1 = recorded,
+    2 = recorded with a non-finite loss. Each rank only saw its shard. A sample's merged status
+    and loss are the maxima over the ranks that recorded it. The maximum (not a sum) means the
+    padding duplicates of a sharded sampler, trained on two ranks, are not double counted, a
+    non-finite loss on any rank wins, and every rank ends with bit-identical values, hence the
+    identical subset.
 
-    Traffic: two all-reduces per epoch over N values each, N float32 losses and N uint8 flags,
-    i.e. 5 bytes per sample per rank whatever the world size (6.4 MB for ImageNet's 1.28M
-    samples; a ring all-reduce sends and receives about twice that per rank). Sample indices
-    never travel, so they stay exact int64 at any N.
+    Traffic: two all-reduces per epoch over N values each, N float32 losses and N uint8
+    statuses, i.e. 5 bytes per sample per rank whatever the world size (6.4 MB for ImageNet's
+    1.28M samples; a ring all-reduce sends and receives about twice that per rank). Sample
+    indices never travel, so they stay exact int64 at any N.
     """
     if not is_initialized() or dist.get_world_size() == 1:
-        return losses, seen
+        return losses, status
     backend_device = _collective_device()
-    masked = torch.where(seen, losses, torch.full_like(losses, float("-inf"))).to(backend_device)
-    seen_any = seen.to(torch.uint8).to(backend_device)
+    masked = torch.where(status > 0, losses, float("-inf")).to(backend_device)  # unrecorded must not win
+    merged = status.to(backend_device)
     dist.all_reduce(masked, op=dist.ReduceOp.MAX)
-    dist.all_reduce(seen_any, op=dist.ReduceOp.MAX)
-    seen_all = seen_any.cpu().bool()
-    return torch.where(seen_all, masked.cpu(), losses), seen_all
+    dist.all_reduce(merged, op=dist.ReduceOp.MAX)
+    merged = merged.cpu()
+    return torch.where(merged > 0, masked.cpu(), float("inf")), merged
 
 
 def setup_from_env(device_name: str) -> torch.device:

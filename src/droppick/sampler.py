@@ -12,6 +12,11 @@ from . import distributed
 from .seeding import generator
 
 
+def per_rank(n: int, world_size: int) -> int:
+    """Samples each rank trains on when ``n`` are sharded over ``world_size`` ranks (padded)."""
+    return math.ceil(n / world_size)
+
+
 def shard_order(subset: torch.Tensor, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
     """This rank's sample indices for ``epoch``: a seeded permutation of ``subset``, sharded.
 
@@ -24,8 +29,7 @@ def shard_order(subset: torch.Tensor, seed: int, epoch: int, rank: int, world_si
         raise ValueError(f"rank must lie in 0..{world_size - 1}, got {rank}")
     n = subset.numel()
     order = subset[torch.randperm(n, generator=generator(seed, epoch, "order"))]
-    per_rank = math.ceil(n / world_size)
-    padding = per_rank * world_size - n
+    padding = per_rank(n, world_size) * world_size - n
     if padding:
         order = torch.cat([order, order.repeat(math.ceil(padding / n))[:padding]])
     return order[rank::world_size]
@@ -47,7 +51,7 @@ class DaPSampler(Sampler[int]):
             raise ValueError(f"rank must lie in 0..{self.world_size - 1}, got {self.rank}")
 
     def __len__(self) -> int:
-        return math.ceil(self.dap.subset.numel() / self.world_size)
+        return per_rank(self.dap.subset.numel(), self.world_size)
 
     def indices(self) -> torch.Tensor:
         """This epoch's sample indices for this rank, as one LongTensor (what ``iter`` yields)."""

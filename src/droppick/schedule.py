@@ -20,10 +20,13 @@ ImageNet setting of Section 4.3.1 is: **a pick restarts the interval counter too
 like the first cycle after warm-up. That is also what Section 3.3 describes ("restart the
 process of reducing training data"). ``tests/test_schedule.py`` checks each row.
 
-Two corner cases the paper leaves open:
+Corner cases the paper leaves open:
 - A pick and a drop due after the same epoch: the pick wins (the drop would be undone at once).
 - A pick inside the warm-up: the cycle and interval counters restart at max(tau, W), so the
   first drop still comes I epochs after the warm-up ends, as without the pick.
+- Nothing is decided after the last epoch: no epoch would train on the result.
+- A plan names only what changes the subset: a drop that keeps every sample (p = 1) and a pick
+  with nothing to pick up (no drop since the last pick) are no events.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ DROP = "drop"
 PICK = "pick"
 
 
-def _require_int(name: str, value, minimum: int) -> int:
+def require_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int, or a ValueError naming ``name``: the one integer check of the package."""
     # bool is an int subclass; True epochs is always a bug in the caller.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
@@ -65,7 +69,9 @@ class Plan:
 
     num_samples: int
     subset_sizes: tuple[int, ...]  # samples trained on in each epoch
-    events: tuple[Optional[str], ...]  # decision taken after each epoch: "drop", "pick" or None
+    events: tuple[Optional[str], ...]  # decision taken after each epoch: "drop", "pick", "prune" or None
+    reference_epochs: Optional[int] = None  # epochs of the all-data run compute is measured against;
+    # None: as many as this plan's (only "scaled" trains fewer epochs than the run it is compared with)
 
     @property
     def epochs(self) -> int:
@@ -84,9 +90,14 @@ class Plan:
         return sum(self.subset_sizes)
 
     @property
+    def full_samples(self) -> int:
+        """Samples the all-data run trains on: E * N."""
+        return (self.reference_epochs or self.epochs) * self.num_samples
+
+    @property
     def compute_fraction(self) -> float:
         """Samples trained on over E * N: the paper's "computation" (Section 4.1)."""
-        return self.total_samples / (self.epochs * self.num_samples)
+        return self.total_samples / self.full_samples
 
     def to_dict(self) -> dict:
         return {
@@ -120,20 +131,20 @@ class DaPSchedule:
     reuse_at: Sequence[int] = field(default_factory=tuple)
 
     def __post_init__(self):
-        epochs = _require_int("epochs", self.epochs, 1)
-        warmup = _require_int("warmup", self.warmup, 0)
+        epochs = require_int("epochs", self.epochs, 1)
+        warmup = require_int("warmup", self.warmup, 0)
         if warmup >= epochs:
             raise ValueError(f"warmup must be < epochs ({epochs}), got {warmup}: no epoch would be left to drop in")
-        _require_int("interval", self.interval, 1)
+        require_int("interval", self.interval, 1)
         if isinstance(self.keep, bool) or not isinstance(self.keep, numbers.Real) or not math.isfinite(self.keep):
             raise ValueError(f"keep must be a number in (0, 1], got {self.keep!r}")
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1] (the fraction of the subset kept at a drop), got {self.keep}")
         if self.active is not None:
-            _require_int("active", self.active, 1)
+            require_int("active", self.active, 1)
         reuse_at = tuple(self.reuse_at)
         for r in reuse_at:
-            _require_int("reuse_at entry", r, 1)
+            require_int("reuse_at entry", r, 1)
             if r > epochs:
                 raise ValueError(f"reuse_at entries must lie in 1..epochs ({epochs}), got {r}")
         if list(reuse_at) != sorted(set(reuse_at)):
@@ -153,18 +164,16 @@ class DaPSchedule:
             raise ValueError(f"epoch must lie in 1..{self.epochs}, got {epoch}")
         return self._events[epoch - 1]
 
-    def plan(self, num_samples: int, drops: bool = True) -> Plan:
-        """Subset size of every epoch for ``num_samples`` samples; ``drops=False`` plans a full run."""
-        n_all = _require_int("num_samples", num_samples, 1)
-        sizes, n = [], n_all
+    def plan(self, num_samples: int) -> Plan:
+        """Subset size of every epoch for ``num_samples`` samples, and the events that change it."""
+        n_all = require_int("num_samples", num_samples, 1)
+        sizes, events, n = [], [], n_all
         for event in self._events:
             sizes.append(n)
-            if event == PICK:
-                n = n_all
-            elif event == DROP and drops:
-                n = keep_count(n, self.keep)
-        return Plan(n_all, tuple(sizes), self._events if drops else tuple(
-            PICK if ev == PICK else None for ev in self._events))
+            after = n_all if event == PICK else keep_count(n, self.keep) if event == DROP else n
+            events.append(event if after != n else None)
+            n = after
+        return Plan(n_all, tuple(sizes), tuple(events))
 
     def to_dict(self) -> dict:
         return {
@@ -188,7 +197,9 @@ def _events(s: DaPSchedule) -> tuple[Optional[str], ...]:
     cycle_start = last_drop = s.warmup  # T_start, T_previous
     events: list[Optional[str]] = []
     for tau in range(1, s.epochs + 1):
-        if tau in reuse:
+        if tau == s.epochs:  # no epoch follows the last one
+            events.append(None)
+        elif tau in reuse:
             events.append(PICK)
             cycle_start = last_drop = max(tau, s.warmup)
         elif tau > s.warmup and tau - last_drop == s.interval and tau - cycle_start < active:

@@ -36,10 +36,11 @@ from .models import build_model
 from .pipeline import build_splits
 from .profiling import Profiler
 from .retention import Retention
+from .sampler import per_rank
 from .rundir import RunDir, code_version
 from .seeding import seeded_global_rng
 
-CHECKPOINT_FORMAT = 3  # 3: + retention, RNG states, world size, LR schedule, digest files
+CHECKPOINT_FORMAT = 4  # 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -55,7 +56,7 @@ def subset_sha256(subset: torch.Tensor) -> str:
 
 def planned_steps(cfg: TrainConfig, dap: DropAndPick, world_size: int) -> list[int]:
     """Optimiser steps of every epoch, known before training from the planner."""
-    return [math.ceil(math.ceil(n / world_size) / cfg.batch_size) for n in dap.plan().subset_sizes]
+    return [math.ceil(per_rank(n, world_size) / cfg.batch_size) for n in dap.plan().subset_sizes]
 
 
 class Trainer:
@@ -66,10 +67,11 @@ class Trainer:
         self.rank, self.world = distributed.rank_and_world()
         self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory)
         n = len(self.train_split)
-        target = cfg.target_compute if cfg.target_compute is not None else cfg.schedule.plan(n).compute_fraction
-        self.base_epochs = cfg.epochs  # compute is reported against the full run's E * N
-        if cfg.policy == "scaled":
-            cfg = cfg.scaled(target)
+        self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
+                               target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
+                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
+        if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
+            cfg = cfg.scaled(self.dap.plan().epochs)
         self.cfg = cfg
         num_classes = _num_classes(cfg, self.train_split, self.test_split)
         self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
@@ -83,9 +85,6 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
-                               target_compute=target, infobatch_ratio=cfg.infobatch_ratio,
-                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
         self.steps = planned_steps(cfg, self.dap, self.world)
         self.retention = Retention(n)  # for `droppick inspect`: which samples stayed longest
 
@@ -297,13 +296,12 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
 
     if not main:
         return None
-    full_run = t.base_epochs * len(t.train_split)  # samples of the all-data run ("scaled" trains fewer epochs)
     summary = {
         "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
         "epochs": t.cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
         "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
         "best_test_top1": max(m["test_top1"] for m in history),
-        "compute_fraction": dap.samples_seen / full_run, "planned_compute_fraction": dap.plan().total_samples / full_run,
+        "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
         "world_size": t.world, "excluded_nonfinite": 0 if dap.excluded is None else int(dap.excluded.sum()),

@@ -1,0 +1,52 @@
+"""The policies ``DropAndPick`` accepts, by name or as objects (see ``base`` for the two kinds).
+
+=========== ==================================================================================
+"dap"       the schedule's drops keep the highest-loss samples (the paper)
+"random"    the same schedule, a uniform choice at each drop (Table 2f, "Random")
+"full"      all data every epoch (the 100% baseline)
+"scaled"    all data for round(E * target_compute) epochs (Table 2f, "All data 63% epochs")
+"static"    one fixed stratified subset of target_compute * N samples (Table 2f, "63% data")
+"infobatch" InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024)
+=========== ==================================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .base import DROP, EXCLUDE, PICK, PRUNE, Change, EpochEnd, Policy, checked_selection
+from .dap import KeepHardest
+from .full import Full, Scaled
+from .infobatch import InfoBatch
+from .random import KeepRandom
+from .scheduled import Scheduled
+from .static import Static
+
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch")
+
+
+def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
+                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875) -> Policy:
+    """A ``Policy`` from a name (with the settings that name uses), a ``Policy``, or a selection rule."""
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        named = {
+            "dap": lambda: Scheduled(KeepHardest()),
+            "random": lambda: Scheduled(KeepRandom()),
+            "full": Full,
+            "scaled": lambda: Scaled(target_compute),
+            "static": lambda: Static(target_compute, labels),
+            "infobatch": lambda: InfoBatch(infobatch_ratio, infobatch_delta),
+        }
+        if policy not in named:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)} or an object with a select() method; "
+                             f"got {policy!r}")
+        return named[policy]()
+    return Scheduled(policy)
+
+
+__all__ = ["DROP", "EXCLUDE", "PICK", "PRUNE", "POLICIES", "Change", "EpochEnd", "Full", "InfoBatch", "KeepHardest",
+           "KeepRandom", "Policy", "Scaled", "Scheduled", "Static", "build_policy", "checked_selection"]
