@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from _common import FASHION_MNIST, header, median_ratio, parse_args, spread, verdict
 from droppick import DaPSchedule, DropAndPick
-from droppick.data import (FASHION_MNIST_NUM_CLASSES, InMemoryImages, find_fashion_mnist, load_fashion_mnist,
+from droppick.data.in_memory import (FASHION_MNIST_NUM_CLASSES, InMemoryImages, find_fashion_mnist, load_fashion_mnist,
                            make_fake_fashion_mnist)
 from droppick.models import build_model
-from droppick.pipeline import InMemorySplit
+from droppick.data.pipeline import InMemorySplit
 
 BATCH = 128
 TARGET = 1.01

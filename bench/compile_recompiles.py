@@ -25,8 +25,8 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from _common import FASHION_MNIST, header, parse_args, verdict
-from droppick.config import TrainConfig
-from droppick.train import Trainer
+from droppick.train.config import TrainConfig
+from droppick.train.trainer import Trainer
 
 
 def graphs() -> int:

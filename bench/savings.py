@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from _common import FASHION_MNIST, header, parse_args, verdict
-from droppick.config import TrainConfig
-from droppick.rundir import RunDir
-from droppick.train import CHECKPOINT_FORMAT, Trainer, subset_sha256
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import Trainer
 
 TOLERANCE = 0.03
 
@@ -67,24 +67,17 @@ def main() -> int:
 
     for epoch in range(1, recipe["epochs"] + 1):
         for p in (policies if epoch % 2 else policies[::-1]):
-            t, dap = trainers[p], trainers[p].dap
-            trained_subset = dap.subset
+            t = trainers[p]
             tick, cpu_tick = time.perf_counter(), time.process_time()
-            train_loss = t.train_epoch(progress=False)
-            event = dap.end_epoch()
-            t.retention.update(trained_subset, dap.subset, epoch)
-            train_s = time.perf_counter() - tick
+            row = t.train_and_decide(progress=False)  # the trainer's own epoch: training, DaP, retention
             train_cpu[p] += time.process_time() - cpu_tick
+            train_s = time.perf_counter() - tick
             tick = time.perf_counter()
-            top1, _ = t.evaluate()
-            eval_s = time.perf_counter() - tick
+            row["test_top1"], _ = t.evaluate()
+            row["eval_seconds"] = eval_s = time.perf_counter() - tick
             tick = time.perf_counter()
-            row = {"epoch": epoch, "subset_size": int(trained_subset.numel()), "event": event,
-                   "train_loss": train_loss, "test_top1": top1, "epoch_seconds": train_s, "eval_seconds": eval_s,
-                   "subset_sha256": subset_sha256(trained_subset)}
             runs[p].append_metrics(row)
-            runs[p].save_checkpoint({"format": CHECKPOINT_FORMAT, "config": t.cfg.to_dict(), "epoch": epoch,
-                                     "wall_seconds": 0.0, **t.state_dict()}, epoch)
+            runs[p].save_checkpoint(t.checkpoint(epoch, 0.0), epoch)
             totals[p]["checkpoint"] += time.perf_counter() - tick
             totals[p]["train"] += train_s
             totals[p]["eval"] += eval_s

@@ -96,7 +96,7 @@ def main() -> int:
         for _ in range(repeats):
             for event_expected, out in (("drop", drop_s), ("pick", pick_s)):
                 dap.losses.copy_(torch.rand(n, generator=gen))
-                dap.seen.copy_(dap._in_subset)  # as if record() had seen every subset member
+                dap.seen.copy_(dap._in_subset)  # as if record() had recorded every subset member
                 rss = vm("VmRSS")
                 tracked = reset_peak()
                 t0, c0 = time.perf_counter(), time.process_time()

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from _common import FASHION_MNIST, header, parse_args, verdict
-from droppick.config import TrainConfig
+from droppick.train.config import TrainConfig
 from droppick.seeding import generator
-from droppick.train import Trainer, build_seeded_model
+from droppick.train.trainer import Trainer, build_seeded_model
 
 TARGET = 0.95
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from _report import log, machine, page_body, setting, utc_now
-from droppick.compare import aggregate, run_all, run_configs, write_report
-from droppick.config import TrainConfig
-from droppick.rundir import RunDir
+from droppick.report.compare import aggregate, run_all, run_configs, write_report
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import RunDir
 
 POLICIES = ["full", "dap", "scaled", "random", "static", "infobatch"]  # most telling first: time may run out
 N = 60000

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 from _report import log, machine, page_body, setting, utc_now
-from droppick.compare import aggregate, run_all, run_configs, write_report
-from droppick.config import TrainConfig
-from droppick.inspection import inspect_run
-from droppick.rundir import code_version
+from droppick.report.compare import aggregate, run_all, run_configs, write_report
+from droppick.train.config import TrainConfig
+from droppick.report.inspection import inspect_run
+from droppick.train.rundir import code_version
 
 OUT = Path(__file__).resolve().parent / "fashion-mnist"
 SEEDS = [0, 1, 2]

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from droppick.data import find_fashion_mnist, make_fake_fashion_mnist
+from droppick.data.in_memory import find_fashion_mnist, make_fake_fashion_mnist
 
 # Tests are tiny; one thread keeps them fast and bit-reproducible on a shared 2-core machine.
 torch.set_num_threads(1)

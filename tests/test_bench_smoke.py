@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from droppick.cli import build_parser, main
-from droppick.config import TrainConfig
-from droppick.profiling import Profiler
+from droppick.cli.main import build_parser, main
+from droppick.train.config import TrainConfig
+from droppick.train.profiling import Profiler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -29,7 +29,7 @@ def test_profiler_off_records_nothing_and_on_adds_up_laps():
 
 
 def test_profile_and_compile_flags_reach_the_config():
-    from droppick.cli import _config_from_args
+    from droppick.cli.main import _config_from_args
 
     args = build_parser().parse_args(["train", "--profile", "--compile"])
     cfg = _config_from_args(args)

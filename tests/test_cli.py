@@ -5,7 +5,7 @@ import json
 import pytest
 
 from droppick import DaPSchedule
-from droppick.cli import main
+from droppick.cli.main import main
 
 
 def test_plan_json_reproduces_the_paper_baseline(capsys):

@@ -7,8 +7,8 @@ import pytest
 
 from droppick import DaPSchedule
 from droppick.budget import solve
-from droppick.cli import main
-from droppick.compare import infobatch_ratio_for
+from droppick.cli.main import main
+from droppick.report.compare import infobatch_ratio_for
 
 TINY = ["--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.5", "--reuse-at", "3",
         "--batch-size", "32", "--device", "cpu"]
@@ -95,8 +95,8 @@ def test_infobatch_ratio_matches_expected_compute():
 
 
 def test_compare_restarts_a_run_interrupted_before_its_first_checkpoint(fake_fashion, tmp_path):
-    from droppick.compare import run_all, run_configs
-    from droppick.config import TrainConfig
+    from droppick.report.compare import run_all, run_configs
+    from droppick.train.config import TrainConfig
 
     base = TrainConfig(data_dir=str(fake_fashion), epochs=2, warmup=1, interval=1, keep=0.5, reuse_at=[],
                        batch_size=64, device="cpu")
@@ -114,7 +114,7 @@ def test_compare_restarts_a_run_interrupted_before_its_first_checkpoint(fake_fas
 
 
 def test_config_precedence_defaults_recipe_flags_set(tmp_path):
-    from droppick.cli import _config_from_args, build_parser
+    from droppick.cli.main import _config_from_args, build_parser
 
     parse = build_parser().parse_args
     cfg = _config_from_args(parse(["train", "--recipe", "cifar10-resnet110-dap63"]))

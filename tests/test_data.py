@@ -1,4 +1,4 @@
-"""Tests for droppick.data: IDX I/O, Fashion-MNIST discovery/loading, subsets, augmentation."""
+"""Tests for droppick.data.in_memory: IDX I/O, Fashion-MNIST discovery/loading, subsets, augmentation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from droppick.data import (
+from droppick.data.in_memory import (
     IndexedDataset,
     InMemoryImages,
     default_search_dirs,

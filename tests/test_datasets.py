@@ -1,4 +1,4 @@
-"""Tests for droppick.datasets (CIFAR pickles, ImageFolder trees) and droppick.transforms."""
+"""Tests for droppick.data.datasets (CIFAR pickles, ImageFolder trees) and droppick.data.transforms."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from droppick.data import InMemoryImages
-from droppick.datasets import (
+from droppick.data.in_memory import InMemoryImages
+from droppick.data.datasets import (
     CIFAR_DIRS,
     CIFAR_MEAN,
     CIFAR_STD,
@@ -24,7 +24,7 @@ from droppick.datasets import (
 )
 
 try:
-    from droppick import transforms
+    from droppick.data import transforms
 except ImportError:  # torchvision is only needed by the folder/transform half of this file
     transforms = None
 needs_torchvision = pytest.mark.skipif(transforms is None, reason="torchvision is not installed")

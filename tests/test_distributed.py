@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from droppick import DaPSchedule, DropAndPick, KeepHardest, Scheduled
 from droppick.schedule import keep_count
 
-# Only light imports at module level: spawned workers import this module (droppick.train pulls
+# Only light imports at module level: spawned workers import this module (droppick.train.trainer pulls
 # in torchvision, seconds on a busy machine), so the end-to-end test imports the trainer itself.
 
 WORLD = 2
@@ -187,15 +187,15 @@ def test_indices_beyond_2_to_the_24_stay_exact(ranks):
 # -- end to end: torchrun, two CPU processes, the real CLI -----------------------------------------
 
 def test_torchrun_two_processes_train_and_refuse_a_one_process_resume(tmp_path):
-    from droppick.data import make_fake_fashion_mnist
-    from droppick.rundir import RunDir
-    from droppick.train import train
+    from droppick.data.in_memory import make_fake_fashion_mnist
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import train
 
     data = make_fake_fashion_mnist(tmp_path / "data", n_train=237, n_test=40, seed=0)  # odd: padded shards
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "droppick.cli", "train", "--data-dir", str(data), "--model", "small_cnn", "--epochs", "3",
+           "-m", "droppick.cli.main", "train", "--data-dir", str(data), "--model", "small_cnn", "--epochs", "3",
            "--warmup", "1", "--interval", "1", "--keep", "0.6", "--reuse-at", "none", "--batch-size", "32",
            "--device", "cpu", "--no-progress", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torchvision
 
-from droppick.checkpoint import save_checkpoint
-from droppick.cli_transfer import add_parsers
-from droppick.config import TrainConfig
-from droppick.datasets import write_fake_imagefolder
-from droppick.export import CLASSIFIERS, export_backbone, load_backbone
+from droppick.train.checkpoint import save_checkpoint
+from droppick.cli.transfer import add_parsers
+from droppick.train.config import TrainConfig
+from droppick.data.datasets import write_fake_imagefolder
+from droppick.transfer.export import CLASSIFIERS, export_backbone, load_backbone
 from droppick.models import build_model
-from droppick.train import CHECKPOINT_FORMAT, train
+from droppick.train.trainer import CHECKPOINT_FORMAT, train
 
 TABLE7 = ["resnet18", "resnet50", "resnet101", "resnet152", "densenet121", "densenet169", "mobilenet_v1"]
 

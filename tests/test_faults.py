@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from droppick import DaPSchedule, DropAndPick, NonFiniteLossError
-from droppick.cli import main
-from droppick.config import TrainConfig
-from droppick.rundir import RunDir
-from droppick.train import Trainer, train
+from droppick.cli.main import main
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import Trainer, train
 
 
 def tiny_config(data_dir, **kw):
@@ -93,7 +93,7 @@ def test_engine_excludes_nonfinite_samples_for_good_when_asked():
 
 
 def test_labels_outside_the_datasets_classes_are_refused_by_the_trainer(fake_fashion, tmp_path, monkeypatch):
-    from droppick import pipeline
+    from droppick.data import pipeline
 
     load = pipeline.dp_data.load_fashion_mnist
 

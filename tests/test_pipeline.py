@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from droppick.cli import main
-from droppick.config import TrainConfig
-from droppick.datasets import write_fake_cifar, write_fake_imagefolder
-from droppick.pipeline import build_splits
-from droppick.rundir import RunDir
-from droppick.train import Trainer, planned_steps, train
+from droppick.cli.main import main
+from droppick.train.config import TrainConfig
+from droppick.data.datasets import write_fake_cifar, write_fake_imagefolder
+from droppick.data.pipeline import build_splits
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import Trainer, planned_steps, train
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from droppick import DaPSchedule, DropAndPick
-from droppick.config import TrainConfig
+from droppick.train.config import TrainConfig
 from droppick.policies import Static
 from droppick.selection import select_infobatch
 from droppick.seeding import generator
@@ -83,8 +83,8 @@ def test_infobatch_state_round_trip_keeps_weights():
 
 @pytest.mark.parametrize("policy", ["dap", "random", "full", "scaled", "static", "infobatch"])
 def test_trainer_records_what_each_policy_did(policy, fake_fashion, tmp_path):
-    from droppick.rundir import RunDir
-    from droppick.train import train
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import train
 
     cfg = TrainConfig(data_dir=str(fake_fashion), epochs=6, warmup=1, interval=1, keep=0.5, reuse_at=[3, 6],
                       policy=policy, batch_size=32, device="cpu", infobatch_delta=0.8)

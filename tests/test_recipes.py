@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from droppick.cli import main
-from droppick.config import TrainConfig
-from droppick.datasets import write_fake_cifar, write_fake_imagefolder
-from droppick.recipes import list_recipes, load_recipe, parse_overrides
-from droppick.rundir import RunDir
-from droppick.train import train
+from droppick.cli.main import main
+from droppick.train.config import TrainConfig
+from droppick.data.datasets import write_fake_cifar, write_fake_imagefolder
+from droppick.train.recipes import list_recipes, load_recipe, parse_overrides
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import train
 
 RECIPES = list_recipes()
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from droppick.checkpoint import digest_path, load_checkpoint
-from droppick.config import TrainConfig
-from droppick.rundir import RunDir
-from droppick.train import train
+from droppick.train.checkpoint import digest_path, load_checkpoint
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import train
 
 # 5 epochs on 240 images: warm-up, drop after epoch 2, pick after 3, drop after 4.
 SETTINGS = dict(model="small_cnn", epochs=5, warmup=1, interval=1, keep=0.6, reuse_at=[3], batch_size=32, lr=0.05,
@@ -36,7 +36,7 @@ def droppick_train(args, kill_at=None):
     env["OMP_NUM_THREADS"] = "1"  # one thread, as in this process (conftest): bit-reproducible kernels
     if kill_at:
         env["DROPPICK_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "droppick.cli", "train", *args, "--no-progress"],
+    return subprocess.run([sys.executable, "-m", "droppick.cli.main", "train", *args, "--no-progress"],
                           env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -205,3 +205,20 @@ def test_upper_case_and_binary_mode_digests_verify(tmp_path):
     path = run.checkpoints()[0]
     digest_path(path).write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest().upper()} *{path.name}\n")
     assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_checkpoint_of_droppick_0_1_is_refused_naming_its_format(fake_fashion, tmp_path):
+    from droppick import DropAndPick
+
+    train(tiny_config(fake_fashion), tmp_path / "run", stop_after=1)
+    run = RunDir(tmp_path / "run")
+    state = run.latest_checkpoint()
+    state["format"], state["dap"]["format"] = 3, 2  # what droppick 0.1.0 wrote
+    run.save_checkpoint(state, 1)
+    with pytest.raises(ValueError, match="checkpoint format 3 is not 4; it was written by another droppick version"):
+        train(None, tmp_path / "run", resume=True)
+    cfg = tiny_config(fake_fashion)
+    dap = DropAndPick(state["dap"]["num_samples"], cfg.schedule, policy=cfg.policy)
+    with pytest.raises(ValueError, match=r"DropAndPick state has format 2; this version reads format 3 "
+                                         r"\(format 2 is droppick 0.1.0's"):
+        dap.load_state_dict(state["dap"])

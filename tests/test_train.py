@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import droppick
-from droppick.config import TrainConfig
-from droppick.data import make_fake_fashion_mnist
-from droppick.rundir import RunDir
-from droppick.train import subset_sha256, train
+from droppick.train.config import TrainConfig
+from droppick.data.in_memory import make_fake_fashion_mnist
+from droppick.train.rundir import RunDir
+from droppick.train.trainer import subset_sha256, train
 
 
 def tiny_config(data_dir, **kw):
@@ -113,7 +113,7 @@ def test_short_run_on_real_fashion_mnist(real_fashion_dir, tmp_path):
 
 def test_cudnn_autotunes_only_full_batches(fake_fashion, monkeypatch):
     # DaP's last batch takes a new size almost every epoch; autotuning each one cost ~2 s on a GPU.
-    from droppick.train import Trainer
+    from droppick.train.trainer import Trainer
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     cfg = TrainConfig(data_dir=str(fake_fashion), train_samples=100, epochs=2, warmup=1, interval=1, keep=0.5,

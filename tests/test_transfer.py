@@ -8,14 +8,14 @@ import re
 import pytest
 import torch
 
-from droppick import coco
-from droppick.checkpoint import save_checkpoint
-from droppick.config import TrainConfig
-from droppick.datasets import write_fake_imagefolder
-from droppick.export import export_backbone, load_backbone
+from droppick.transfer import coco
+from droppick.train.checkpoint import save_checkpoint
+from droppick.train.config import TrainConfig
+from droppick.data.datasets import write_fake_imagefolder
+from droppick.transfer.export import export_backbone, load_backbone
 from droppick.models import build_model
-from droppick.train import CHECKPOINT_FORMAT, train
-from droppick.transfer import TransferConfig, build_detector, load_body, resnet_arch
+from droppick.train.trainer import CHECKPOINT_FORMAT, train
+from droppick.transfer.finetune import TransferConfig, build_detector, load_body, resnet_arch
 from test_export import fake_checkpoint, run_cli
 
 SMALL = ["--iters", "2", "--batch-size", "2", "--min-size", "128", "--max-size", "160", "--warmup-iters", "1",

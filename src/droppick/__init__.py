@@ -8,7 +8,7 @@ The few lines a training loop needs::
     ... dap.record(indices, per_sample_losses) every batch, dap.end_epoch() every epoch.
 """
 
-from .data import IndexedDataset
+from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
 from .policies import POLICIES, Full, InfoBatch, KeepHardest, KeepRandom, Policy, Scaled, Scheduled, Static
 from .sampler import DaPSampler

@@ -121,7 +121,7 @@ def code_version() -> dict:
     whether tracked files differed from it), and torch's version. For summary.json."""
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     here, commit, dirty = Path(__file__).resolve().parent, None, None
     try:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .retention import Retention
+from ..train.retention import Retention
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -73,9 +73,9 @@ def write_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
 
 def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: int = 32) -> dict:
     """Write hardest.png, easiest.png and inspect.json/.md for a run; return the per-class rows."""
-    from .config import TrainConfig
-    from .pipeline import build_splits
-    from .rundir import RunDir
+    from ..train.config import TrainConfig
+    from ..data.pipeline import build_splits
+    from ..train.rundir import RunDir
 
     run = RunDir(run_dir)
     checkpoint = run.latest_checkpoint()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .policies import POLICIES
-from .schedule import DaPSchedule
+from ..policies import POLICIES
+from ..schedule import DaPSchedule, require_int
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -78,12 +78,11 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         for name in ("batch_size", "eval_batch_size", "image_size", "eval_resize"):
-            _positive_int(name, getattr(self, name))
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+            require_int(name, getattr(self, name), 1)
+        require_int("num_workers", self.num_workers, 0)
         for name in ("train_samples", "test_samples", "per_class"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                require_int(name, getattr(self, name), 1)
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
@@ -186,8 +185,3 @@ def _check_types(cfg: TrainConfig) -> None:
             ok, expected = isinstance(value, base), base.__name__
         if not ok:
             raise ValueError(f"{f.name} must be {expected}, got {value!r} ({type(value).__name__})")
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -8,7 +8,7 @@ torchvision draws these crops from the *global* torch RNG. In a DataLoader each 
 reseeds it from the loader's base seed, so pass ``generator=torch.Generator().manual_seed(s)``
 to the DataLoader to make augmentation reproducible without seeding anything globally.
 
-In-memory CIFAR does not need these: ``droppick.data.InMemoryImages.batch`` augments whole
+In-memory CIFAR does not need these: ``droppick.data.in_memory.InMemoryImages.batch`` augments whole
 batches at once. ``cifar_pil_train_transform`` is its per-image twin; tests check the two
 draw the same crop and flip distribution and produce identical pixels for the same draw.
 """

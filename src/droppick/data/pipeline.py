@@ -19,11 +19,11 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import data as dp_data
+from . import in_memory as dp_data
 from . import datasets as dp_datasets
 from . import transforms as dp_transforms
-from .config import TrainConfig
-from .seeding import derive_seed, generator, seeded_global_rng
+from ..train.config import TrainConfig
+from ..seeding import derive_seed, generator, seeded_global_rng
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .selection import stratified_choice
+from ..selection import stratified_choice
 
 # System-wide locations. $DROPPICK_DATA is prepended by default_search_dirs() at call
 # time rather than here, so changing the environment after import still takes effect.

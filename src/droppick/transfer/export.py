@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, verify_digest, write_with_digest
-from .models import build_model
-from .rundir import RunDir
+from ..train.checkpoint import load_checkpoint, verify_digest, write_with_digest
+from ..models import build_model
+from ..train.rundir import RunDir
 
 FORMATS = ("torchvision", "safetensors", "detectron2")
 
@@ -77,7 +77,7 @@ def reference_backbone(arch: str) -> dict[str, torch.Size]:
 
 def backbone_state_dict(checkpoint: dict, fmt: str = "torchvision") -> tuple[str, dict[str, torch.Tensor]]:
     """(arch, backbone tensors) of a droppick checkpoint dict; refuses what ``fmt`` cannot hold."""
-    from .train import CHECKPOINT_FORMAT
+    from ..train.trainer import CHECKPOINT_FORMAT
 
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError("not a droppick training checkpoint (no 'model' and 'config' entries)")

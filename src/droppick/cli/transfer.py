@@ -8,8 +8,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .cli import _int_list
-from .coco import TASKS
+from .args import int_list
+from ..transfer.coco import TASKS
 
 
 def _csv(text: str) -> list[str]:
@@ -17,7 +17,7 @@ def _csv(text: str) -> list[str]:
 
 
 def cmd_export(args) -> int:
-    from .export import export_backbone
+    from ..transfer.export import export_backbone
 
     done = export_backbone(args.checkpoint, args.format, args.out)
     print(f"{done.arch} backbone (epoch {done.epoch}, {done.num_tensors} tensors) -> {done.path} [{args.format}]")
@@ -26,14 +26,14 @@ def cmd_export(args) -> int:
 
 
 def _config(args, backbone: str):
-    from .transfer import TransferConfig
+    from ..transfer.finetune import TransferConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig) if hasattr(args, f.name)}
     return TransferConfig(**(values | {"backbone": backbone}))
 
 
 def cmd_transfer(args) -> int:
-    from .transfer import markdown_table, run_transfer
+    from ..transfer.finetune import markdown_table, run_transfer
 
     out = args.out or f"runs/transfer-{args.task}-{Path(args.backbone).stem}"
     results = run_transfer(_config(args, args.backbone), out, name=args.name)
@@ -43,7 +43,7 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .transfer import compare_transfer
+    from ..transfer.finetune import compare_transfer
 
     names = args.names or [Path(b).stem for b in args.backbones]
     out = args.out or f"runs/compare-transfer-{args.task}"
@@ -53,7 +53,7 @@ def cmd_compare(args) -> int:
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
-    from .transfer import TransferConfig
+    from ..transfer.finetune import TransferConfig
 
     d = TransferConfig(task="detection", backbone="")
     p.add_argument("--task", required=True, choices=TASKS,
@@ -72,7 +72,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=d.momentum, help=f"default {d.momentum}")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
     g.add_argument("--warmup-iters", type=int, default=d.warmup_iters, help=f"linear LR warm-up (default {d.warmup_iters})")
-    g.add_argument("--lr-steps", type=_int_list, default=None, help="iterations after which LR /10 "
+    g.add_argument("--lr-steps", type=int_list, default=None, help="iterations after which LR /10 "
                    "(default 2/3 and 8/9 of --iters)")
     g.add_argument("--min-size", type=int, default=d.min_size, help=f"shorter image side (default {d.min_size})")
     g.add_argument("--max-size", type=int, default=d.max_size, help=f"longer side cap (default {d.max_size})")
@@ -87,7 +87,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub) -> None:
-    from .export import FORMATS, supported_archs
+    from ..transfer.export import FORMATS, supported_archs
 
     e = sub.add_parser("export", help="write a checkpoint's backbone for torchvision, safetensors or detectron2",
                        description="Backbones of: " + ", ".join(supported_archs("torchvision"))

@@ -1,9 +1,9 @@
 """CIFAR-10/100 (python pickle format) and ImageFolder trees (ImageNet layout), plus tiny fakes for tests.
 
-CIFAR loads whole into memory and pairs with ``droppick.data.InMemoryImages``, which also
+CIFAR loads whole into memory and pairs with ``droppick.data.in_memory.InMemoryImages``, which also
 computes the normalisation statistics from the training images; ``CIFAR_MEAN``/``CIFAR_STD``
 are the published values of the real training sets, for per-image pipelines that have no
-whole-dataset tensor to measure (see ``droppick.transforms.cifar_pil_train_transform``).
+whole-dataset tensor to measure (see ``droppick.data.transforms.cifar_pil_train_transform``).
 
 ImageFolder trees are too large for memory, so ``FolderDataset`` decodes one file per
 ``__getitem__``: a sample that Drop-and-Pick drops is never read from disk.

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from . import coco
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from ..train.checkpoint import atomic_write_bytes, atomic_write_text
 from .export import RESNETS, file_sha256, load_backbone, reference_backbone
-from .seeding import generator, seeded_global_rng
+from ..seeding import generator, seeded_global_rng
 
 METHODS = {"detection": "FPN (Faster R-CNN)", "segmentation": "Mask R-CNN", "keypoints": "Keypoint R-CNN"}
 COLUMN_TAGS = {"bbox": "bb", "segm": "m", "keypoints": "kp"}

@@ -11,51 +11,26 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from .config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
-from .policies import POLICIES, build_policy
-from .budget import SOLVABLE, solve
-from .recipes import list_recipes, load_recipe, parse_overrides
-from .schedule import DaPSchedule
+from ..train.config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
+from ..policies import POLICIES, build_policy
+from ..budget import SOLVABLE, solve
+from ..train.recipes import list_recipes, load_recipe, parse_overrides
+from ..schedule import DaPSchedule
+from .args import flag, given, int_list, optional_int
 
 SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at")
 PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
 
 
-def _int_list(text: str) -> list[int]:
-    if text.strip().lower() in ("", "none"):
-        return []
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 150,225; got {text!r}")
-
-
-def _optional_int(text: str) -> Optional[int]:
-    if text.strip().lower() in ("none", "inf"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none'; got {text!r}")
-
-
-def _flag(group, name: str, help: str, **kw) -> None:
-    group.add_argument(name, default=argparse.SUPPRESS, help=help, **kw)
-
-
 def _add_schedule_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Drop-and-Pick schedule (the paper's Table 1)")
-    _flag(g, "--epochs", "E, total epochs", type=int)
-    _flag(g, "--warmup", "W, epochs on all data before the first drop", type=int)
-    _flag(g, "--interval", "I, epochs between drops", type=int)
-    _flag(g, "--keep", "p, fraction of the current subset kept at a drop", type=float)
-    _flag(g, "--active", "alpha, epochs of a cycle that drop; 'none' = no limit", type=_optional_int)
-    _flag(g, "--reuse-at", "R, comma-separated epochs after which all data is picked up ('none' for none)",
-          type=_int_list, dest="reuse_at")
-
-
-def _given(args, keys) -> dict:
-    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    flag(g, "--epochs", "E, total epochs", type=int)
+    flag(g, "--warmup", "W, epochs on all data before the first drop", type=int)
+    flag(g, "--interval", "I, epochs between drops", type=int)
+    flag(g, "--keep", "p, fraction of the current subset kept at a drop", type=float)
+    flag(g, "--active", "alpha, epochs of a cycle that drop; 'none' = no limit", type=optional_int)
+    flag(g, "--reuse-at", "R, comma-separated epochs after which all data is picked up ('none' for none)",
+          type=int_list, dest="reuse_at")
 
 
 def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
@@ -67,7 +42,7 @@ def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
 def cmd_plan(args) -> int:
     recipe = load_recipe(args.recipe_name) if args.recipe_name else None
     values = {**PAPER_BASELINE, **({k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else {}),
-              **_given(args, SCHEDULE_KEYS)}
+              **given(args, SCHEDULE_KEYS)}
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
     schedule = DaPSchedule(**values)
     if (args.target_compute is None) != (args.solve is None):
@@ -78,7 +53,7 @@ def cmd_plan(args) -> int:
               file=sys.stderr)
     plan = _policy_plan(recipe.config if recipe else {}, schedule, num_samples)
     if args.plot:
-        from .plot import plot_plan
+        from ..report.plot import plot_plan
 
         plot_plan(plan, args.plot, title=recipe.name if recipe else "")
     if args.json:
@@ -102,13 +77,13 @@ def cmd_plan(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import distributed
-    from .train import train
+    from .. import distributed
+    from ..train.trainer import train
 
     progress = not args.no_progress
     if args.resume:
         out = args.resume
-        ignored = [f"--{key.replace('_', '-')}" for key in _given(args, TrainConfig.keys())]
+        ignored = [f"--{key.replace('_', '-')}" for key in given(args, TrainConfig.keys())]
         ignored += ["--recipe"] * bool(args.recipe_name) + ["--set"] * bool(args.set) + ["--out"] * bool(args.out)
         if ignored:
             raise ValueError(f"--resume continues {out} with its saved config.json; remove {' '.join(ignored)} "
@@ -133,7 +108,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, dataset_size
+    from ..report.compare import compare, dataset_size
 
     base = _config_from_args(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -152,7 +127,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspection import inspect_run
+    from ..report.inspection import inspect_run
 
     result = inspect_run(args.run, out=args.out, count=args.count)
     for row in result["classes"]:
@@ -163,7 +138,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .train import evaluate_checkpoint
+    from ..train.trainer import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
     if args.json:
@@ -175,7 +150,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import build_model, count_parameters, list_models
+    from ..models import build_model, count_parameters, list_models
 
     for name in list_models():
         n = count_parameters(build_model(name, num_classes=args.num_classes, in_channels=args.in_channels))
@@ -198,38 +173,38 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (repeatable), e.g. --set epochs=2 --set reuse_at=[1]")
     g = p.add_argument_group("data")
-    _flag(g, "--dataset", f"default {d.dataset}", choices=DATASETS)
-    _flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
-    _flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
-    _flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
-    _flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
-    _flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
+    flag(g, "--dataset", f"default {d.dataset}", choices=DATASETS)
+    flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
+    flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
+    flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
+    flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
+    flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
     g = p.add_argument_group("model and optimiser")
-    _flag(g, "--model", f"see 'droppick models' (default {d.model})")
-    _flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)
-    _flag(g, "--lr-schedule", f"default {d.lr_schedule}", choices=LR_SCHEDULES, dest="lr_schedule")
-    _flag(g, "--lr-milestones", "epochs after which the LR is divided by 10 (default: --reuse-at)",
-          type=_int_list, dest="lr_milestones")
-    _flag(g, "--batch-size", f"default {d.batch_size}", type=int, dest="batch_size")
-    _flag(g, "--momentum", f"default {d.momentum}", type=float)
-    _flag(g, "--weight-decay", f"default {d.weight_decay}", type=float, dest="weight_decay")
-    _flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
-    _flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
-    _flag(g, "--compile", "torch.compile the training forward (static shapes)", action="store_const", const=True)
-    _flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
-    _flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
+    flag(g, "--model", f"see 'droppick models' (default {d.model})")
+    flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)
+    flag(g, "--lr-schedule", f"default {d.lr_schedule}", choices=LR_SCHEDULES, dest="lr_schedule")
+    flag(g, "--lr-milestones", "epochs after which the LR is divided by 10 (default: --reuse-at)",
+          type=int_list, dest="lr_milestones")
+    flag(g, "--batch-size", f"default {d.batch_size}", type=int, dest="batch_size")
+    flag(g, "--momentum", f"default {d.momentum}", type=float)
+    flag(g, "--weight-decay", f"default {d.weight_decay}", type=float, dest="weight_decay")
+    flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
+    flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
+    flag(g, "--compile", "torch.compile the training forward (static shapes)", action="store_const", const=True)
+    flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
           "stopping; skip optimiser steps with non-finite gradients", action="store_const", const=True,
           dest="exclude_nonfinite")
     _add_schedule_args(p)
     g = p.add_argument_group("run")
-    _flag(g, "--seed", f"default {d.seed}", type=int)
-    _flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
-    _flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
+    flag(g, "--seed", f"default {d.seed}", type=int)
+    flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
+    flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
 
 
 def _config_from_args(args) -> TrainConfig:
     values = load_recipe(args.recipe_name).config if args.recipe_name else {}
-    values.update(_given(args, TrainConfig.keys()))
+    values.update(given(args, TrainConfig.keys()))
     values.update(parse_overrides(args.set))
     return TrainConfig.from_dict(values)
 
@@ -243,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "E=300, W=40, I=10, p=0.9, R=150, N=50000.")
     p.add_argument("--recipe", dest="recipe_name", help="plan a named recipe (see 'droppick recipes'); flags override it")
     _add_schedule_args(p)
-    _flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
+    flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
     p.add_argument("--target-compute", type=float, default=None, metavar="FRACTION",
                    help="with --solve: find the value of one hyper-parameter that lands closest to this compute")
     p.add_argument("--solve", choices=SOLVABLE, default=None, help="the hyper-parameter --target-compute changes")
@@ -291,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recipes", help="list the paper's recipes with their planned compute")
     r.set_defaults(func=cmd_recipes)
 
-    from .cli_transfer import add_parsers as add_transfer_parsers  # export, transfer, compare-transfer
+    from .transfer import add_parsers as add_transfer_parsers  # export, transfer, compare-transfer
 
     add_transfer_parsers(sub)
     return parser

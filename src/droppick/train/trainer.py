@@ -28,17 +28,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed
+from .. import distributed
 from .checkpoint import restore_rng_states, rng_states
 from .config import TrainConfig
-from .engine import DropAndPick
-from .models import build_model
-from .pipeline import build_splits
+from ..engine import DropAndPick
+from ..models import build_model
+from ..data.pipeline import build_splits
 from .profiling import Profiler
 from .retention import Retention
-from .sampler import per_rank
+from ..sampler import per_rank
 from .rundir import RunDir, code_version
-from .seeding import seeded_global_rng
+from ..seeding import seeded_global_rng
 
 CHECKPOINT_FORMAT = 4  # 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -70,6 +70,7 @@ class Trainer:
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
                                infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
+        self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)
         self.cfg = cfg
@@ -143,6 +144,29 @@ class Trainer:
         loss_sum, count = distributed.all_reduce_sum([float(total), float(counted)])
         prof.lap("loss sync")
         return loss_sum / max(count, 1)
+
+    def train_and_decide(self, progress: bool) -> dict:
+        """Train one epoch, let DaP decide the next subset, and return the epoch's metrics row
+        (what evaluation adds comes after: ``test_top1``, ``test_top5``, ``eval_seconds``)."""
+        dap = self.dap
+        epoch, trained_subset = dap.epoch, dap.subset
+        lr = self.cfg.lr_at(epoch, sum(self.steps[: epoch - 1]) / sum(self.steps))
+        tick = time.perf_counter()
+        train_loss = self.train_epoch(progress)
+        event = dap.end_epoch()
+        self.profiler.lap("dap end_epoch")
+        self.retention.update(trained_subset, dap.subset, epoch)
+        self.profiler.lap("retention")
+        return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
+                "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
+                "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
+                "subset_sha256": subset_sha256(trained_subset)}
+
+    def checkpoint(self, epoch: int, wall_seconds: float) -> dict:
+        """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
+        ``scaled`` shortened it) and every state the next epoch depends on."""
+        return {"format": CHECKPOINT_FORMAT, "config": self.given_cfg.to_dict(), "epoch": epoch,
+                "wall_seconds": wall_seconds, **self.state_dict()}
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -252,27 +276,14 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
 
     started = time.perf_counter()
     while not dap.done:
-        epoch, trained_subset = dap.epoch, dap.subset
-        lr = t.cfg.lr_at(epoch, sum(t.steps[: epoch - 1]) / sum(t.steps))
-        tick = time.perf_counter()
-        train_loss = t.train_epoch(progress)
-        event = dap.end_epoch()
-        t.profiler.lap("dap end_epoch")
-        t.retention.update(trained_subset, dap.subset, epoch)
-        t.profiler.lap("retention")
-        epoch_seconds = time.perf_counter() - tick
+        row = t.train_and_decide(progress)
+        epoch, train_loss, event = row["epoch"], row["train_loss"], row["event"]
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
         tick = time.perf_counter()
         top1, top5 = t.evaluate()
         t.profiler.lap("eval")
-        row = {
-            "epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
-            "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
-            "test_top1": top1, "test_top5": top5, "epoch_seconds": epoch_seconds,
-            "eval_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-            "subset_sha256": subset_sha256(trained_subset),
-        }
+        row.update(test_top1=top1, test_top5=top5, eval_seconds=time.perf_counter() - tick)
         history.append(row)
         if main:
             if dap.last_nonfinite.numel():  # only with exclude_nonfinite: otherwise end_epoch raised
@@ -280,9 +291,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
                 print(f"epoch {epoch}: excluded {dap.last_nonfinite.numel()} samples with a non-finite loss "
                       f"(listed in {run.nonfinite_path})", file=sys.stderr)
             run.append_metrics(row)
-            state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
-                     "wall_seconds": wall_before + time.perf_counter() - started, **t.state_dict()}
-            run.save_checkpoint(state, epoch)
+            run.save_checkpoint(t.checkpoint(epoch, wall_before + time.perf_counter() - started), epoch)
             _test_kill_point(f"after_checkpoint:{epoch}")
             t.profiler.lap("checkpoint")
             if t.profiler.enabled:

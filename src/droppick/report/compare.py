@@ -18,9 +18,9 @@ import statistics
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import TrainConfig
-from .rundir import RunDir
-from .train import train
+from ..train.config import TrainConfig
+from ..train.rundir import RunDir
+from ..train.trainer import train
 
 BELOW_MEAN_SHARE = 0.7  # q, the assumed share of samples with a below-mean loss (InfoBatch matching)
 
@@ -63,7 +63,7 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
 
 def _check_same_run(run: RunDir, cfg: TrainConfig) -> None:
     """A run directory is reused only for the configuration it was made with."""
-    from .train import RESUME_MAY_CHANGE
+    from ..train.trainer import RESUME_MAY_CHANGE
 
     saved, wanted = TrainConfig.load(run.config_path).to_dict(), cfg.to_dict()
     differ = [k for k in wanted if k not in RESUME_MAY_CHANGE and k != "device" and saved.get(k) != wanted[k]]
@@ -139,7 +139,7 @@ def compare(base: TrainConfig, policies: list[str], seeds: list[int], out: str |
 
 def dataset_size(cfg: TrainConfig) -> int:
     """N of the training split as the trainer will see it (slices included), without a model."""
-    from .pipeline import build_splits
+    from ..data.pipeline import build_splits
 
     return len(build_splits(cfg)[0])
 

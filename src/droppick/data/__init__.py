@@ -1,0 +1,1 @@
+"""Data: Fashion-MNIST, CIFAR, ImageFolder, augmentation, the trainer's splits."""

@@ -1,0 +1,1 @@
+"""Evidence: compare policies, inspect a run, plots."""

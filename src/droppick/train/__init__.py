@@ -1,0 +1,1 @@
+"""The trainer: config, run directory, checkpoints, recipes, the training loop."""

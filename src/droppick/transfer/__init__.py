@@ -1,0 +1,1 @@
+"""Transfer: export backbones, COCO data, fine-tuning detectors."""
