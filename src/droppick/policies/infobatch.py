@@ -6,7 +6,6 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DaPSchedule, Plan
 from ..seeding import generator
 from ..selection import select_infobatch
 from .base import PICK, PRUNE, Change, EpochEnd, Policy
