@@ -5,7 +5,7 @@ with a summary) is never rerun and an interrupted one is resumed, so a long comp
 built over several sessions by calling the same command again.
 
 Matching compute (Table 2f): ``scaled`` and ``static`` match the DaP plan's compute exactly
-(the trainer derives their epochs / subset size from it). InfoBatch's compute depends on the
+(``policies.Scaled`` and ``policies.Static`` derive their epochs / subset size from it). InfoBatch's compute depends on the
 losses; we set its prune ratio r so that delta * (1 - r * q) + (1 - delta) equals the target,
 assuming a share q = 0.7 of samples below the mean loss (typical of the right-skewed loss
 distributions of a trained classifier), and the report shows the compute it really used.
