@@ -68,7 +68,7 @@ def test_sigkill_mid_epoch_and_after_drop_and_pick_checkpoints_resumes_bit_ident
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    for key in ("subset", "losses", "scored"):
+    for key in ("subset", "losses", "seen"):
         assert torch.equal(a["dap"][key], b["dap"][key]), key
     momenta = [(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
                for i, s in a["optimizer"]["state"].items()]
