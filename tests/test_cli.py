@@ -58,3 +58,46 @@ def test_models_lists_parameter_counts(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "resnet110" in out and "small_cnn" in out
+
+
+def test_epochs_alone_scales_the_schedule(fake_fashion, tmp_path, capsys):
+    """--epochs 6 without other schedule flags: warm-up, picks and LR decays follow the defaults'
+    proportions (30 epochs: W=4, R=[15, 25]; x 6/30 -> W=1, R=[3, 5]), printed before training."""
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "6", "--batch-size", "64",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["epochs"], cfg["warmup"], cfg["interval"], cfg["reuse_at"]) == (6, 1, 1, [3, 5])
+    assert cfg["lr_milestones"] is None  # still follows reuse_at, as in the defaults
+    captured = capsys.readouterr()
+    assert "epochs 6 (base 30): warmup 1, interval 1, reuse_at [3, 5] scaled to match" in captured.err
+    plan = DaPSchedule(6, 1, 1, 0.9, None, [3, 5]).plan(240)
+    assert f"warm-up 1, interval 1, keep 0.9, active None, picks after [3, 5], LR /10 after [3, 5]: " \
+           f"planned compute {100 * plan.compute_fraction:.1f}%" in captured.out
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["subset_size"] for r in rows] == list(plan.subset_sizes)
+    assert [r["event"] for r in rows] == list(plan.events)
+
+
+def test_explicit_schedule_flags_win_over_derived_ones(capsys):
+    assert main(["plan", "--epochs", "30", "--warmup", "8", "--num-samples", "1000", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # the paper's 300-epoch baseline scaled by 1/10: I 10 -> 1, R 150 -> 15; W stays the 8 given
+    assert out["subset_sizes"] == list(DaPSchedule(30, 8, 1, 0.9, None, [15]).plan(1000).subset_sizes)
+    assert "interval 1, reuse_at [15] scaled" in captured.err and "warmup" not in captured.err
+    assert main(["plan", "--epochs", "300", "--num-samples", "1000", "--json"]) == 0
+    assert capsys.readouterr().err == ""  # the base's own epochs: nothing derived, nothing said
+
+
+@pytest.mark.parametrize("command", ["recipes", "models"])
+def test_listing_commands_exit_quietly_into_a_closed_pipe(command):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "droppick.cli.main", command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader (`| head -0`) is gone before the first line is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err

@@ -4,6 +4,7 @@ import json
 import statistics
 
 import pytest
+import torch
 
 from droppick import DaPSchedule
 from droppick.budget import solve
@@ -123,3 +124,21 @@ def test_config_precedence_defaults_recipe_flags_set(tmp_path):
     assert cfg.keep == 0.8  # a flag beats the recipe
     cfg = _config_from_args(parse(["train", "--recipe", "cifar10-resnet110-dap63", "--keep", "0.8", "--set", "keep=0.7"]))
     assert cfg.keep == 0.7 and cfg.recipe == "cifar10-resnet110-dap63"  # --set beats both
+
+
+def test_galleries_rank_ties_by_loss():
+    """Most samples tie on epochs trained and on drop epoch; the loss decides among them."""
+    from droppick.report.inspection import hardest_and_easiest
+    from droppick.train.retention import Retention
+
+    r = Retention(8)
+    losses = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6])
+    r.update(torch.arange(8), torch.tensor([1, 2, 3, 5, 7]), epoch=1, losses=losses)  # 0, 4, 6 dropped
+    r.update(torch.tensor([1, 2, 3, 5, 7]), torch.tensor([1, 3, 5, 7]), epoch=2,
+             losses=torch.tensor([float("inf"), 0.4, 0.35, 0.95, float("inf"), 0.1, float("inf"), 0.2]))
+    kept, dropped = hardest_and_easiest(r, count=8)
+    # trained twice: 1 (last 0.4), 3 (0.95), 5 (0.1), 7 (0.2), 2 (0.35): highest last loss first
+    assert kept.tolist() == [3, 1, 2, 7, 5, 4, 6, 0]  # then the once-trained: 0.3, 0.2, 0.1
+    # dropped after epoch 1 (0: 0.1, 4: 0.3, 6: 0.2), lowest loss first; then 2, dropped after 2
+    assert dropped.tolist() == [0, 6, 4, 2]
+    assert r.drop_loss[2] == pytest.approx(0.35) and r.last_loss[3] == pytest.approx(0.95)

@@ -21,7 +21,7 @@ from droppick.models import (
 RESNETS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 CIFAR_OTHERS = ["resnet164", "densenet_bc_100"]
 IMAGENET = ["resnet18", "resnet50", "resnet101", "resnet152", "densenet121", "densenet169", "mobilenet_v1"]
-ALL_MODELS = sorted(["small_cnn", *RESNETS, *CIFAR_OTHERS, *IMAGENET])
+ALL_MODELS = sorted(["small_cnn", "tiny_cnn", *RESNETS, *CIFAR_OTHERS, *IMAGENET])
 # Table 6 of He et al. (2016), in millions.
 PAPER_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
 
@@ -90,7 +90,7 @@ def _assert_forward_backward_finite(name: str, channels: int, size: int) -> None
         assert torch.isfinite(param.grad).all(), f"{param_name} has non-finite gradients"
 
 
-@pytest.mark.parametrize("name", sorted(["small_cnn", *RESNETS]))
+@pytest.mark.parametrize("name", sorted(["small_cnn", "tiny_cnn", *RESNETS]))
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
 def test_forward_backward_finite(name: str, channels: int, size: int) -> None:
     _assert_forward_backward_finite(name, channels, size)
@@ -139,14 +139,14 @@ def test_published_parameter_counts(name: str) -> None:
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_model_info(name: str) -> None:
     info = model_info(name)
-    family = "small" if name == "small_cnn" else "imagenet" if name in IMAGENET else "cifar"
+    family = "small" if name in ("small_cnn", "tiny_cnn") else "imagenet" if name in IMAGENET else "cifar"
     assert info == {
         "name": name,
         "family": family,
         "input_size": {"small": 28, "cifar": 32, "imagenet": 224}[family],
         "published_params": info["published_params"],
     }
-    assert (info["published_params"] is None) == (name in ("small_cnn", "resnet8"))
+    assert (info["published_params"] is None) == (name in ("small_cnn", "tiny_cnn", "resnet8"))
 
 
 @pytest.mark.parametrize("name,first_conv", [("resnet18", "conv1"), ("densenet121", "features.conv0")])

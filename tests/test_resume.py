@@ -70,6 +70,8 @@ def test_sigkill_mid_epoch_and_after_drop_and_pick_checkpoints_resumes_bit_ident
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key in ("subset", "losses", "seen"):
         assert torch.equal(a["dap"][key], b["dap"][key]), key
+    for key, value in a["retention"].items():  # NaN marks a loss never recorded: equal_nan, else exact
+        torch.testing.assert_close(value, b["retention"][key], rtol=0, atol=0, equal_nan=True, msg=key)
     momenta = [(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
                for i, s in a["optimizer"]["state"].items()]
     assert momenta and all(torch.equal(x, y) for x, y in momenta)
@@ -103,7 +105,7 @@ def test_checkpoint_holds_everything_and_resume_restores_global_rngs(fake_fashio
     checkpoint = RunDir(tmp_path / "run").latest_checkpoint()
     assert set(checkpoint) >= {"format", "config", "epoch", "model", "optimizer", "scaler", "dap", "retention",
                                "world_size", "lr_schedule", "rng", "wall_seconds"}
-    assert checkpoint["format"] == 4 and checkpoint["epoch"] == 1 and checkpoint["world_size"] == 1
+    assert checkpoint["format"] == 5 and checkpoint["epoch"] == 1 and checkpoint["world_size"] == 1
     steps = [math.ceil(n / cfg.batch_size) for n in cfg.schedule.plan(240).subset_sizes]
     assert checkpoint["lr_schedule"] == {"kind": "step", "planned_steps": steps}
     assert set(checkpoint["rng"]) == {"torch", "cuda", "python", "numpy"}
@@ -215,7 +217,7 @@ def test_a_checkpoint_of_droppick_0_1_is_refused_naming_its_format(fake_fashion,
     state = run.latest_checkpoint()
     state["format"], state["dap"]["format"] = 3, 2  # what droppick 0.1.0 wrote
     run.save_checkpoint(state, 1)
-    with pytest.raises(ValueError, match="checkpoint format 3 is not 4; it was written by another droppick version"):
+    with pytest.raises(ValueError, match="checkpoint format 3 is not 5; it was written by another droppick version"):
         train(None, tmp_path / "run", resume=True)
     cfg = tiny_config(fake_fashion)
     dap = DropAndPick(state["dap"]["num_samples"], cfg.schedule, policy=cfg.policy)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig
+from ..train.config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
 from ..train.recipes import list_recipes, load_recipe, parse_overrides
@@ -41,8 +42,10 @@ def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
 
 def cmd_plan(args) -> int:
     recipe = load_recipe(args.recipe_name) if args.recipe_name else None
-    values = {**PAPER_BASELINE, **({k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else {}),
-              **given(args, SCHEDULE_KEYS)}
+    base = {k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else PAPER_BASELINE
+    values, derived = follow_epochs(base, given(args, SCHEDULE_KEYS))
+    if derived:
+        print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
     schedule = DaPSchedule(**values)
     if (args.target_compute is None) != (args.solve is None):
@@ -203,9 +206,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args) -> TrainConfig:
-    values = load_recipe(args.recipe_name).config if args.recipe_name else {}
-    values.update(given(args, TrainConfig.keys()))
-    values.update(parse_overrides(args.set))
+    """Defaults < recipe < flags < --set; epoch-valued settings not given follow a changed --epochs."""
+    base = TrainConfig().to_dict() | (load_recipe(args.recipe_name).config if args.recipe_name else {})
+    values, derived = follow_epochs(base, given(args, TrainConfig.keys()) | parse_overrides(args.set))
+    if derived:
+        print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
     return TrainConfig.from_dict(values)
 
 
@@ -276,7 +281,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe raises here, inside this try, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe (`droppick recipes | head`): that is the reader's choice, not an
+        # error. Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError) as e:
         # FloatingPointError: NonFiniteLossError; ImportError: an optional extra that is not installed
         print(f"droppick {args.command}: error: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Families (``model_info(name)["family"]``):
 
-* ``small``: ``small_cnn``, a CPU-sized CNN for Fashion-MNIST (``small.py``).
+* ``small``: ``small_cnn`` and ``tiny_cnn`` (half its width), CPU-sized CNNs for Fashion-MNIST (``small.py``).
 * ``cifar``: the CIFAR architectures of the paper's Tables 5 and 6, i.e. ResNet-20 ... 110,
   ResNet-164 and DenseNet-BC-100 (``cifar.py``).
 * ``imagenet``: the ImageNet architectures of Table 7, i.e. torchvision's ResNet-18/50/101/152

@@ -30,21 +30,22 @@ def conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Mod
 
 
 class SmallCNN(nn.Module):
-    """Three conv-BN-ReLU layers, a max-pool after each of the first two, global average pool,
-    linear head (any HxW >= 4). Pooling early keeps it at ~7.5M multiply-adds per 28x28 image,
-    so a CPU trains Fashion-MNIST in well under a minute per epoch."""
+    """Three conv-BN-ReLU layers (``width``, 2x and 4x channels), a max-pool after each of the
+    first two, global average pool, linear head (any HxW >= 4). Pooling early keeps it at ~7.5M
+    multiply-adds per 28x28 image at width 32, so a CPU trains Fashion-MNIST in about a minute
+    per epoch; width 16 costs a quarter of that."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *conv_bn(in_channels, 32), nn.ReLU(inplace=True),
+            *conv_bn(in_channels, width), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            *conv_bn(32, 64), nn.ReLU(inplace=True),
+            *conv_bn(width, 2 * width), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            *conv_bn(64, 128), nn.ReLU(inplace=True),
+            *conv_bn(2 * width, 4 * width), nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )  # fmt: skip
-        self.fc = nn.Linear(128, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,3 +55,9 @@ class SmallCNN(nn.Module):
 @register("small_cnn", family="small")
 def small_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return SmallCNN(num_classes, in_channels)
+
+
+@register("tiny_cnn", family="small")
+def tiny_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """``small_cnn`` at half the width: the README demo's model, all of Fashion-MNIST in minutes."""
+    return SmallCNN(num_classes, in_channels, width=16)

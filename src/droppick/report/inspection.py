@@ -18,17 +18,30 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+# The ranking rules, also printed in the grids' titles.
+KEPT_RULE = "most epochs trained, then highest last-epoch loss"
+DROPPED_RULE = "earliest first drop, then lowest loss at that drop"
+
+
+def _rank(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+    """Indices sorted by ``primary`` ascending, ties by ``secondary`` ascending (NaN last), then by
+    index: stable sorts applied from the last key to the first."""
+    order = torch.arange(primary.numel())
+    secondary = torch.nan_to_num(secondary.double(), nan=float("inf"))
+    order = order[torch.sort(secondary[order], stable=True).indices]
+    return order[torch.sort(primary[order].double(), stable=True).indices]
+
+
 def hardest_and_easiest(retention: Retention, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``count`` samples kept longest and the ``count`` dropped first (ties to lower index)."""
-    n = retention.epochs_trained.numel()
-    index = torch.arange(n, dtype=torch.float64)
-    # Lexicographic sort keys folded into one float64: primary key scaled above any index.
-    kept_key = -retention.epochs_trained.double() * (n + 1) + index
-    never = retention.first_dropped == 0
-    first = torch.where(never, torch.full_like(retention.first_dropped, 2**30), retention.first_dropped)
-    dropped_key = first.double() * (n + 1) + index
-    count = min(count, n)
-    return kept_key.argsort()[:count], dropped_key.argsort()[: min(count, int((~never).sum()))]
+    """The ``count`` samples kept longest and the ``count`` dropped first (rules above).
+
+    Thousands of samples tie on epochs trained (every one never dropped), so without the loss the
+    "kept longest" grid would show whatever comes first in the file.
+    """
+    kept = _rank(-retention.epochs_trained, -retention.last_loss)
+    dropped = _rank(retention.first_dropped, retention.drop_loss)
+    dropped = dropped[retention.first_dropped[dropped] > 0]  # never dropped: not in this grid
+    return kept[:count], dropped[:count]
 
 
 def class_keep_rates(retention: Retention, labels: torch.Tensor, epochs: int) -> list[dict]:
@@ -95,11 +108,12 @@ def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: in
     out.mkdir(parents=True, exist_ok=True)
     epochs = int(checkpoint["epoch"])
     hardest, easiest = hardest_and_easiest(retention, count)
-    for indices, name, title in ((hardest, "hardest", f"kept longest ({cfg.policy}, {epochs} epochs)"),
-                                 (easiest, "easiest", "dropped first")):
+    for indices, name, title, losses in (
+            (hardest, "hardest", f"kept longest ({cfg.policy}, {epochs} epochs): {KEPT_RULE}", retention.last_loss),
+            (easiest, "easiest", f"dropped first: {DROPPED_RULE}", retention.drop_loss)):
         captions = [f"#{int(i)} {label(int(split.labels[i]))}\n{int(retention.epochs_trained[i])} ep"
                     + (f", out@{int(retention.first_dropped[i])}" if retention.first_dropped[i] else "")
-                    for i in indices]
+                    + f", loss {float(losses[i]):.2g}" for i in indices]
         write_grid(_thumbnails(split, indices), captions, out / f"{name}.png", title)
     rows = class_keep_rates(retention, split.labels, epochs)
     for row in rows:

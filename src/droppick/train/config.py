@@ -129,13 +129,10 @@ class TrainConfig:
     def scaled(self, epochs: int) -> "TrainConfig":
         """This run shortened to ``epochs`` with LR milestones, warm-up and picks scaled alike: the
         learning rate of the paper's "All data 63% epochs" baseline (Table 2f, ``policies.Scaled``)."""
-        compute = epochs / self.epochs
-
-        def scale(es):
-            return sorted({min(epochs, max(1, round(e * compute))) for e in es})
-
-        return dataclasses.replace(self, epochs=epochs, warmup=min(round(self.warmup * compute), epochs - 1),
-                                   reuse_at=scale(self.reuse_at), lr_milestones=scale(self.milestones))
+        factor = epochs / self.epochs
+        return dataclasses.replace(self, epochs=epochs, warmup=min(round(self.warmup * factor), epochs - 1),
+                                   reuse_at=_scale_epochs(self.reuse_at, factor, epochs),
+                                   lr_milestones=_scale_epochs(self.milestones, factor, epochs))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,6 +156,48 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# The schedule's keys counted in epochs: they follow --epochs when not given themselves.
+EPOCH_KEYS = ("warmup", "interval", "active", "reuse_at", "lr_milestones")
+
+
+def _scale_epochs(epochs_list, factor: float, epochs: int) -> list[int]:
+    return sorted({min(epochs, max(1, round(e * factor))) for e in epochs_list})
+
+
+def follow_epochs(base: dict, given: dict) -> tuple[dict, list[str]]:
+    """``base`` (the defaults, or a recipe) updated with the user's ``given`` values; when ``given``
+    changes ``epochs`` but leaves some of ``EPOCH_KEYS`` unset, those are scaled from ``base`` by
+    the ratio of the epochs, as Section 4.3.1 scales the CIFAR schedule for ImageNet.
+
+    Returns the values and the names of the keys that were derived (empty when nothing was). A
+    warm-up stays at least one epoch when the base had one (and below ``epochs``), an interval
+    and an alpha at least one epoch, and picks and LR decays move to the nearest epoch in 1..E
+    (Python's round: halves go to the even epoch); ``active=None`` and ``lr_milestones=None``
+    (follow ``reuse_at``) stay None.
+    """
+    values = {**base, **given}
+    epochs, base_epochs = values.get("epochs"), base.get("epochs")
+    if "epochs" not in given or epochs == base_epochs or not isinstance(epochs, int) or epochs < 1:
+        return values, []  # an invalid epochs value is left for the config's own message
+    factor = epochs / base_epochs
+    derived = [k for k in EPOCH_KEYS if k in base and k not in given and base[k] is not None]
+    for key in derived:
+        value = base[key]
+        if key in ("reuse_at", "lr_milestones"):
+            values[key] = _scale_epochs(value, factor, epochs)
+        elif key == "warmup":
+            values[key] = min(max(round(value * factor), 1 if value else 0), epochs - 1)
+        else:  # interval, active
+            values[key] = max(1, round(value * factor))
+    return values, derived
+
+
+def describe_schedule(values: dict, derived: list[str], base_epochs: int) -> str:
+    """One line saying which epoch-valued settings followed ``epochs`` and what they became."""
+    parts = ", ".join(f"{k} {values[k]}" for k in derived)
+    return f"epochs {values['epochs']} (base {base_epochs}): {parts} scaled to match; set them to override"
 
 
 def _check_types(cfg: TrainConfig) -> None:

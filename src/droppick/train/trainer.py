@@ -40,7 +40,7 @@ from ..sampler import per_rank
 from .rundir import RunDir, code_version
 from ..seeding import seeded_global_rng
 
-CHECKPOINT_FORMAT = 4  # 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
+CHECKPOINT_FORMAT = 5  # 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -153,9 +153,11 @@ class Trainer:
         lr = self.cfg.lr_at(epoch, sum(self.steps[: epoch - 1]) / sum(self.steps))
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
+        # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
+        losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
         event = dap.end_epoch()
         self.profiler.lap("dap end_epoch")
-        self.retention.update(trained_subset, dap.subset, epoch)
+        self.retention.update(trained_subset, dap.subset, epoch, losses)
         self.profiler.lap("retention")
         return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
@@ -273,6 +275,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         run.path.mkdir(parents=True, exist_ok=True)
         cfg.save(run.config_path)
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
+    if main and progress:
+        tqdm.write(_describe_plan(t.cfg, dap.plan()))
 
     started = time.perf_counter()
     while not dap.done:
@@ -320,6 +324,14 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     if t.profiler.enabled:
         tqdm.write(t.profiler.report("run (this process)", run=True, samples=dap.samples_seen))
     return summary
+
+
+def _describe_plan(cfg: TrainConfig, plan) -> str:
+    """The schedule a run trains with and its planned compute, printed before the first epoch."""
+    s = cfg.schedule
+    return (f"{cfg.policy}: {plan.epochs} epochs on {plan.num_samples} samples; warm-up {s.warmup}, interval "
+            f"{s.interval}, keep {s.keep}, active {s.active}, picks after {list(s.reuse_at)}, LR /10 after "
+            f"{cfg.milestones}: planned compute {100 * plan.compute_fraction:.1f}%")
 
 
 def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
