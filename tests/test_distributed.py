@@ -8,7 +8,6 @@ rank of a training run does.
 import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from droppick import DaPSchedule, DropAndPick, KeepHardest, Scheduled
+from launch import free_port
 from droppick.schedule import keep_count
 
 # Only light imports at module level: spawned workers import this module (droppick.train.trainer pulls
@@ -27,12 +27,6 @@ from droppick.schedule import keep_count
 WORLD = 2
 TIMEOUT_S = 120
 BIG_N = 2**24 + 10  # beyond float32's exact integers: indices must stay int64 all the way
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def schedule(epochs=4):

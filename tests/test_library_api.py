@@ -99,3 +99,35 @@ def test_the_dap_core_imports_nothing_from_the_trainer_data_models_or_cli():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("droppick"):
                 raise AssertionError(f"{path.name}: absolute import of {node.module}")
         assert len(path.read_text().splitlines()) <= 300, path.name
+
+
+def readme_block(marker: str) -> str:
+    (block,) = [b for b in readme_python_blocks() if marker in b]
+    return block
+
+
+def image_namespace(n: int = 60) -> dict:
+    """user_namespace with 1x4x4 images, and a model that flattens them."""
+    gen = torch.Generator().manual_seed(0)
+    train_set = TensorDataset(torch.randn(n, 1, 4, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    return {"train_set": train_set, "model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+            "F": F, "DataLoader": DataLoader, "torch": torch}
+
+
+def test_readme_lightning_block_runs_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("pytorch_lightning")
+    monkeypatch.chdir(tmp_path)  # Lightning writes lightning_logs/ and checkpoints/ in the working directory
+    ns = image_namespace()
+    exec(readme_block("DropAndPickCallback"), ns)
+    dap = ns["cb"].dap
+    assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)
+    assert dap.compute_fraction == pytest.approx(dap.plan().compute_fraction) and dap.compute_fraction < 1.0
+
+
+def test_readme_accelerate_block_runs_as_written():
+    pytest.importorskip("accelerate")
+    ns = image_namespace()
+    exec(readme_block("accelerator.prepare"), ns)
+    dap = ns["dap"]
+    assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)

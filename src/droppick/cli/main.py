@@ -126,6 +126,8 @@ def cmd_compare(args) -> int:
     for policy, r in rows.items():
         print(f"{policy:10s} compute {100 * r['compute_fraction']:5.1f}%  top-1 {r['top1_mean']:.2f} ± {r['top1_std']:.2f}")
     print(f"report: {out}/report.md")
+    if base.tensorboard:
+        print(f"curves of every run: tensorboard --logdir {out}/runs")
     return 0
 
 
@@ -158,6 +160,8 @@ def cmd_models(args) -> int:
     for name in list_models():
         n = count_parameters(build_model(name, num_classes=args.num_classes, in_channels=args.in_channels))
         print(f"{name:16s} {n:>12,d} parameters")
+    print("and timm:NAME for any timm architecture (pip install 'droppick[timm]'; "
+          "python -c \"import timm; print(timm.list_models())\" lists them), e.g. --model timm:resnet10t")
     return 0
 
 
@@ -203,6 +207,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--seed", f"default {d.seed}", type=int)
     flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
     flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
+    flag(g, "--tensorboard", "write per-epoch scalars to RUN/tensorboard (pip install 'droppick[tensorboard]')",
+         action="store_const", const=True)
 
 
 def _config_from_args(args) -> TrainConfig:

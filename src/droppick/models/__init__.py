@@ -88,17 +88,39 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+TIMM_PREFIX = "timm:"  # "timm:NAME" builds timm's architecture NAME (pip install 'droppick[timm]')
+
+
 def _check_known(name: str) -> None:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}, "
+                         f"or {TIMM_PREFIX}NAME for any timm architecture (timm.list_models())")
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Instantiate the registered model ``name``."""
-    _check_known(name)
+    """Instantiate the registered model ``name``, or timm's ``NAME`` for ``"timm:NAME"``."""
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+    if name.startswith(TIMM_PREFIX):
+        return _timm_model(name[len(TIMM_PREFIX):], num_classes, in_channels)
+    _check_known(name)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels)
+
+
+def _timm_model(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    """timm's ``arch`` with random weights (``pretrained=False``: nothing is downloaded, and a
+    pre-trained start would not be the training DaP is about)."""
+    try:
+        import timm
+    except ImportError as err:
+        raise ImportError(f"--model {TIMM_PREFIX}{arch} needs timm: pip install 'droppick[timm]'") from err
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5)
+        raise ValueError(f"timm has no architecture {arch!r}" + (f"; similar names: {', '.join(close)}" if close else "")
+                         + "; timm.list_models() lists them all")
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
 
 def model_info(name: str) -> dict[str, Any]:

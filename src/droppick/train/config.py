@@ -67,6 +67,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
     compile: bool = False  # torch.compile the training forward (static shapes; a last partial batch runs eagerly)
     profile: bool = False  # print where each epoch's time goes (data, forward, backward, optimizer, DaP)
+    tensorboard: bool = False  # also write the per-epoch metrics as a TensorBoard event file (RUN/tensorboard)
     eval_batch_size: int = 1000  # samples per evaluation step
     recipe: Optional[str] = None  # the recipe this config came from, for the record
 

@@ -277,6 +277,11 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
     if main and progress:
         tqdm.write(_describe_plan(t.cfg, dap.plan()))
+    board = None
+    if main and cfg.tensorboard:
+        from ..integrations.tensorboard import EpochWriter
+
+        board = EpochWriter(run.path / "tensorboard", first_epoch=dap.epoch)
 
     started = time.perf_counter()
     while not dap.done:
@@ -295,6 +300,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
                 print(f"epoch {epoch}: excluded {dap.last_nonfinite.numel()} samples with a non-finite loss "
                       f"(listed in {run.nonfinite_path})", file=sys.stderr)
             run.append_metrics(row)
+            if board is not None:
+                board.write(row)
             run.save_checkpoint(t.checkpoint(epoch, wall_before + time.perf_counter() - started), epoch)
             _test_kill_point(f"after_checkpoint:{epoch}")
             t.profiler.lap("checkpoint")
@@ -305,7 +312,11 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
                            f"test top-1 {top1:6.2f}%  {event or ''}")
         distributed.barrier()  # no rank runs ahead of the checkpoint it may resume from
         if stop_after is not None and epoch >= stop_after and not dap.done:
-            return None
+            break
+    if board is not None:
+        board.close()
+    if not dap.done:
+        return None
 
     if not main:
         return None
@@ -364,7 +375,7 @@ def _test_kill_point(point: str) -> None:
 
 
 # Keys a resumed run may change: where the data lives and how it is read, not what is trained.
-RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "profile")
+RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "profile", "tensorboard")
 
 
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
