@@ -9,7 +9,7 @@ import torch
 from droppick import DaPSchedule
 from droppick.budget import solve
 from droppick.cli.main import main
-from droppick.report.compare import infobatch_ratio_for
+from droppick.train.config import TrainConfig
 
 TINY = ["--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.5", "--reuse-at", "3",
         "--batch-size", "32", "--device", "cpu"]
@@ -34,6 +34,7 @@ def test_report_has_every_policy_at_matched_compute(compared):
         assert rows[policy]["compute_fraction"] == pytest.approx(dap)
     assert rows["static"]["compute_fraction"] == pytest.approx(round(dap * 240) / 240)
     assert rows["scaled"]["compute_fraction"] == pytest.approx(round(4 * dap) / 4)
+    assert abs(rows["infobatch"]["compute_fraction"] - dap) <= 0.01  # calibrated to DaP's plan
     for r in rows.values():
         assert r["seeds"] == 2 and len(r["top1_per_seed"]) == 2
         assert r["top1_std"] == pytest.approx(statistics.stdev(r["top1_per_seed"]))
@@ -90,9 +91,32 @@ def test_plan_cli_solve(capsys):
     assert main(["plan", "--target-compute", "0.63"]) == 2
 
 
-def test_infobatch_ratio_matches_expected_compute():
-    r = infobatch_ratio_for(0.7, 0.875)
-    assert 0.875 * (1 - r * 0.7) + 0.125 == pytest.approx(0.7)
+@pytest.mark.parametrize("target", [0.55, 0.7, 0.85])
+def test_calibrated_infobatch_spends_its_target_compute(target):
+    """Losses whose below-mean share drifts from 90% to 50% over the run (a fixed ratio set for
+    70% would miss): the calibrated ratio follows what it observes."""
+    from droppick import DropAndPick
+
+    schedule = DaPSchedule(epochs=16, warmup=1, interval=1, keep=0.9, reuse_at=[])
+    dap = DropAndPick(1000, schedule, policy="infobatch", seed=0, target_compute=target, infobatch_delta=0.875)
+    gen = torch.Generator().manual_seed(0)
+    while not dap.done:
+        order = dap.sampler().indices()
+        share = 0.9 - 0.4 * (dap.epoch - 1) / 15  # of samples with a low loss
+        low = torch.rand(order.numel(), generator=gen) < share
+        dap.record(order, torch.where(low, 0.1, 1.0 + torch.rand(order.numel(), generator=gen)))
+        dap.end_epoch()
+    assert abs(dap.compute_fraction - target) <= 0.01, dap.policy.ratios
+    assert len(set(round(r, 3) for r in dap.policy.ratios)) > 1  # it did adapt
+
+
+def test_infobatch_run_of_the_trainer_lands_on_its_target(fake_fashion, tmp_path):
+    from droppick.train.trainer import train
+
+    cfg = TrainConfig(data_dir=str(fake_fashion), epochs=8, warmup=1, interval=1, keep=0.5, reuse_at=[],
+                      policy="infobatch", target_compute=0.75, batch_size=64, device="cpu")
+    summary = train(cfg, tmp_path / "run")
+    assert abs(summary["compute_fraction"] - 0.75) <= 0.01
 
 
 def test_compare_restarts_a_run_interrupted_before_its_first_checkpoint(fake_fashion, tmp_path):

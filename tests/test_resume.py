@@ -221,6 +221,6 @@ def test_a_checkpoint_of_droppick_0_1_is_refused_naming_its_format(fake_fashion,
         train(None, tmp_path / "run", resume=True)
     cfg = tiny_config(fake_fashion)
     dap = DropAndPick(state["dap"]["num_samples"], cfg.schedule, policy=cfg.policy)
-    with pytest.raises(ValueError, match=r"DropAndPick state has format 2; this version reads format 3 "
-                                         r"\(format 2 is droppick 0.1.0's"):
+    with pytest.raises(ValueError, match=r"DropAndPick state has format 2; this version reads format 4 "
+                                         r"\(format 3 is droppick 0.2's, 2 is 0.1's\)"):
         dap.load_state_dict(state["dap"])

@@ -30,7 +30,7 @@ from .sampler import DaPSampler, shard_order
 from .schedule import DaPSchedule, Plan, require_int
 from .selection import mask_indices
 
-STATE_FORMAT = 3  # 3: policies as objects with their own state; 2: droppick 0.1.0
+STATE_FORMAT = 4  # 4: InfoBatch counts its samples and ratios (0.3); 3: policies as objects (0.2); 2: 0.1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -196,7 +196,7 @@ class DropAndPick:
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"DropAndPick state has format {state.get('format')!r}; this version reads format "
-                             f"{STATE_FORMAT} (format 2 is droppick 0.1.0's, before policies were objects): "
+                             f"{STATE_FORMAT} (format 3 is droppick 0.2's, 2 is 0.1's): "
                              "finish that run with the version that started it, or start a new run")
         expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy.name,
                     "policy_params": self.policy.params()}

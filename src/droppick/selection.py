@@ -64,6 +64,14 @@ def stratified_choice(labels: torch.Tensor, k: int, generator: torch.Generator) 
     return torch.cat(picked).sort().values
 
 
+def well_learned(scores: torch.Tensor) -> torch.Tensor:
+    """InfoBatch's "well-learned" samples: scored (not NaN) and below the mean score."""
+    scored = ~torch.isnan(scores)
+    if not bool(scored.any()):
+        return scored
+    return scored & (scores < scores[scored].mean())  # NaN compares False: never well learned
+
+
 def select_infobatch(scores: torch.Tensor, generator: torch.Generator,
                      ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoBatch's soft pruning (Qin et al., ICLR 2024) for the next epoch.
@@ -77,10 +85,18 @@ def select_infobatch(scores: torch.Tensor, generator: torch.Generator,
         raise ValueError(f"InfoBatch ratio must lie in [0, 1), got {ratio}")
     n = scores.numel()
     weights = torch.ones(n, dtype=torch.float32)
-    scored = ~torch.isnan(scores)
-    if not bool(scored.any()):
-        return torch.arange(n), weights
-    well_learned = scored & (scores < scores[scored].mean())  # NaN compares False: never pruned
-    pruned = well_learned & (torch.rand(n, generator=generator) < ratio)
-    weights[well_learned & ~pruned] = 1.0 / (1.0 - ratio)
+    candidates = well_learned(scores)
+    pruned = candidates & (torch.rand(n, generator=generator) < ratio)
+    weights[candidates & ~pruned] = 1.0 / (1.0 - ratio)
     return mask_indices(~pruned), weights
+
+
+def ratio_for_budget(budget_left: float, prunable_epochs: int, full_epochs: int, n: int, well_learned: int,
+                     cap: float) -> float:
+    """The InfoBatch prune ratio that spends ``budget_left`` samples evenly: the next epoch's
+    expected size n - r * well_learned equals what is left after ``full_epochs`` all-data epochs,
+    shared over the ``prunable_epochs`` still to come, r clipped to [0, cap]."""
+    if well_learned == 0 or prunable_epochs <= 0:
+        return 0.0
+    size = (budget_left - full_epochs * n) / prunable_epochs
+    return min(cap, max(0.0, (n - size) / well_learned))

@@ -6,7 +6,8 @@
 "full"      all data every epoch (the 100% baseline)
 "scaled"    all data for round(E * target_compute) epochs (Table 2f, "All data 63% epochs")
 "static"    one fixed stratified subset of target_compute * N samples (Table 2f, "63% data")
-"infobatch" InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024)
+"infobatch" InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024); with target_compute
+            its ratio is calibrated to that compute
 =========== ==================================================================================
 """
 
@@ -39,7 +40,7 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "full": Full,
             "scaled": lambda: Scaled(target_compute),
             "static": lambda: Static(target_compute, labels),
-            "infobatch": lambda: InfoBatch(infobatch_ratio, infobatch_delta),
+            "infobatch": lambda: InfoBatch(infobatch_ratio, infobatch_delta, target_compute),
         }
         if policy not in named:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)} or an object with a select() method; "

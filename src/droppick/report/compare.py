@@ -6,9 +6,9 @@ built over several sessions by calling the same command again.
 
 Matching compute (Table 2f): ``scaled`` and ``static`` match the DaP plan's compute exactly
 (``policies.Scaled`` and ``policies.Static`` derive their epochs / subset size from it). InfoBatch's compute depends on the
-losses; we set its prune ratio r so that delta * (1 - r * q) + (1 - delta) equals the target,
-assuming a share q = 0.7 of samples below the mean loss (typical of the right-skewed loss
-distributions of a trained classifier), and the report shows the compute it really used.
+losses, so its runs get the target explicitly (``target_compute``) and ``policies.InfoBatch``
+calibrates its prune ratio after every epoch from the losses it observed; the report shows the
+compute each run really used.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from ..train.config import TrainConfig
 from ..train.rundir import RunDir
 from ..train.trainer import train
 
-BELOW_MEAN_SHARE = 0.7  # q, the assumed share of samples with a below-mean loss (InfoBatch matching)
-
-
-def infobatch_ratio_for(target: float, delta: float, q: float = BELOW_MEAN_SHARE) -> float:
-    """The prune ratio r that makes InfoBatch's expected compute equal ``target``."""
-    return min(0.95, max(0.0, (1.0 - target) / (delta * q)))
-
-
 def run_configs(base: TrainConfig, policies: list[str], seeds: list[int], num_samples: int) -> dict[str, TrainConfig]:
     """One config per (policy, seed), named like ``dap-seed0``, all matched to the DaP plan's compute."""
     target = base.schedule.plan(num_samples).compute_fraction
@@ -37,8 +29,8 @@ def run_configs(base: TrainConfig, policies: list[str], seeds: list[int], num_sa
     for policy in policies:
         for seed in seeds:
             values = base.to_dict() | {"policy": policy, "seed": seed}
-            if policy == "infobatch":
-                values["infobatch_ratio"] = infobatch_ratio_for(target, base.infobatch_delta)
+            if policy == "infobatch" and base.target_compute is None:
+                values["target_compute"] = target  # InfoBatch calibrates to an explicit target only
             out[f"{policy}-seed{seed}"] = TrainConfig.from_dict(values)
     return out
 

@@ -54,7 +54,8 @@ class TrainConfig:
     active: Optional[int] = None  # alpha, epochs; None = no limit
     reuse_at: list[int] = field(default_factory=lambda: [15, 25])  # R, epochs
     # matched-compute baselines (Table 2f) and InfoBatch
-    target_compute: Optional[float] = None  # fraction of E*N that scaled/static match; None = the DaP plan's
+    target_compute: Optional[float] = None  # fraction of E*N that scaled/static match (None = the DaP plan's)
+    # and that infobatch calibrates its ratio to (None = its fixed infobatch_ratio, as in its paper)
     infobatch_ratio: float = 0.5  # r: share of below-mean-loss samples pruned each epoch
     infobatch_delta: float = 0.875  # prune during the first delta*E epochs, all data after
     # a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in

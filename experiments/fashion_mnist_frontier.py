@@ -1,0 +1,195 @@
+"""The accuracy-compute frontier and the redundancy curve on Fashion-MNIST. From the repository root:
+
+    .venv/bin/python experiments/fashion_mnist_frontier.py            # train what is missing, then report
+    .venv/bin/python experiments/fashion_mnist_frontier.py --report   # only rewrite the report
+
+Every run is an ordinary droppick run directory; finished runs are reused and interrupted ones
+resumed, so the command can be repeated (across sessions) until everything is trained: about five
+hours of a 2-core CPU in all. It writes experiments/fashion-mnist/frontier/README.md (with the
+command, date, machine and commit), its plots, and the redundancy table.
+
+Setting: the small CNN on the seeded class-stratified 20,000-image slice of experiments/fashion_mnist_report.py,
+30 epochs, W = 4, I = 1, R = {15}, LR /10 after 15 and 22. Frontier: DaP at keep p = 0.8, 0.9 and 0.95
+(about 45%, 63% and 78% compute), and random (the same schedule, uniform choice), scaled (all data
+for that share of the epochs) and InfoBatch (its ratio calibrated to DaP's compute) at each DaP
+budget, 3 seeds each. Redundancy curve: full and DaP (p = 0.9) on 600, 2,000 and 6,000 (all)
+images per class with the same model and schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from _report import log, machine, setting, utc_now
+from droppick.budget import solve
+from droppick.report.compare import aggregate, run_all, run_configs
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import code_version
+
+HERE = Path(__file__).resolve().parent / "fashion-mnist"
+OUT = HERE / "frontier"
+SEEDS = [0, 1, 2]
+N = 20000
+BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=N, batch_size=128, lr=0.05,
+                   momentum=0.9, weight_decay=5e-4, epochs=30, warmup=4, interval=1, keep=0.9, active=None,
+                   reuse_at=[15], lr_milestones=[15, 22], device="cpu",
+                   eval_batch_size=250)  # faster than 1000 on this CPU; a resumed or reused run may differ in it
+KEEPS = [0.8, 0.9, 0.95]
+POLICIES = ["dap", "random", "scaled", "infobatch"]
+BUDGETS = [0.45, 0.63, 0.78]  # the round budgets the three keeps approximate, for the solver's proposals
+# Where each keep's runs live: p = 0.9 is Table 2f's setting, whose runs the main report trained.
+FOLDERS = {0.8: OUT / "keep-0.8", 0.9: HERE / "table2f", 0.95: OUT / "keep-0.95"}
+PER_CLASS = {600: HERE / "redundancy", 2000: HERE / "table2f", 6000: OUT / "all-6000"}
+SEEDS_AT = {600: SEEDS, 2000: SEEDS, 6000: [0, 1]}
+
+
+def frontier_configs(keep: float) -> dict[str, TrainConfig]:
+    return run_configs(TrainConfig.from_dict(BASE.to_dict() | {"keep": keep}), POLICIES, SEEDS, N)
+
+
+def redundancy_configs(per_class: int) -> dict[str, TrainConfig]:
+    if per_class == 2000:  # Table 2f's runs: the 20,000-image slice is 2,000 per class
+        return run_configs(BASE, ["full", "dap"], SEEDS_AT[per_class], N)
+    values = BASE.to_dict() | {"train_samples": None, "per_class": None if per_class == 6000 else per_class}
+    return run_configs(TrainConfig.from_dict(values), ["full", "dap"], SEEDS_AT[per_class], 10 * per_class)
+
+
+def train_missing() -> None:
+    for keep in (0.9, 0.8, 0.95):  # 0.9 first: three InfoBatch runs complete the main report's table
+        run_all(frontier_configs(keep), FOLDERS[keep], log=log)
+    for per_class in (600, 2000, 6000):
+        run_all(redundancy_configs(per_class), PER_CLASS[per_class], log=log)
+
+
+def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
+    """Aggregated rows, or None while any of the runs is unfinished."""
+    runs = folder / "runs"
+    if not all((runs / name / "summary.json").exists() for name in configs):
+        return None
+    import json
+
+    summaries = {name: json.loads((runs / name / "summary.json").read_text()) for name in configs}
+    return aggregate(configs, summaries, folder)
+
+
+def se_of_difference(a: dict, b: dict) -> float:
+    return math.sqrt(a["top1_std"] ** 2 / a["seeds"] + b["top1_std"] ** 2 / b["seeds"])
+
+
+def beyond(difference: float, se: float) -> str:
+    return "yes" if abs(difference) > 2 * se else "no"
+
+
+def write_report() -> bool:
+    frontier = {keep: rows_of(frontier_configs(keep), FOLDERS[keep]) for keep in KEEPS}
+    full = rows_of(run_configs(BASE, ["full"], SEEDS, N), HERE / "table2f")
+    redundancy = {pc: rows_of(redundancy_configs(pc), PER_CLASS[pc]) for pc in PER_CLASS}
+    missing = [f"keep {k}" for k, r in frontier.items() if r is None] + ["full"] * (full is None) + \
+              [f"{pc}/class" for pc, r in redundancy.items() if r is None]
+    if missing:
+        log(f"report not written: runs still missing for {', '.join(missing)}")
+        return False
+    from frontier_plots import plot_frontier
+
+    full = full["full"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    plot_frontier(frontier, full, OUT / "frontier.png")
+    lines = [
+        "# Fashion-MNIST: the accuracy-compute frontier and the redundancy curve", "",
+        f"Generated by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
+        f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine: {machine()}.", "",
+        setting(__doc__), "",
+        "## Frontier: final top-1 against measured compute", "",
+        "![frontier](frontier.png)", "",
+        "| keep p | policy | seeds | compute (measured) | final top-1 (%) | vs full | > 2 SE? | vs DaP | > 2 SE? |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | :---: | ---: | :---: |",
+    ]
+    for keep, rows in frontier.items():
+        dap = rows["dap"]
+        for policy in POLICIES:
+            r = rows[policy]
+            d_full, d_dap = r["top1_mean"] - full["top1_mean"], r["top1_mean"] - dap["top1_mean"]
+            vs_dap = ("", "") if policy == "dap" else (f"{d_dap:+.2f}", beyond(d_dap, se_of_difference(r, dap)))
+            lines.append(f"| {keep} | {policy} | {r['seeds']} | {100 * r['compute_fraction']:.1f}% | "
+                         f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {d_full:+.2f} | "
+                         f"{beyond(d_full, se_of_difference(r, full))} | {vs_dap[0]} | {vs_dap[1]} |")
+    lines += ["", f"Full (all data, 30 epochs): {full['top1_mean']:.2f} ± {full['top1_std']:.2f} over "
+              f"{full['seeds']} seeds (the band in the plot). \"> 2 SE?\": whether the difference of the seed means "
+              "exceeds two standard errors of that difference (a rough line with 3 seeds).", "",
+              "## What the budget solver proposes", "",
+              "| budget | `droppick plan --target-compute X --solve keep` | its planned compute | trained keep | its compute |",
+              "| ---: | --- | ---: | ---: | ---: |"]
+    for budget, keep in zip(BUDGETS, KEEPS):
+        proposed, compute = solve(BASE.schedule, N, budget, "keep")
+        lines.append(f"| {100 * budget:.0f}% | keep {proposed.keep} | {100 * compute:.1f}% | {keep} | "
+                     f"{100 * frontier[keep]['dap']['planned_compute_fraction']:.1f}% |")
+    lines += ["", "## Redundancy curve (Section 4.2.3, Table 4)", "",
+              "| images per class | seeds | full top-1 (%) | dap top-1 (%) | dap - full | its standard error |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    gaps = {}
+    for pc, rows in redundancy.items():
+        gap, se = rows["dap"]["top1_mean"] - rows["full"]["top1_mean"], se_of_difference(rows["dap"], rows["full"])
+        gaps[pc] = (gap, se)
+        lines.append(f"| {pc:,} | {rows['dap']['seeds']} | {rows['full']['top1_mean']:.2f} ± {rows['full']['top1_std']:.2f} | "
+                     f"{rows['dap']['top1_mean']:.2f} ± {rows['dap']['top1_std']:.2f} | {gap:+.2f} | {se:.2f} |")
+    lines += ["", "## What the numbers say", "", *findings(frontier, full, gaps), "",
+              "## Time", "", *time_section(frontier), ""]
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+    log(f"report written to {OUT / 'README.md'}")
+    return True
+
+
+def findings(frontier: dict, full: dict, gaps: dict) -> list[str]:
+    """Sentences computed from the numbers, including the ones that say a difference is noise."""
+    out = []
+    for keep, rows in frontier.items():
+        dap = rows["dap"]
+        d = dap["top1_mean"] - full["top1_mean"]
+        others = sorted((p for p in POLICIES if p != "dap"), key=lambda p: -rows[p]["top1_mean"])
+        beats = [p for p in others if dap["top1_mean"] - rows[p]["top1_mean"] > 2 * se_of_difference(dap, rows[p])]
+        loses = [p for p in others if rows[p]["top1_mean"] - dap["top1_mean"] > 2 * se_of_difference(dap, rows[p])]
+        out.append(f"- At {100 * dap['compute_fraction']:.1f}% compute (p = {keep}) DaP is {d:+.2f} points from full "
+                   f"({'beyond' if abs(d) > 2 * se_of_difference(dap, full) else 'within'} seed noise); it beats "
+                   f"{', '.join(beats) or 'none of the others'} beyond seed noise, trails "
+                   f"{', '.join(loses) or 'none'} beyond it, and is within noise of the rest.")
+    free = [k for k, rows in frontier.items()
+            if abs(rows["dap"]["top1_mean"] - full["top1_mean"]) <= 2 * se_of_difference(rows["dap"], full)]
+    out.append(f"- DaP is within seed noise of full at keep {', '.join(map(str, free))}." if free else
+               "- DaP is not within seed noise of full at any of these budgets.")
+    sizes = sorted(gaps)
+    trend = [gaps[pc][0] for pc in sizes]
+    change, se = trend[0] - trend[-1], math.hypot(gaps[sizes[0]][1], gaps[sizes[-1]][1])
+    out.append(f"- Redundancy: DaP's gap to full is {trend[0]:+.2f} at {sizes[0]:,} images per class and "
+               f"{trend[-1]:+.2f} at {sizes[-1]:,}; the difference, {change:+.2f} ± {se:.2f}, is "
+               + ("beyond two standard errors: less data per class cost DaP more, as the paper's Table 4 reports."
+                  if change < -2 * se else
+                  "beyond two standard errors the other way: less data per class cost DaP less, unlike Table 4."
+                  if change > 2 * se else
+                  "within two standard errors: these runs cannot confirm Table 4's claim that less redundant data "
+                  "costs DaP more."))
+    return out
+
+
+def time_section(frontier: dict) -> list[str]:
+    """The runs shared this machine with the test suite and other jobs (niced in the background),
+    so their seconds measure the load as much as the policy: say so rather than plot them."""
+    return ["These runs trained in the background of development sessions on a shared 2-core machine, so their "
+            "train seconds are not a measurement of speed and are not plotted; bench/README.md measures train "
+            "time against compute on a quiet machine (bench/savings.py)."]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", action="store_true", help="only rewrite the report from the runs that exist")
+    args = p.parse_args()
+    if not args.report:
+        train_missing()
+    write_report()
+
+
+if __name__ == "__main__":
+    main()

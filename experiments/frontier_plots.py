@@ -1,0 +1,29 @@
+"""The frontier plot: final top-1 (mean ± std over seeds) against measured compute, one line per
+policy, the full run as a horizontal band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from droppick.report.plot import _pyplot
+
+
+def plot_frontier(frontier: dict, full: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    low, high = full["top1_mean"] - full["top1_std"], full["top1_mean"] + full["top1_std"]
+    ax.axhspan(low, high, color="0.85", label=f"full, 100% compute (mean ± std)")
+    ax.axhline(full["top1_mean"], color="0.5", lw=1)
+    policies = next(iter(frontier.values())).keys()
+    for policy in policies:
+        points = sorted((rows[policy]["compute_fraction"], rows[policy]["top1_mean"], rows[policy]["top1_std"])
+                        for rows in frontier.values())
+        xs, ys, es = zip(*points)
+        ax.errorbar([100 * x for x in xs], ys, yerr=es, marker="o", capsize=3, label=policy)
+    ax.set_xlabel("measured compute (% of the full run's samples)")
+    ax.set_ylabel("final test top-1 (%)")
+    ax.set_title("Fashion-MNIST, small CNN, 20,000-image slice, 30 epochs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
