@@ -187,7 +187,7 @@ def test_cli_reports_a_nan_loss_as_an_error_not_a_traceback(fake_fashion, tmp_pa
     ("nesterov=maybe", "nesterov must be bool, got 'maybe'"),
     ("reuse_at=5", "reuse_at must be a list of integers"),
     ("infobatch_ratio=2", r"infobatch_ratio must lie in \[0, 0.95\]"),
-    ("epochs=100", r"lr_milestones must be increasing epochs in 1..100, got \[150, 225\]: when changing epochs"),
+    ("lr_milestones=[150,400]", r"lr_milestones must be increasing epochs in 1..300, got \[150, 400\]"),
 ])
 def test_mistyped_set_values_are_refused_before_any_data_is_read(pair, message, capsys):
 

@@ -295,8 +295,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # error. Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError) as e:
-        # FloatingPointError: NonFiniteLossError; ImportError: an optional extra that is not installed
+    except (ValueError, OSError, FloatingPointError, ImportError) as e:
+        # OSError: a missing file, a directory in use, a full disk (RunWriteError); FloatingPointError:
+        # NonFiniteLossError; ImportError: an optional extra that is not installed
         print(f"droppick {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -46,8 +46,8 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
         if run.summary_path.exists():
             log(f"{name}: done, reusing {run.summary_path}")
         else:
-            resume = bool(run.checkpoints())
-            log(f"{name}: {'resuming' if resume else 'training'}")
+            resume = run.config_path.exists()  # a run of ours, perhaps stopped before its first checkpoint
+            log(f"{name}: {'resuming' if run.checkpoints() else 'training'}")
             train(None if resume else cfg, run.path, resume=resume, progress=progress)
         summaries[name] = json.loads(run.summary_path.read_text())
     return summaries

@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -21,6 +22,10 @@ from typing import Optional
 from .checkpoint import atomic_write_text, digest_path, load_checkpoint, save_checkpoint
 
 KEEP_CHECKPOINTS = 2
+
+
+class RunWriteError(OSError):
+    """A write into the run directory failed (a full disk, a lost mount): what was saved before is intact."""
 _CHECKPOINT = re.compile(r"checkpoint-(\d{4,})\.pt$")
 
 
@@ -44,14 +49,41 @@ class RunDir:
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
+    def check_new(self) -> None:
+        """A new run may start only in a new or empty directory: a directory holding anything
+        (a run, or files of the user's own) is refused, so nothing is overwritten."""
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"--out {self.path} is a file; choose a new or empty directory")
+        if self.path.is_dir():
+            found = sorted(p.name for p in self.path.iterdir())
+            if found:
+                shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+                hint = (f"to continue the run it holds, use --resume {self.path}" if "config.json" in found
+                        else "choose a new or empty directory for --out")
+                raise FileExistsError(f"{self.path} is not empty (it holds {shown}): droppick writes a new run only "
+                                      f"into a new or empty directory; {hint}")
+
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, oldest first."""
         found = [(int(m.group(1)), p) for p in self.path.glob("checkpoint-*.pt") if (m := _CHECKPOINT.search(p.name))]
         return [p for _, p in sorted(found)]
 
+    @contextlib.contextmanager
+    def writing(self, what: str):
+        """Turn an OSError while writing ``what`` into a RunWriteError that says what to do.
+        Checkpoints and config are replaced atomically and metrics are appended, so a failed write
+        leaves every earlier checkpoint and metrics row readable."""
+        try:
+            yield
+        except OSError as e:
+            raise RunWriteError(e.errno, f"cannot write {what} in {self.path}: {e.strerror or e}. Everything saved "
+                                f"before is intact: free space (or fix the disk), then continue with "
+                                f"droppick train --resume {self.path}") from e
+
     def save_checkpoint(self, state: dict, epoch: int) -> Path:
         path = self.path / f"checkpoint-{epoch:04d}.pt"
-        save_checkpoint(state, path)
+        with self.writing(f"checkpoint {path.name}"):
+            save_checkpoint(state, path)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             old.unlink()
             digest_path(old).unlink(missing_ok=True)
@@ -85,13 +117,16 @@ class RunDir:
         return _truncate_jsonl(self.metrics_path, before_epoch)
 
     def append_metrics(self, row: dict) -> None:
-        _append_jsonl(self.metrics_path, row)
+        with self.writing(f"the metrics of epoch {row['epoch']}"):
+            _append_jsonl(self.metrics_path, row)
 
     def append_nonfinite(self, epoch: int, indices: list[int]) -> None:
-        _append_jsonl(self.nonfinite_path, {"epoch": epoch, "indices": indices})
+        with self.writing(f"the non-finite samples of epoch {epoch}"):
+            _append_jsonl(self.nonfinite_path, {"epoch": epoch, "indices": indices})
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        with self.writing("summary.json"):
+            atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -35,6 +35,7 @@ from ..engine import DropAndPick
 from ..models import build_model
 from ..data.pipeline import build_splits
 from .profiling import Profiler
+from .lock import RunLock
 from .retention import Retention
 from ..sampler import per_rank
 from .rundir import RunDir, code_version
@@ -230,15 +231,20 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         if not run.config_path.exists():
             raise FileNotFoundError(f"cannot resume: {run.config_path} does not exist")
         cfg = TrainConfig.load(run.config_path)
-    elif run.checkpoints() or run.read_metrics():
-        raise FileExistsError(f"{run.path} already holds a run; resume it with --resume {run.path} or choose another --out")
+    else:
+        run.check_new()  # nothing droppick did not create is ever overwritten
     device = distributed.setup_from_env(cfg.device)
     cudnn_benchmark = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    lock = RunLock(run.path)
     try:
+        if distributed.is_main_process():  # the only rank that writes the directory
+            run.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
         return _run(cfg, run, resume, device, progress, stop_after)
     finally:
+        lock.release()
         torch.backends.cudnn.benchmark = cudnn_benchmark  # the caller's setting, as it was
 
 

@@ -1,0 +1,114 @@
+"""Faults survived: a foreign directory, two processes on one run, a full disk, pickles that run code."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from droppick.cli.main import main
+from droppick.train.lock import LOCK_NAME, RunLock
+from droppick.train.rundir import RunDir
+
+
+def tiny_args(data, out, *extra):
+    return ["train", "--data-dir", str(data), "--epochs", "3", "--warmup", "1", "--keep", "0.5", "--reuse-at", "none",
+            "--batch-size", "64", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+# -- run-directory safety ----------------------------------------------------------------------
+
+def test_a_directory_holding_foreign_files_is_refused_and_left_byte_identical(fake_fashion, tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"mine": true}\n')  # the user's own config, not a run's
+    (project / "notes.txt").write_bytes(b"\x00\x01 keep me")
+    before = {p.name: p.read_bytes() for p in project.iterdir()}
+    assert main(tiny_args(fake_fashion, project)) == 2
+    err = capsys.readouterr().err
+    assert f"{project} is not empty (it holds config.json, notes.txt)" in err and "new or empty directory" in err
+    assert {p.name: p.read_bytes() for p in project.iterdir()} == before
+
+
+def test_an_empty_directory_is_accepted(fake_fashion, tmp_path):
+    (tmp_path / "run").mkdir()
+    assert main(tiny_args(fake_fashion, tmp_path / "run")) == 0
+    assert not (tmp_path / "run" / LOCK_NAME).exists()  # released at the end
+
+
+def test_a_second_process_on_the_same_run_is_refused_naming_the_holder(fake_fashion, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
+    with RunLock(run):  # this process holds it, as a first `train --resume` would
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by process {os.getpid()} on host {socket.gethostname()}" in err
+    assert len(RunDir(run).read_metrics()) == 1  # the refused process wrote nothing
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(fake_fashion, tmp_path):
+    run = tmp_path / "run"
+    assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its PID now names no process
+    (run / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert len(RunDir(run).read_metrics()) == 3 and not (run / LOCK_NAME).exists()
+
+
+def test_a_lock_from_another_host_is_refused_with_how_to_remove_it(fake_fashion, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
+    (run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert f"delete {run / LOCK_NAME}" in capsys.readouterr().err
+
+
+# -- writes that fail ----------------------------------------------------------------------------
+
+def without_timings(rows):
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+
+@pytest.mark.parametrize("failing", ["checkpoint", "metrics"])
+def test_a_full_disk_stops_the_run_clearly_and_what_was_saved_resumes(failing, fake_fashion, tmp_path, monkeypatch,
+                                                                     capsys):
+    import droppick.train.rundir as rundir
+
+    straight = tmp_path / "straight"
+    assert main(tiny_args(fake_fashion, straight)) == 0
+    run = tmp_path / "run"
+    real_save, real_append = rundir.save_checkpoint, rundir._append_jsonl
+
+    def full_disk(path):
+        if failing == "metrics":
+            with open(path, "a") as f:
+                f.write('{"epoch": 2, "lr": 0.0')  # half a line, as a full disk leaves it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save_checkpoint(state, path):
+        return full_disk(path) if path.name == "checkpoint-0002.pt" else real_save(state, path)
+
+    def append_jsonl(path, row):
+        return full_disk(path) if row["epoch"] == 2 and path.name == "metrics.jsonl" else real_append(path, row)
+
+    if failing == "checkpoint":
+        monkeypatch.setattr(rundir, "save_checkpoint", save_checkpoint)
+    else:
+        monkeypatch.setattr(rundir, "_append_jsonl", append_jsonl)
+    assert main(tiny_args(fake_fashion, run)) == 2
+    err = capsys.readouterr().err
+    what = "checkpoint checkpoint-0002.pt" if failing == "checkpoint" else "the metrics of epoch 2"
+    assert f"droppick train: error: [Errno {errno.ENOSPC}] cannot write {what} in {run}: No space left on device" in err
+    assert f"droppick train --resume {run}" in err and "Traceback" not in err
+    monkeypatch.undo()
+
+    assert RunDir(run).latest_checkpoint()["epoch"] == 1  # the previous checkpoint still loads
+    assert [r["epoch"] for r in RunDir(run).read_metrics()][:1] == [1]
+    assert not (run / LOCK_NAME).exists()  # released on the way out
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert without_timings(RunDir(run).read_metrics()) == without_timings(RunDir(straight).read_metrics())
