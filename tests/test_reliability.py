@@ -112,3 +112,48 @@ def test_a_full_disk_stops_the_run_clearly_and_what_was_saved_resumes(failing, f
     assert not (run / LOCK_NAME).exists()  # released on the way out
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert without_timings(RunDir(run).read_metrics()) == without_timings(RunDir(straight).read_metrics())
+
+
+# -- a checkpoint that would run code ------------------------------------------------------------
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious "checkpoint" carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "checkpoint-0001.pt"
+    torch.save({"format": 5, "epoch": 1, "model": _RunsCode(marker)}, path)
+    return path, marker
+
+
+def test_a_pickle_that_runs_code_is_refused_everywhere_and_runs_nothing(evil, fake_fashion, tmp_path, capsys):
+    path, marker = evil
+    run = tmp_path / "run"
+    assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
+    for old in RunDir(run).checkpoints():
+        old.unlink()
+        (old.parent / (old.name + ".sha256")).unlink()
+    (run / "checkpoint-0001.pt").write_bytes(path.read_bytes())  # no digest: loaded unverified, still refused
+    commands = {
+        "eval": ["eval", str(path)],
+        "export": ["export", str(path), "-o", str(tmp_path / "backbone.pth")],
+        "resume": ["train", "--resume", str(run), "--no-progress"],
+        "transfer": ["transfer", "--task", "detection", "--backbone", str(path), "--data", str(tmp_path / "coco"),
+                     "--out", str(tmp_path / "t")],
+    }
+    for name, argv in commands.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "cannot be read" in err or "is not a torch.save file" in err, (name, err)
+        assert "WeightsUnpickler" in err or "weights_only" in err.replace(" ", "_").lower(), (name, err)
+        assert not marker.exists(), f"{name} ran the pickle's code"
+    torch.load(path, weights_only=False)  # the unsafe way: the fixture really does run code
+    assert marker.exists()

@@ -81,6 +81,32 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+class RankDisagreementError(RuntimeError):
+    """The ranks hold different DaP subsets: a bug or a corrupted state, never a user error."""
+
+
+def check_agreement(digest: str, epoch: int) -> None:
+    """Stop unless every rank holds the same subset after ``epoch`` (compared by digest).
+
+    ``end_epoch`` merges the losses so that all ranks select alike; this checks it at run time
+    (one all-gather of a 64-character string per epoch), so a divergence (a policy that draws
+    from an unseeded RNG, a rank resumed from another checkpoint) stops the run before any
+    checkpoint is written instead of training on inconsistent shards.
+    """
+    if not is_initialized() or dist.get_world_size() == 1:
+        return
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    groups: dict[str, list[int]] = {}
+    for rank, d in enumerate(digests):
+        groups.setdefault(d, []).append(rank)
+    if len(groups) > 1:
+        held = "; ".join(f"ranks {ranks} hold subset {d[:12]}" for d, ranks in groups.items())
+        raise RankDisagreementError(f"after epoch {epoch} the ranks disagree on the DaP subset ({held}); stopped "
+                                    "before writing its checkpoint. Every rank must run the same droppick version, "
+                                    "config and policy; resume from the last checkpoint")
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
 

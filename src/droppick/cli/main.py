@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from ..train.config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
+from ..distributed import RankDisagreementError
 from ..train.recipes import list_recipes, load_recipe, parse_overrides
 from ..schedule import DaPSchedule
 from .args import flag, given, int_list, optional_int
@@ -295,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # error. Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, OSError, FloatingPointError, ImportError) as e:
+    except (ValueError, OSError, FloatingPointError, ImportError, RankDisagreementError) as e:
         # OSError: a missing file, a directory in use, a full disk (RunWriteError); FloatingPointError:
         # NonFiniteLossError; ImportError: an optional extra that is not installed
         print(f"droppick {args.command}: error: {e}", file=sys.stderr)

@@ -157,6 +157,7 @@ class Trainer:
         # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
         losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
         event = dap.end_epoch()
+        distributed.check_agreement(subset_sha256(dap.subset), epoch)
         self.profiler.lap("dap end_epoch")
         self.retention.update(trained_subset, dap.subset, epoch, losses)
         self.profiler.lap("retention")
