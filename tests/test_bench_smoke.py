@@ -55,3 +55,30 @@ def test_bench_helpers_interleave_and_ratio():
     times = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3)
     assert calls == ["a", "b", "b", "a", "a", "b"] and [len(v) for v in times.values()] == [3, 3]
     assert median_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_compile_trains_a_shrinking_run_with_one_compilation(fake_fashion, tmp_path, monkeypatch):
+    """--compile: full batches through torch.compile (dynamic=False), each epoch's last partial
+    batch eagerly, so a subset that shrinks every epoch (a new partial size each time) still
+    compiles once. Dynamo's backend="eager" keeps the suite fast: the guards and recompilations
+    are Dynamo's either way (bench/compile_recompiles.py counts with Inductor)."""
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from droppick.train.config import TrainConfig
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import train
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **(kw | {"backend": "eager"})))
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = TrainConfig(data_dir=str(fake_fashion), model="tiny_cnn", epochs=4, warmup=1, interval=1, keep=0.7,
+                      reuse_at=[], batch_size=32, device="cpu", compile=True)
+    train(cfg, tmp_path / "run")
+    sizes = [r["subset_size"] for r in RunDir(tmp_path / "run").read_metrics()]
+    assert len({n % 32 for n in sizes[1:]}) == 3  # three epochs ending on three different partial batches
+    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["calls_captured"] >= 1
+    torch._dynamo.reset()

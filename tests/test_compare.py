@@ -166,3 +166,37 @@ def test_galleries_rank_ties_by_loss():
     # dropped after epoch 1 (0: 0.1, 4: 0.3, 6: 0.2), lowest loss first; then 2, dropped after 2
     assert dropped.tolist() == [0, 6, 4, 2]
     assert r.drop_loss[2] == pytest.approx(0.35) and r.last_loss[3] == pytest.approx(0.95)
+
+
+def test_inspect_keep_rates_equal_those_of_the_subsets_the_run_trained_on(fake_fashion, tmp_path, monkeypatch):
+    import hashlib
+
+    from droppick.report.inspection import inspect_run
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import Trainer, train
+
+    trained = []
+    real = Trainer.train_and_decide
+
+    def recording(self, progress):
+        trained.append(self.dap.subset.clone())
+        return real(self, progress)
+
+    monkeypatch.setattr(Trainer, "train_and_decide", recording)
+    cfg = TrainConfig(data_dir=str(fake_fashion), epochs=5, warmup=1, interval=1, keep=0.6, reuse_at=[3],
+                      batch_size=64, device="cpu")
+    train(cfg, tmp_path / "run")
+    rows = RunDir(tmp_path / "run").read_metrics()
+    assert [hashlib.sha256(s.numpy().tobytes()).hexdigest() for s in trained] == [r["subset_sha256"] for r in rows]
+    result = inspect_run(tmp_path / "run", out=tmp_path / "inspect")
+    assert len(json.loads((tmp_path / "inspect" / "inspect.json").read_text())["hardest"]) == 32
+    counts = torch.zeros(240, dtype=torch.float64)
+    for subset in trained:
+        counts[subset] += 1
+    from droppick.data.pipeline import build_splits
+
+    y = build_splits(cfg)[0].labels
+    for row in result["classes"]:
+        members = y == row["class"]
+        assert row["keep_rate"] == pytest.approx(float(counts[members].mean() / 5), abs=1e-12)
+        assert row["mean_epochs_trained"] == pytest.approx(float(counts[members].mean()), abs=1e-12)

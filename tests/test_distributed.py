@@ -26,7 +26,7 @@ from droppick.schedule import keep_count
 
 WORLD = 2
 TIMEOUT_S = 120
-BIG_N = 2**24 + 10  # beyond float32's exact integers: indices must stay int64 all the way
+BIG_N = 2**24 + 11  # beyond float32's exact integers, and odd: a padding duplicate every epoch
 
 
 def schedule(epochs=4):
@@ -100,18 +100,28 @@ def worker(rank, world, port, out_dir):
 
 
 def big_index_epoch(rank, world):
-    """One drop over 2^24 + 10 samples where only the 10 highest indices get a loss."""
-    keep = (BIG_N - 3) / BIG_N
-    dap = DropAndPick(BIG_N, DaPSchedule(epochs=2, warmup=0, interval=1, keep=keep, active=None, reuse_at=[]))
+    """Two drops over 2^24 + 11 samples. Epoch 1: only the 11 indices above 2^24 get a positive
+    loss, so the drop keeps exactly them. Epoch 2 shards those 11 over 2 ranks: one of them, above
+    2^24, is trained by both (padding) with loss 5 on rank 0 and 6 on rank 1, and another scores
+    10; the drop keeps one sample. Merged by max the duplicate scores 6 and the 10 survives; a sum
+    (11) would keep the duplicate, and a float32 index would merge 2^24 + 1 into 2^24."""
+    keep = 11.5 / BIG_N
+    dap = DropAndPick(BIG_N, DaPSchedule(epochs=3, warmup=0, interval=1, keep=keep, active=None, reuse_at=[]),
+                      policy=Witness())
     shard = dap.sampler(rank, world).indices()
-    high = shard[shard >= 2**24]
-    dap.record(high, (high - 2**24).float())  # losses 0..9 by index: the lowest ones are dropped
+    dap.record(shard, torch.where(shard >= 2**24, (shard - 2**24 + 1).float(), 0.0))
     dap.end_epoch()
-    kept = torch.zeros(BIG_N, dtype=torch.bool)
-    kept[dap.subset] = True
-    dropped = (~kept).nonzero().squeeze(1)
-    return {"dropped": dropped, "subset_size": dap.subset.numel(), "dtype": str(dap.subset.dtype),
-            "samples_per_epoch": dap.samples_per_epoch, "keep": keep}
+    first = dap.subset.clone()
+    shards = [dap.sampler(r, world).indices() for r in range(world)]
+    duplicate = int(shards[1][torch.isin(shards[1], shards[0])][0])
+    others = sorted(set(first.tolist()) - {duplicate})
+    mine = shards[rank]
+    losses = torch.tensor([5.0 + rank if i == duplicate else 10.0 if i == others[0] else 1.0 for i in mine.tolist()])
+    dap.record(mine, losses)
+    dap.end_epoch()
+    return {"first": first, "duplicate": duplicate, "winner": others[0], "final": dap.subset.clone(),
+            "merged_duplicate_loss": float(dap.policy.given[1][duplicate]), "dtype": str(dap.subset.dtype),
+            "samples_per_epoch": dap.samples_per_epoch}
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +178,15 @@ def test_record_refuses_another_ranks_samples(ranks):
         assert "sampler=dap.sampler()" in result["foreign_error"]
 
 
-def test_indices_beyond_2_to_the_24_stay_exact(ranks):
-    k = keep_count(BIG_N, ranks[0]["big"]["keep"])
-    lowest = [2**24 + i for i in range(BIG_N - k)]  # float32 would merge 2^24 and 2^24 + 1
-    assert len(lowest) >= 2
+def test_an_odd_n_beyond_2_to_the_24_merges_its_padding_duplicates_exactly(ranks):
+    high = [2**24 + i for i in range(11)]
     for result in ranks:
         big = result["big"]
-        assert big["dropped"].tolist() == lowest and big["subset_size"] == k and big["dtype"] == "torch.int64"
-        assert big["samples_per_epoch"] == [10]
+        assert big["first"].tolist() == high and big["dtype"] == "torch.int64"
+        assert big["duplicate"] >= 2**24 and big["merged_duplicate_loss"] == 6.0  # max, not 5 + 6
+        assert big["final"].tolist() == [big["winner"]]
+        assert big["samples_per_epoch"] == [BIG_N, 11]  # the duplicates counted once
+    assert ranks[0]["big"]["duplicate"] == ranks[1]["big"]["duplicate"]
 
 
 # -- end to end: torchrun, two CPU processes, the real CLI -----------------------------------------
