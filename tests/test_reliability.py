@@ -157,3 +157,46 @@ def test_a_pickle_that_runs_code_is_refused_everywhere_and_runs_nothing(evil, fa
         assert not marker.exists(), f"{name} ran the pickle's code"
     torch.load(path, weights_only=False)  # the unsafe way: the fixture really does run code
     assert marker.exists()
+
+
+# -- unreadable images ---------------------------------------------------------------------------
+
+def broken_folder(tmp_path):
+    from droppick.data.datasets import write_fake_imagefolder
+
+    root = write_fake_imagefolder(tmp_path / "folder", classes=3, per_class=6, size=40)
+    bad = sorted((root / "train").rglob("*.jpg"))[2::6]  # three files of the 18, one per class
+    for path in bad:
+        path.write_bytes(b"\x00 not an image" * 20)
+    return root, [str(p) for p in bad]
+
+
+def folder_args(root, out, *extra):
+    return ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--model", "small_cnn", "--set",
+            "image_size=32", "--set", "eval_resize=36", "--batch-size", "6", "--epochs", "4", "--warmup", "1",
+            "--keep", "0.5", "--reuse-at", "3", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def test_an_unreadable_image_stops_the_run_naming_the_file(tmp_path, capsys):
+    root, bad = broken_folder(tmp_path)
+    assert main(folder_args(root, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert any(f"cannot read image {path}" in err for path in bad) and "--skip-unreadable" in err
+
+
+def test_skip_unreadable_lists_them_leaves_them_out_of_every_subset_and_counts_them(tmp_path, capsys):
+    root, bad = broken_folder(tmp_path)
+    run = tmp_path / "run"
+    assert main(folder_args(root, run, "--skip-unreadable")) == 0
+    listed = [json.loads(line) for line in (run / "unreadable.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in listed] == [1]  # all found in the first epoch, which reads every file
+    assert sorted(listed[0]["paths"]) == sorted(bad)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["unreadable_skipped"] == 3
+    rows = RunDir(run).read_metrics()
+    # Epoch 1 trained the 15 readable images; from then on the 3 are in no subset, the pick included.
+    assert rows[0]["samples_seen"] == 15 and rows[0]["event"] == "exclude"
+    assert [r["subset_size"] for r in rows] == [18, 15, 7, 15]
+    state = RunDir(run).latest_checkpoint()["dap"]
+    assert not set(listed[0]["indices"]) & set(state["subset"].tolist())
+    assert summary["samples_seen"] == sum(r["samples_seen"] for r in rows) == 15 + 15 + 7 + 15

@@ -61,10 +61,11 @@ class DropAndPick:
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
         self._losses = torch.full((num_samples,), float("inf"))  # this epoch's (``losses``)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()
-        self.seen = torch.zeros(num_samples, dtype=torch.uint8)  # this epoch: 0 no loss, 1 a loss, 2 non-finite
+        self.seen = torch.zeros(num_samples, dtype=torch.uint8)  # this epoch: 0 no loss, 1 a loss, 2 non-finite, 3 skip()ped
         self.samples_per_epoch: list[int] = []  # samples trained on in each finished epoch
         self.excluded: Optional[torch.Tensor] = None  # bool mask: non-finite loss, never trained on again
         self.last_nonfinite = torch.zeros(0, dtype=torch.int64)  # samples excluded by the last end_epoch
+        self.last_skipped = torch.zeros(0, dtype=torch.int64)  # samples skip()ped in the last epoch
         self._shard_key: Optional[tuple] = None  # (epoch, rank, world) of the cached shard (see _shard_mask)
         first = self.policy.first_subset(schedule, num_samples, self.seed)
         self._set_subset(torch.arange(num_samples) if first is None else first)
@@ -120,6 +121,15 @@ class DropAndPick:
             self.seen[bad], self._losses[bad] = 2, float("-inf")  # ranked below every finite loss
         self._pending = []
 
+    def skip(self, indices: torch.Tensor) -> None:
+        """Samples of this epoch's shard that could not be trained on (an unreadable image): they
+        count as not trained and leave every later subset, picks included (``last_skipped``
+        lists them after ``end_epoch``; under DDP every rank learns of each rank's)."""
+        self.flush()
+        indices = torch.as_tensor(indices, dtype=torch.int64).cpu()
+        self._refuse(indices, self._in_subset, "are not in the current subset")
+        self.seen[indices], self._losses[indices] = 3, float("-inf")
+
     @property
     def losses(self) -> torch.Tensor:
         """This epoch's loss of each sample (float32, CPU; +inf: none yet); reading it flushes."""
@@ -139,11 +149,14 @@ class DropAndPick:
         self.flush()
         losses, seen = distributed.combine_losses(self._losses, self.seen)
         self.last_nonfinite = bad = self._nonfinite(seen)
-        if bad.numel():
-            losses[bad] = float("-inf")  # another rank may have recorded a finite loss for it
-            self.excluded = torch.zeros(self.num_samples, dtype=torch.bool) if self.excluded is None else self.excluded
-            self.excluded[bad] = True
-        recorded = int(torch.count_nonzero(seen))  # record() refuses non-members: all of these trained
+        self.last_skipped = skipped = (seen == 3).nonzero().squeeze(1) if int(seen.max()) == 3 else bad[:0]
+        for ids in (bad, skipped):
+            if ids.numel():
+                losses[ids] = float("-inf")  # another rank may have recorded a finite loss for it
+                self.excluded = torch.zeros(self.num_samples, dtype=torch.bool) if self.excluded is None else self.excluded
+                self.excluded[ids] = True
+        # record() refuses non-members, so every recorded sample trained; skipped ones did not
+        recorded = int(torch.count_nonzero(seen)) - skipped.numel()
         self.samples_per_epoch.append(recorded)
         event = None
         if self.epoch < self._plan.epochs:  # nothing is decided after the last epoch
@@ -152,7 +165,7 @@ class DropAndPick:
                 losses, recorded, self.seed))
             if change is not None and self._set_subset(change.subset):
                 event = change.event
-        if bad.numel() and self._set_subset(self.subset):  # no decision, or none that changed the subset
+        if (bad.numel() or skipped.numel()) and self._set_subset(self.subset):  # no decision, or none that changed it
             event = EXCLUDE
         self._losses.fill_(float("inf"))
         self.seen.zero_()
@@ -228,7 +241,7 @@ class DropAndPick:
         if int(seen.max()) < 2:  # the usual case: one pass, no index list
             return torch.zeros(0, dtype=torch.int64)
         ids = (seen == 2).nonzero().squeeze(1)
-        if not self.exclude_nonfinite:
+        if ids.numel() and not self.exclude_nonfinite:  # (status 3, skipped, is no loss at all)
             raise NonFiniteLossError(
                 f"epoch {self.epoch}: non-finite loss for {ids.numel()} samples, indices {ids[:20].tolist()}"
                 + (" ..." if ids.numel() > 20 else "")

@@ -187,6 +187,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
     flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
     flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
+    flag(g, "--skip-unreadable", "imagefolder: leave training images that cannot be read out of every subset (listed "
+          "in RUN/unreadable.jsonl, counted in summary.json) instead of stopping", action="store_const", const=True,
+          dest="skip_unreadable")
     g = p.add_argument_group("model and optimiser")
     flag(g, "--model", f"see 'droppick models' (default {d.model})")
     flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)

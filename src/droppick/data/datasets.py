@@ -191,7 +191,8 @@ class FolderDataset(Dataset):
     process (each DataLoader worker has its own copy).
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, transform: Callable[[Any], Any] | None = None,
+                 skip_unreadable: bool = False) -> None:
         from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
         self.root = Path(root)
@@ -207,6 +208,7 @@ class FolderDataset(Dataset):
             ) from err
         self.targets: list[int] = [label for _, label in self.samples]
         self.transform = transform
+        self.skip_unreadable = skip_unreadable  # an unreadable image yields None instead of stopping
         self.reads = 0
 
     def __len__(self) -> int:
@@ -221,7 +223,10 @@ class FolderDataset(Dataset):
             with Image.open(path) as image:
                 image = image.convert("RGB")  # forces the full decode, so truncation surfaces here
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
+            if self.skip_unreadable:
+                return None, label
+            raise ValueError(f"cannot read image {path}: {err} (--skip-unreadable leaves such files out of "
+                             "training and lists them in the run directory)") from err
         return (self.transform(image) if self.transform else image), label
 
 

@@ -39,6 +39,9 @@ class InMemorySplit:
     def __len__(self) -> int:
         return len(self.images)
 
+    def take_unreadable(self) -> list[int]:
+        return []  # decoded whole before training: nothing can turn out unreadable
+
     def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
         gen = generator(seed, epoch, "augment") if self.augment else None
         for indices in order.split(batch_size):
@@ -51,16 +54,44 @@ class FolderSplit:
                  pin_memory: bool, num_classes: int, in_channels: int = 3):
         self.dataset, self.labels, self.transform, self.num_classes = dataset, labels, transform, num_classes
         self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
+        self.unreadable: list[int] = []
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+        """Batches of the readable samples; with ``skip_unreadable`` the others are left out of
+        their batch and collected in ``unreadable`` for the trainer to take (``take_unreadable``)."""
         samples = _SeededSamples(self.dataset, self.transform, seed, epoch)
         batch_lists = [b.tolist() for b in order.split(batch_size)]
         loader = DataLoader(samples, batch_sampler=batch_lists, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory)
-        yield from loader
+                            pin_memory=self.pin_memory, collate_fn=_collate_readable)
+        for indices, images, targets, unreadable in loader:
+            self.unreadable.extend(unreadable)
+            if indices.numel():
+                yield indices, images, targets
+
+    def take_unreadable(self) -> list[int]:
+        """The sample indices found unreadable since the last call."""
+        found, self.unreadable = self.unreadable, []
+        return found
+
+    def path_of(self, index: int) -> str:
+        dataset, index = self.dataset, int(index)
+        if isinstance(dataset, torch.utils.data.Subset):
+            dataset, index = dataset.dataset, dataset.indices[index]
+        return dataset.samples[index][0]
+
+
+def _collate_readable(items: list) -> tuple:
+    """Default collation of the readable items, plus the indices of the unreadable ones
+    (``FolderDataset(skip_unreadable=True)`` gives them a None image)."""
+    readable = [item for item in items if item[1] is not None]
+    unreadable = [item[0] for item in items if item[1] is None]
+    if not readable:
+        return torch.zeros(0, dtype=torch.int64), None, None, unreadable
+    indices, images, targets = torch.utils.data.default_collate(readable)
+    return indices, images, targets, unreadable
 
 
 class _SeededSamples(Dataset):
@@ -79,6 +110,8 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
+        if image is None:  # unreadable, and the dataset was told to skip such files
+            return index, None, label
         with seeded_global_rng(self.seed, self.epoch, "augment", index):
             image = self.transform(image)
         return index, image, label
@@ -138,7 +171,7 @@ def _folder_splits(cfg: TrainConfig, pin_memory: bool):
         ("train", train_dir, dp_transforms.imagenet_train_transform(cfg.image_size)),
         ("test", val_dir, dp_transforms.imagenet_eval_transform(cfg.eval_resize, cfg.image_size)),
     ):
-        dataset = dp_datasets.FolderDataset(root)
+        dataset = dp_datasets.FolderDataset(root, skip_unreadable=cfg.skip_unreadable and split == "train")
         num_classes = len(dataset.classes)  # class folders, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         keep = _slice(labels, cfg, split)

@@ -34,6 +34,8 @@ class TrainConfig:
     image_size: int = 224  # imagefolder: random-resized-crop size in pixels
     eval_resize: int = 256  # imagefolder: evaluation resize before the centre crop of image_size
     num_workers: int = 0  # DataLoader worker processes (imagefolder only; in-memory data needs none)
+    skip_unreadable: bool = False  # imagefolder: leave unreadable training images out (listed in unreadable.jsonl)
+    # instead of stopping at the first one
     # model and optimiser (SGD with momentum, as in the paper's CIFAR recipes)
     model: str = "small_cnn"
     batch_size: int = 128  # samples per step
@@ -98,6 +100,9 @@ class TrainConfig:
             low_ok = value is None or (0 <= value if name == "infobatch_ratio" else 0 < value)
             if not low_ok or (value is not None and value > (0.95 if name == "infobatch_ratio" else 1)):
                 raise ValueError(f"{name} must lie in {'[0, 0.95]' if name == 'infobatch_ratio' else '(0, 1]'}, got {value}")
+        if self.skip_unreadable and self.dataset != "imagefolder":
+            raise ValueError(f"skip_unreadable applies to --dataset imagefolder (files read during training); "
+                             f"{self.dataset} is loaded whole before training, where a bad file stops the run")
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
                              "evaluation centre-crops image_size out of the resized image")

@@ -8,6 +8,7 @@ Layout::
     RUN_DIR/checkpoint-EEEE.pt     after epoch EEEE; the newest two are kept
     RUN_DIR/checkpoint-EEEE.pt.sha256  its SHA-256 (sha256sum format), checked on load
     RUN_DIR/nonfinite.jsonl        with exclude_nonfinite: the samples excluded after each epoch
+    RUN_DIR/unreadable.jsonl       with skip_unreadable: the images that could not be read, per epoch
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class RunDir:
     @property
     def nonfinite_path(self) -> Path:
         return self.path / "nonfinite.jsonl"
+
+    @property
+    def unreadable_path(self) -> Path:
+        return self.path / "unreadable.jsonl"
 
     @property
     def summary_path(self) -> Path:
@@ -112,8 +117,9 @@ class RunDir:
     def truncate_metrics(self, before_epoch: int) -> list[dict]:
         """Keep the metric (and nonfinite.jsonl) lines of epochs < before_epoch: a resumed run
         redoes the rest."""
-        if self.nonfinite_path.exists():
-            _truncate_jsonl(self.nonfinite_path, before_epoch)
+        for path in (self.nonfinite_path, self.unreadable_path):
+            if path.exists():
+                _truncate_jsonl(path, before_epoch)
         return _truncate_jsonl(self.metrics_path, before_epoch)
 
     def append_metrics(self, row: dict) -> None:
@@ -123,6 +129,14 @@ class RunDir:
     def append_nonfinite(self, epoch: int, indices: list[int]) -> None:
         with self.writing(f"the non-finite samples of epoch {epoch}"):
             _append_jsonl(self.nonfinite_path, {"epoch": epoch, "indices": indices})
+
+    def count_listed(self, path: Path) -> int:
+        """Samples listed in nonfinite.jsonl or unreadable.jsonl (0 without the file)."""
+        return sum(len(row["indices"]) for row in _read_jsonl(path))
+
+    def append_unreadable(self, epoch: int, indices: list[int], paths: list[str]) -> None:
+        with self.writing(f"the unreadable images of epoch {epoch}"):
+            _append_jsonl(self.unreadable_path, {"epoch": epoch, "indices": indices, "paths": paths})
 
     def write_summary(self, summary: dict) -> None:
         with self.writing("summary.json"):

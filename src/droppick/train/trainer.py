@@ -154,6 +154,9 @@ class Trainer:
         lr = self.cfg.lr_at(epoch, sum(self.steps[: epoch - 1]) / sum(self.steps))
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
+        unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
+        if unreadable:
+            dap.skip(torch.tensor(unreadable))
         # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
         losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
         event = dap.end_epoch()
@@ -306,6 +309,11 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
                 run.append_nonfinite(epoch, dap.last_nonfinite.tolist())
                 print(f"epoch {epoch}: excluded {dap.last_nonfinite.numel()} samples with a non-finite loss "
                       f"(listed in {run.nonfinite_path})", file=sys.stderr)
+            if dap.last_skipped.numel():
+                skipped = dap.last_skipped.tolist()
+                run.append_unreadable(epoch, skipped, [t.train_split.path_of(i) for i in skipped])
+                print(f"epoch {epoch}: left out {len(skipped)} unreadable images (listed in {run.unreadable_path})",
+                      file=sys.stderr)
             run.append_metrics(row)
             if board is not None:
                 board.write(row)
@@ -335,7 +343,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world, "excluded_nonfinite": 0 if dap.excluded is None else int(dap.excluded.sum()),
+        "world_size": t.world, "excluded_nonfinite": run.count_listed(run.nonfinite_path),
+        "unreadable_skipped": run.count_listed(run.unreadable_path),
         "code": code_version(),
     }
     run.write_summary(summary)
