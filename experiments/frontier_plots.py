@@ -12,7 +12,7 @@ def plot_frontier(frontier: dict, full: dict, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     low, high = full["top1_mean"] - full["top1_std"], full["top1_mean"] + full["top1_std"]
-    ax.axhspan(low, high, color="0.85", label=f"full, 100% compute (mean ± std)")
+    ax.axhspan(low, high, color="0.85", label="full, 100% compute (mean ± std)")
     ax.axhline(full["top1_mean"], color="0.5", lw=1)
     policies = next(iter(frontier.values())).keys()
     for policy in policies:

@@ -22,3 +22,19 @@ def torchrun(args: list[str], nproc: int = 2, **env) -> subprocess.CompletedProc
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
                           env=dict(os.environ, OMP_NUM_THREADS="1", **env))
+
+
+def spawn(worker, args: tuple, nprocs: int = 2) -> None:
+    """Run ``worker(rank, *args)`` in ``nprocs`` spawned processes; a hang fails the test."""
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{nprocs} spawned workers did not finish within {TIMEOUT_S} s")

@@ -10,16 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from droppick import DaPSchedule, DropAndPick, KeepHardest, Scheduled
-from launch import free_port
-from droppick.schedule import keep_count
+from launch import free_port, spawn
 
 # Only light imports at module level: spawned workers import this module (droppick.train.trainer pulls
 # in torchvision, seconds on a busy machine), so the end-to-end test imports the trainer itself.
@@ -128,14 +125,7 @@ def big_index_epoch(rank, world):
 def ranks(tmp_path_factory):
     """Both ranks' results, from one spawn of WORLD gloo processes."""
     out = tmp_path_factory.mktemp("ranks")
-    ctx = mp.start_processes(worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"{WORLD} gloo workers did not finish within {TIMEOUT_S} s")
+    spawn(worker, (WORLD, free_port(), str(out)), nprocs=WORLD)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -23,7 +23,7 @@ What the callback does, and why:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
