@@ -99,3 +99,18 @@ def test_bf16_channels_last_and_cosine_schedule(fake_fashion, tmp_path):
     assert summary["compute_fraction"] == pytest.approx(600 / 720)
     t = Trainer(cfg, torch.device("cpu"))
     assert planned_steps(cfg, t.dap, world_size=1) == steps and planned_steps(cfg, t.dap, world_size=2) == [4, 4, 2]
+
+
+def test_eval_every_k_epochs_and_always_the_last(fake_fashion, tmp_path):
+    from droppick.data.pipeline import InMemorySplit
+
+    cfg = TrainConfig(data_dir=str(fake_fashion), epochs=5, warmup=1, interval=1, keep=0.5, reuse_at=[3],
+                      batch_size=64, device="cpu", eval_every=3)
+    summary = train(cfg, tmp_path / "run")
+    rows = RunDir(tmp_path / "run").read_metrics()
+    assert [r["test_top1"] is not None for r in rows] == [False, False, True, False, True]
+    assert summary["final_test_top1"] == rows[-1]["test_top1"]
+    assert summary["best_test_top1"] == max(rows[2]["test_top1"], rows[4]["test_top1"])
+    assert summary["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in rows))
+    t = Trainer(cfg, torch.device("cpu"))  # in-memory data lives on the training device
+    assert isinstance(t.train_split, InMemorySplit) and t.train_split.images.images.device == t.device

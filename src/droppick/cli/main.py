@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import AMP_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
+from ..train.config import AMP_MODES, COMPILE_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
 from ..distributed import RankDisagreementError
@@ -202,6 +202,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--amp", f"mixed precision (default {d.amp})", choices=AMP_MODES)
     flag(g, "--channels-last", "NHWC memory format", action="store_const", const=True, dest="channels_last")
     flag(g, "--compile", "torch.compile the training forward (static shapes)", action="store_const", const=True)
+    flag(g, "--compile-mode", f"torch.compile mode; reduce-overhead replays CUDA graphs (default {d.compile_mode})",
+         choices=COMPILE_MODES, dest="compile_mode")
     flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
           "stopping; skip optimiser steps with non-finite gradients", action="store_const", const=True,
@@ -211,6 +213,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--seed", f"default {d.seed}", type=int)
     flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
     flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
+    flag(g, "--eval-every", f"evaluate after every K-th epoch and the last (default {d.eval_every})", type=int,
+         dest="eval_every")
     flag(g, "--tensorboard", "write per-epoch scalars to RUN/tensorboard (pip install 'droppick[tensorboard]')",
          action="store_const", const=True)
 

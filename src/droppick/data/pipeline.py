@@ -3,8 +3,10 @@
 Two kinds of split share one interface, ``batches(order, batch_size, seed, epoch)`` yielding
 ``(indices, images, targets)``:
 
-- ``InMemorySplit`` for small datasets (Fashion-MNIST, CIFAR) kept as uint8 tensors: a batch is a
-  gather plus a batched crop/flip on tensors, with no per-image PIL work.
+- ``InMemorySplit`` for small datasets (Fashion-MNIST, CIFAR) kept as uint8 tensors on the
+  training device (the GPU when training there): each epoch's shard goes to the device once, and a
+  batch is a gather plus a batched crop/flip there, drawn from a generator on that device; no
+  DataLoader and no per-batch host work. On the CPU it is the same code with device=cpu.
 - ``FolderSplit`` for ImageFolder trees (ImageNet): a DataLoader decodes only the samples in
   the order, so a dropped sample is never read.
 
@@ -33,7 +35,7 @@ class InMemorySplit:
                  flip: bool = True):
         self.images, self.augment, self.padding, self.flip = images, augment, padding, flip
         self.num_classes = num_classes
-        self.labels = images.labels
+        self.labels = images.labels.cpu()  # for the policies and reports; batches use the device copy
         self.in_channels = images.images.shape[1]
 
     def __len__(self) -> int:
@@ -43,9 +45,13 @@ class InMemorySplit:
         return []  # decoded whole before training: nothing can turn out unreadable
 
     def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
-        gen = generator(seed, epoch, "augment") if self.augment else None
-        for indices in order.split(batch_size):
-            images, targets = self.images.batch(indices, gen, padding=self.padding, flip=self.flip)
+        """``(indices, images, targets)``: indices on the CPU (what ``DropAndPick.record`` takes),
+        images and targets on the data's device."""
+        device = self.images.images.device
+        gen = generator(seed, epoch, "augment", device=device) if self.augment else None
+        on_device = order.to(device, non_blocking=True)  # the whole shard in one copy per epoch
+        for indices, rows in zip(order.split(batch_size), on_device.split(batch_size)):
+            images, targets = self.images.batch(rows, gen, padding=self.padding, flip=self.flip)
             yield indices, images, targets
 
 
@@ -132,7 +138,8 @@ def _slice(labels: torch.Tensor, cfg: TrainConfig, split: str) -> Optional[torch
     return keep
 
 
-def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], num_classes: int):
+def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                      device: torch.device):
     train_images = test_images = None
     for split in ("train", "test"):
         images, labels = load(split)
@@ -143,20 +150,22 @@ def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor
             train_images = dp_data.InMemoryImages(images, labels)
         else:  # normalise the test split with the training statistics
             test_images = dp_data.InMemoryImages(images, labels, mean=train_images.mean, std=train_images.std)
+    train_images, test_images = train_images.to(device), test_images.to(device)  # once, for the whole run
     return (InMemorySplit(train_images, True, num_classes=num_classes, padding=cfg.augment_padding, flip=cfg.augment_flip),
             InMemorySplit(test_images, False, num_classes=num_classes))
 
 
-def build_splits(cfg: TrainConfig, pin_memory: bool = False) -> tuple:
-    """(train, test) splits for ``cfg.dataset``."""
+def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
+    """(train, test) splits for ``cfg.dataset``; in-memory data lives on ``device``."""
+    device = torch.device(device)
     if cfg.dataset == "fashion-mnist":
         root = dp_data.find_fashion_mnist(cfg.data_dir)
         return _in_memory_splits(cfg, lambda split: dp_data.load_fashion_mnist(root, split),
-                                 dp_data.FASHION_MNIST_NUM_CLASSES)
+                                 dp_data.FASHION_MNIST_NUM_CLASSES, device)
     if cfg.dataset in ("cifar10", "cifar100"):
         root = dp_datasets.find_cifar(cfg.dataset, cfg.data_dir)
         return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split),
-                                 dp_datasets.CIFAR_NUM_CLASSES[cfg.dataset])
+                                 dp_datasets.CIFAR_NUM_CLASSES[cfg.dataset], device)
     if cfg.dataset == "imagefolder":
         return _folder_splits(cfg, pin_memory)
     raise ValueError(f"unknown dataset {cfg.dataset!r}")

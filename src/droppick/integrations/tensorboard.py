@@ -26,7 +26,8 @@ class EpochWriter:
 
     def write(self, row: dict) -> None:
         for key, tag in SCALARS.items():
-            self.writer.add_scalar(tag, row[key], global_step=row["epoch"])
+            if row[key] is not None:  # test accuracy of an epoch --eval-every skipped
+                self.writer.add_scalar(tag, row[key], global_step=row["epoch"])
         self.writer.flush()  # a reader sees each epoch as soon as it is checkpointed
 
     def close(self) -> None:

@@ -85,7 +85,8 @@ def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: 
             "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
             "top1_per_seed": top1,
             "best_top1_mean": statistics.fmean(x["best_test_top1"] for x in s),
-            "epoch_top1": [statistics.fmean(col) for col in zip(*[[r["test_top1"] for r in m] for m in metrics])],
+            "epoch_top1": [None if None in col else statistics.fmean(col)  # None: not evaluated (--eval-every)
+                           for col in zip(*[[r["test_top1"] for r in m] for m in metrics])],
             "epoch_subset": [r["subset_size"] for r in metrics[0]],
         }
     if "full" in rows:

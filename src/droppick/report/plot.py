@@ -43,13 +43,14 @@ def plot_compare(rows: dict, out: Path) -> list[Path]:
     for name, ylabel, key in (("accuracy_vs_epoch", "test top-1 (%), mean over seeds", "epoch_top1"),
                               ("subset_vs_epoch", "samples trained on (first seed)", "epoch_subset")):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for policy, r in rows.items():
-            ax.plot(range(1, len(r[key]) + 1), r[key], label=policy, marker=".", markersize=3)
+        for policy, r in rows.items():  # None: an epoch --eval-every did not evaluate
+            points = [(e, v) for e, v in enumerate(r[key], start=1) if v is not None]
+            ax.plot(*zip(*points), label=policy, marker=".", markersize=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         if key == "epoch_top1":  # the interesting part is the last few points, not the first epochs
             finals = [r[key][-1] for r in rows.values()]
-            ax.set_ylim(min(finals) - 3, max(max(r[key]) for r in rows.values()) + 0.5)
+            ax.set_ylim(min(finals) - 3, max(max(v for v in r[key] if v is not None) for r in rows.values()) + 0.5)
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(Path(out) / f"{name}.png")

@@ -21,6 +21,7 @@ from ..schedule import DaPSchedule, require_int
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -69,19 +70,23 @@ class TrainConfig:
     amp: str = "none"  # mixed precision: "bf16", or "fp16" with a GradScaler; losses are recorded in fp32
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
     compile: bool = False  # torch.compile the training forward (static shapes; a last partial batch runs eagerly)
+    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" replays CUDA graphs, for small
+    # models whose kernel launches cost more than their arithmetic
     profile: bool = False  # print where each epoch's time goes (data, forward, backward, optimizer, DaP)
     tensorboard: bool = False  # also write the per-epoch metrics as a TensorBoard event file (RUN/tensorboard)
     eval_batch_size: int = 1000  # samples per evaluation step
+    eval_every: int = 1  # evaluate after every K-th epoch (and always after the last): evaluation is not free
     recipe: Optional[str] = None  # the recipe this config came from, for the record
 
     def __post_init__(self):
         _check_types(self)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES)):
+        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES),
+                              ("compile_mode", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("batch_size", "eval_batch_size", "image_size", "eval_resize"):
+        for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
         for name in ("train_samples", "test_samples", "per_class"):

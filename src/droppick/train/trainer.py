@@ -66,7 +66,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, pin_memory: bool = False):
         self.device = device
         self.rank, self.world = distributed.rank_and_world()
-        self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory)
+        self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory, device=device)
         n = len(self.train_split)
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
@@ -82,7 +82,7 @@ class Trainer:
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         # --compile: static shapes. Only full batches use the compiled module; an epoch's last
         # partial batch runs eagerly, so a shrinking subset never triggers a recompilation.
-        self.compiled = torch.compile(self.net, dynamic=False) if cfg.compile else None
+        self.compiled = torch.compile(self.net, dynamic=False, mode=cfg.compile_mode) if cfg.compile else None
         self.profiler = Profiler(cfg.profile, device)  # --profile; a no-op otherwise
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
@@ -300,7 +300,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
         tick = time.perf_counter()
-        top1, top5 = t.evaluate()
+        top1 = top5 = None  # --eval-every K: evaluated every K epochs and always after the last
+        if epoch % cfg.eval_every == 0 or dap.done:
+            top1, top5 = t.evaluate()
         t.profiler.lap("eval")
         row.update(test_top1=top1, test_top5=top5, eval_seconds=time.perf_counter() - tick)
         history.append(row)
@@ -323,8 +325,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
             if t.profiler.enabled:
                 tqdm.write(t.profiler.report(f"epoch {epoch}", samples=dap.samples_per_epoch[-1]))
             if progress:
+                tested = f"test top-1 {top1:6.2f}%" if top1 is not None else "(not evaluated)"
                 tqdm.write(f"epoch {epoch:3d}  subset {row['subset_size']:7d}  loss {train_loss:.4f}  "
-                           f"test top-1 {top1:6.2f}%  {event or ''}")
+                           f"{tested}  {event or ''}")
         distributed.barrier()  # no rank runs ahead of the checkpoint it may resume from
         if stop_after is not None and epoch >= stop_after and not dap.done:
             break
@@ -339,7 +342,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
         "epochs": t.cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
         "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
-        "best_test_top1": max(m["test_top1"] for m in history),
+        "best_test_top1": max(m["test_top1"] for m in history if m["test_top1"] is not None),
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
@@ -391,7 +394,7 @@ def _test_kill_point(point: str) -> None:
 
 
 # Keys a resumed run may change: where the data lives and how it is read, not what is trained.
-RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "profile", "tensorboard")
+RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every", "profile", "tensorboard")
 
 
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
