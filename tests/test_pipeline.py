@@ -114,3 +114,34 @@ def test_eval_every_k_epochs_and_always_the_last(fake_fashion, tmp_path):
     assert summary["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in rows))
     t = Trainer(cfg, torch.device("cpu"))  # in-memory data lives on the training device
     assert isinstance(t.train_split, InMemorySplit) and t.train_split.images.images.device == t.device
+
+
+def test_imagefolder_workers_start_once_and_read_only_each_epochs_subset(folder, tmp_path, monkeypatch):
+    """num_workers=2: the same two worker processes serve every epoch (one DataLoader for the
+    run, persistent workers), and each epoch they open exactly the files of its subset, once."""
+    import os
+
+    from droppick.data.datasets import FolderDataset
+
+    log = tmp_path / "reads.log"
+    real = FolderDataset.__getitem__
+
+    def logged(self, index):  # runs in the (forked) workers: they inherit the patch
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {index}\n")
+        return real(self, index)
+
+    monkeypatch.setattr(FolderDataset, "__getitem__", logged)
+    t = Trainer(folder_config(folder, num_workers=2), torch.device("cpu"))
+    subsets, reads, workers = [], [], []
+    while not t.dap.done:
+        subsets.append(t.dap.subset.tolist())
+        log.write_text("")
+        t.train_epoch(progress=False)
+        t.dap.end_epoch()
+        lines = [line.split() for line in log.read_text().splitlines()]
+        reads.append(sorted(int(i) for _, i in lines))
+        workers.append({int(pid) for pid, _ in lines})
+    assert reads == subsets and [len(r) for r in reads] == [18, 18, 9]
+    assert len(workers[0]) == 2 and os.getpid() not in workers[0]
+    assert workers[1] == workers[2] == workers[0]  # started once, alive across epochs

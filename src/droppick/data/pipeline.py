@@ -7,8 +7,9 @@ Two kinds of split share one interface, ``batches(order, batch_size, seed, epoch
   training device (the GPU when training there): each epoch's shard goes to the device once, and a
   batch is a gather plus a batched crop/flip there, drawn from a generator on that device; no
   DataLoader and no per-batch host work. On the CPU it is the same code with device=cpu.
-- ``FolderSplit`` for ImageFolder trees (ImageNet): a DataLoader decodes only the samples in
-  the order, so a dropped sample is never read.
+- ``FolderSplit`` (``folder_split.py``) for ImageFolder trees (ImageNet): one DataLoader for the
+  whole run, its workers kept alive across epochs, decodes only the samples in the order, so a
+  dropped sample is never read.
 
 Augmentation randomness comes from generators seeded by (seed, epoch[, sample]) in both, so an
 epoch redone after a resume is identical, whatever the number of DataLoader workers.
@@ -19,13 +20,13 @@ from __future__ import annotations
 from typing import Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from . import in_memory as dp_data
+from .folder_split import FolderSplit
 from . import datasets as dp_datasets
 from . import transforms as dp_transforms
 from ..train.config import TrainConfig
-from ..seeding import derive_seed, generator, seeded_global_rng
+from ..seeding import derive_seed, generator
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -53,74 +54,6 @@ class InMemorySplit:
         for indices, rows in zip(order.split(batch_size), on_device.split(batch_size)):
             images, targets = self.images.batch(rows, gen, padding=self.padding, flip=self.flip)
             yield indices, images, targets
-
-
-class FolderSplit:
-    def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Callable, num_workers: int,
-                 pin_memory: bool, num_classes: int, in_channels: int = 3):
-        self.dataset, self.labels, self.transform, self.num_classes = dataset, labels, transform, num_classes
-        self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
-        self.unreadable: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
-        """Batches of the readable samples; with ``skip_unreadable`` the others are left out of
-        their batch and collected in ``unreadable`` for the trainer to take (``take_unreadable``)."""
-        samples = _SeededSamples(self.dataset, self.transform, seed, epoch)
-        batch_lists = [b.tolist() for b in order.split(batch_size)]
-        loader = DataLoader(samples, batch_sampler=batch_lists, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory, collate_fn=_collate_readable)
-        for indices, images, targets, unreadable in loader:
-            self.unreadable.extend(unreadable)
-            if indices.numel():
-                yield indices, images, targets
-
-    def take_unreadable(self) -> list[int]:
-        """The sample indices found unreadable since the last call."""
-        found, self.unreadable = self.unreadable, []
-        return found
-
-    def path_of(self, index: int) -> str:
-        dataset, index = self.dataset, int(index)
-        if isinstance(dataset, torch.utils.data.Subset):
-            dataset, index = dataset.dataset, dataset.indices[index]
-        return dataset.samples[index][0]
-
-
-def _collate_readable(items: list) -> tuple:
-    """Default collation of the readable items, plus the indices of the unreadable ones
-    (``FolderDataset(skip_unreadable=True)`` gives them a None image)."""
-    readable = [item for item in items if item[1] is not None]
-    unreadable = [item[0] for item in items if item[1] is None]
-    if not readable:
-        return torch.zeros(0, dtype=torch.int64), None, None, unreadable
-    indices, images, targets = torch.utils.data.default_collate(readable)
-    return indices, images, targets, unreadable
-
-
-class _SeededSamples(Dataset):
-    """Applies the transform under an RNG seeded by (seed, epoch, sample index).
-
-    torchvision's random transforms draw from the global RNG; forking it per sample keeps the
-    caller's RNG untouched and makes each sample's augmentation independent of worker count
-    and order.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable, seed: int, epoch: int):
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        if image is None:  # unreadable, and the dataset was told to skip such files
-            return index, None, label
-        with seeded_global_rng(self.seed, self.epoch, "augment", index):
-            image = self.transform(image)
-        return index, image, label
 
 
 def _slice(labels: torch.Tensor, cfg: TrainConfig, split: str) -> Optional[torch.Tensor]:

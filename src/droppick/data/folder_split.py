@@ -1,0 +1,117 @@
+"""An ImageFolder split for the trainer: one DataLoader for the whole run.
+
+The DataLoader is built at the first epoch and kept: with ``num_workers > 0`` its workers stay
+alive across epochs (``persistent_workers``), so an epoch starts without spawning processes or
+re-importing torchvision in them. What changes per epoch travels with the indices: the batch
+sampler yields ``(index, epoch)`` pairs from the order it was given for that epoch (the engine's
+current shard), so the workers decode only the current subset (a dropped sample is never read)
+and seed each sample's augmentation by (seed, epoch, index), whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..seeding import seeded_global_rng
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+PREFETCH_FACTOR = 4  # batches each worker prepares ahead: enough to hide the start of an epoch
+
+
+class FolderSplit:
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Callable, num_workers: int,
+                 pin_memory: bool, num_classes: int, in_channels: int = 3):
+        self.dataset, self.labels, self.transform, self.num_classes = dataset, labels, transform, num_classes
+        self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
+        self.unreadable: list[int] = []
+        self._batches = _EpochBatches()
+        self._loader: Optional[DataLoader] = None
+        self._seed: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
+        """Batches of the readable samples of ``order``; with ``skip_unreadable`` the others are
+        left out of their batch and collected for ``take_unreadable``."""
+        if self._loader is None:
+            self._seed = seed
+            self._loader = DataLoader(
+                _SeededSamples(self.dataset, self.transform, seed), batch_sampler=self._batches,
+                num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_collate_readable,
+                persistent_workers=self.num_workers > 0,
+                prefetch_factor=PREFETCH_FACTOR if self.num_workers > 0 else None)
+        if seed != self._seed:
+            raise ValueError(f"this split's loader seeds augmentation with {self._seed}, not {seed}")
+        self._batches.set(order, batch_size, epoch)
+        for indices, images, targets, unreadable in self._loader:
+            self.unreadable.extend(unreadable)
+            if indices.numel():
+                yield indices, images, targets
+
+    def take_unreadable(self) -> list[int]:
+        """The sample indices found unreadable since the last call."""
+        found, self.unreadable = self.unreadable, []
+        return found
+
+    def path_of(self, index: int) -> str:
+        dataset, index = self.dataset, int(index)
+        if isinstance(dataset, torch.utils.data.Subset):
+            dataset, index = dataset.dataset, dataset.indices[index]
+        return dataset.samples[index][0]
+
+
+class _EpochBatches(Sampler[list]):
+    """The batch sampler of the run's one DataLoader: lists of ``(index, epoch)`` for the order
+    ``set`` last (it is iterated in the main process, so a new order reaches the live workers)."""
+
+    def __init__(self):
+        self.order, self.batch_size, self.epoch = torch.zeros(0, dtype=torch.int64), 1, 0
+
+    def set(self, order: torch.Tensor, batch_size: int, epoch: int) -> None:
+        self.order, self.batch_size, self.epoch = order, batch_size, epoch
+
+    def __len__(self) -> int:
+        return -(-self.order.numel() // self.batch_size)
+
+    def __iter__(self):
+        for chunk in self.order.split(self.batch_size):
+            yield [(i, self.epoch) for i in chunk.tolist()]
+
+
+def _collate_readable(items: list) -> tuple:
+    """Default collation of the readable items, plus the indices of the unreadable ones
+    (``FolderDataset(skip_unreadable=True)`` gives them a None image)."""
+    readable = [item for item in items if item[1] is not None]
+    unreadable = [item[0] for item in items if item[1] is None]
+    if not readable:
+        return torch.zeros(0, dtype=torch.int64), None, None, unreadable
+    indices, images, targets = torch.utils.data.default_collate(readable)
+    return indices, images, targets, unreadable
+
+
+class _SeededSamples(Dataset):
+    """Item ``(index, epoch)``: the sample's transform under an RNG seeded by (seed, epoch, index).
+
+    torchvision's random transforms draw from the global RNG; forking it per sample keeps the
+    caller's RNG untouched and makes each sample's augmentation independent of worker count
+    and order.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, epoch = item
+        image, label = self.dataset[index]
+        if image is None:  # unreadable, and the dataset was told to skip such files
+            return index, None, label
+        with seeded_global_rng(self.seed, epoch, "augment", index):
+            image = self.transform(image)
+        return index, image, label
