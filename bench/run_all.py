@@ -21,7 +21,8 @@ from pathlib import Path
 from _common import machine
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("bookkeeping", "savings", "selection", "trainer_speed", "distributed_gather", "compile_recompiles")
+BENCHES = ("bookkeeping", "savings", "selection", "trainer_speed", "distributed_gather", "compile_recompiles",
+           "imagefolder_loader")
 START, END = "<!-- results:start (written by bench/run_all.py) -->", "<!-- results:end -->"
 
 

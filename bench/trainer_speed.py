@@ -35,30 +35,50 @@ from droppick.train.trainer import Trainer, build_seeded_model
 TARGET = 0.95
 
 
+GPU_IMAGES_PER_S = 50_000  # ResNet-20, batch 512, bf16, channels_last on an H100/H200-class GPU
+
+
+def options(p) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (small_cnn) or cuda (resnet20, plus the per-step-copy loop)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--amp", default="none", choices=("none", "bf16"), help="autocast dtype, both loops")
+    p.add_argument("--channels-last", action="store_true", help="NHWC model and inputs, both loops")
+    p.add_argument("--samples", type=int, default=None, help="training images (default 20,000 on a GPU, 5,000 on CPU)")
+
+
 def main() -> int:
-    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument(
-        "--device", default="cpu", help="cpu (small_cnn) or cuda (resnet20, plus the per-step-copy loop)"))
+    args = parse_args(__doc__.splitlines()[0], options)
     header(f"trainer speed: droppick Trainer vs a minimal PyTorch loop, on {args.device}", args.quick)
     device = torch.device(args.device)
     gpu = device.type != "cpu"
     torch.backends.cudnn.benchmark = gpu  # as train() sets it (the trainer still skips partial batches)
     n, epochs = (1000, 3) if args.quick else ((20000, 6) if gpu else (5000, 8))
+    n = args.samples or n
     cfg = TrainConfig(dataset="fashion-mnist", data_dir=FASHION_MNIST, model="resnet20" if gpu else "small_cnn",
-                      train_samples=n, test_samples=100, batch_size=128, lr=0.05, policy="dap", epochs=epochs + 1,
-                      warmup=1, interval=1, keep=0.9, reuse_at=[], seed=0, device=args.device)
+                      train_samples=n, test_samples=100, batch_size=args.batch_size, lr=0.05, policy="dap",
+                      epochs=epochs + 1, warmup=1, interval=1, keep=0.9, reuse_at=[], seed=0, device=args.device,
+                      amp=args.amp, channels_last=args.channels_last)
+    print(f"model {cfg.model}, batch {cfg.batch_size}, amp {cfg.amp}, channels_last {cfg.channels_last}, {n} images")
     trainer = Trainer(cfg, device)
-    images = trainer.train_split.images  # the same uint8 tensor, normalisation and augmentation
-    model = build_seeded_model(cfg, trainer.train_split.in_channels, 10).to(device)
+    # The hand loop is airbench's shape: the same uint8 tensor on the device, the same batched
+    # crop/flip there, no DataLoader.
+    images = trainer.train_split.images
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = build_seeded_model(cfg, trainer.train_split.in_channels, 10).to(device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     order_gen = torch.Generator().manual_seed(1)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
     def hand_epoch(count: int, epoch: int, copy_losses: bool = False) -> None:
         model.train()
-        aug = generator(1, epoch, "augment")
-        for idx in torch.randperm(n, generator=order_gen)[:count].split(cfg.batch_size):
+        aug = generator(1, epoch, "augment", device=device)
+        order = torch.randperm(n, generator=order_gen)[:count].to(device)
+        for idx in order.split(cfg.batch_size):
             x, y = images.batch(idx, aug, padding=cfg.augment_padding, flip=cfg.augment_flip)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            losses = F.cross_entropy(model(x), y, reduction="none" if copy_losses else "mean")
+            x = x.contiguous(memory_format=fmt)
+            with autocast:
+                logits = model(x)
+            losses = F.cross_entropy(logits.float(), y, reduction="none" if copy_losses else "mean")
             if copy_losses:
                 losses.detach().cpu()  # waits for this step's forward to finish
             opt.zero_grad(set_to_none=True)
@@ -110,6 +130,10 @@ def main() -> int:
         print(f"a host copy of the losses after every step: {statistics.median(copy_ratios):.3f} of the hand "
               "loop's images/s (median; informational, not a target)")
     verdict("trainer speed", ratio >= TARGET, f"median trainer/hand images/s ratio {ratio:.3f} (target >= {TARGET})")
+    if gpu and cfg.model == "resnet20" and cfg.batch_size == 512 and cfg.amp == "bf16" and cfg.channels_last:
+        rate = statistics.median(rates["trainer"])
+        verdict("GPU trainer throughput", rate >= GPU_IMAGES_PER_S,
+                f"{rate:.0f} training images/s (target >= {GPU_IMAGES_PER_S} on an H100/H200-class GPU)")
     return 0
 
 

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from droppick.cli.main import build_parser, main
@@ -82,3 +83,24 @@ def test_compile_trains_a_shrinking_run_with_one_compilation(fake_fashion, tmp_p
     assert counters["stats"]["unique_graphs"] == 1
     assert counters["stats"]["calls_captured"] >= 1
     torch._dynamo.reset()
+
+
+@pytest.mark.real_data
+def test_the_gpu_check_script_runs_end_to_end_on_the_cpu(real_fashion_dir, tmp_path):
+    """experiments/gpu_check.py --device cpu --quick: every step runs and the results page says so,
+    so the script cannot rot while no GPU is lent."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, DROPPICK_DATA=str(Path(real_fashion_dir).parent), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "experiments/gpu_check.py", "--device", "cpu", "--quick", "--out",
+                           str(tmp_path)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    page = (tmp_path / "README.md").read_text()
+    assert proc.returncode == 0, page + proc.stderr[-2000:]
+    for step in ("trainer speed", "savings", "fashion-mnist gpu report"):
+        assert f"| {step} | 0 |" in page
+    assert "trainer speed: PASS" in page or "trainer speed: FAIL" in page  # its verdict reached the page
+    report = (tmp_path / "fashion-mnist-gpu" / "README.md").read_text()
+    assert "| dap |" in report and "| full |" in report
+    assert not list(tmp_path.glob("fashion-mnist-gpu/runs/*/checkpoint-*.pt"))

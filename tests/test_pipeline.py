@@ -145,3 +145,17 @@ def test_imagefolder_workers_start_once_and_read_only_each_epochs_subset(folder,
     assert reads == subsets and [len(r) for r in reads] == [18, 18, 9]
     assert len(workers[0]) == 2 and os.getpid() not in workers[0]
     assert workers[1] == workers[2] == workers[0]  # started once, alive across epochs
+
+
+def test_a_prefetched_epoch_yields_the_same_batches_as_one_loaded_on_demand(folder):
+    """The trainer prefetches the next epoch while it evaluates: same images, same augmentation."""
+    cfg = folder_config(folder, num_workers=2)
+    ahead, on_demand = build_splits(cfg)[0], build_splits(cfg)[0]
+    order = torch.randperm(len(ahead), generator=torch.Generator().manual_seed(3))[:10]
+    ahead.prefetch(order, 4, cfg.seed, 2)
+    got = list(ahead.batches(order, 4, cfg.seed, 2))
+    want = list(on_demand.batches(order, 4, cfg.seed, 2))
+    assert [b[0].tolist() for b in got] == [b[0].tolist() for b in want] == [c.tolist() for c in order.split(4)]
+    assert all(torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) for a, b in zip(got, want))
+    other = list(ahead.batches(order, 4, cfg.seed, 3))  # not what was prefetched: loaded on demand, epoch 3's crops
+    assert not torch.equal(other[0][1], got[0][1])

@@ -64,8 +64,26 @@ def generated_data(tmp_path_factory):
     }
 
 
+def _one_per_family() -> list:
+    """The first variant of each recipe file: the variants of a family share model, data and
+    optimiser and differ only in schedule keys, which test_every_recipe_makes_a_valid_config checks."""
+    families = {}
+    for recipe in RECIPES:
+        families.setdefault(recipe.name.rsplit("-", 1)[0], recipe)
+    return list(families.values())
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
-def test_every_recipe_trains_one_epoch(recipe, generated_data, fake_fashion, tmp_path):
+def test_every_recipe_makes_a_valid_config_and_plan(recipe):
+    cfg = TrainConfig.from_dict(recipe.config)  # validates every key, the schedule included
+    from droppick.policies import build_policy
+
+    plan = build_policy(cfg.policy, target_compute=cfg.target_compute).plan(cfg.schedule, recipe.num_samples)
+    assert plan.epochs <= cfg.epochs and 0 < plan.compute_fraction <= 1
+
+
+@pytest.mark.parametrize("recipe", _one_per_family(), ids=lambda r: r.name)
+def test_every_recipe_family_trains_one_epoch(recipe, generated_data, fake_fashion, tmp_path):
     """The recipe as written (model, optimiser, schedule), with only the data made tiny."""
     dataset = recipe.config["dataset"]
     data_dir = fake_fashion if dataset == "fashion-mnist" else generated_data[dataset]

@@ -5,7 +5,9 @@ alive across epochs (``persistent_workers``), so an epoch starts without spawnin
 re-importing torchvision in them. What changes per epoch travels with the indices: the batch
 sampler yields ``(index, epoch)`` pairs from the order it was given for that epoch (the engine's
 current shard), so the workers decode only the current subset (a dropped sample is never read)
-and seed each sample's augmentation by (seed, epoch, index), whatever the worker count.
+and seed each sample's augmentation by (seed, epoch, index), whatever the worker count. Once DaP
+has decided the next subset, ``prefetch`` starts that epoch's loading, so its first batches are
+decoded while the trainer evaluates and checkpoints.
 """
 
 from __future__ import annotations
@@ -30,13 +32,34 @@ class FolderSplit:
         self._batches = _EpochBatches()
         self._loader: Optional[DataLoader] = None
         self._seed: Optional[int] = None
+        self._pending: Optional[tuple] = None  # (order, batch_size, epoch, iterator) from prefetch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def prefetch(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> None:
+        """Start loading ``epoch``'s first batches now, so the workers decode them while the trainer
+        evaluates and checkpoints; ``batches`` with the same arguments then picks them up."""
+        if self.num_workers > 0:
+            self._batches.set(order, batch_size, epoch)
+            self._pending = (order, batch_size, epoch, iter(self._loader_for(seed)))
+
     def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
         """Batches of the readable samples of ``order``; with ``skip_unreadable`` the others are
         left out of their batch and collected for ``take_unreadable``."""
+        loader = self._loader_for(seed)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[1:3] == (batch_size, epoch) and torch.equal(pending[0], order):
+            iterator = pending[3]
+        else:
+            self._batches.set(order, batch_size, epoch)
+            iterator = iter(loader)
+        for indices, images, targets, unreadable in iterator:
+            self.unreadable.extend(unreadable)
+            if indices.numel():
+                yield indices, images, targets
+
+    def _loader_for(self, seed: int) -> DataLoader:
         if self._loader is None:
             self._seed = seed
             self._loader = DataLoader(
@@ -46,11 +69,7 @@ class FolderSplit:
                 prefetch_factor=PREFETCH_FACTOR if self.num_workers > 0 else None)
         if seed != self._seed:
             raise ValueError(f"this split's loader seeds augmentation with {self._seed}, not {seed}")
-        self._batches.set(order, batch_size, epoch)
-        for indices, images, targets, unreadable in self._loader:
-            self.unreadable.extend(unreadable)
-            if indices.numel():
-                yield indices, images, targets
+        return self._loader
 
     def take_unreadable(self) -> list[int]:
         """The sample indices found unreadable since the last call."""

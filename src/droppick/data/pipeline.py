@@ -45,6 +45,9 @@ class InMemorySplit:
     def take_unreadable(self) -> list[int]:
         return []  # decoded whole before training: nothing can turn out unreadable
 
+    def prefetch(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> None:
+        pass  # nothing to load ahead: the data is in memory
+
     def batches(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[Batch]:
         """``(indices, images, targets)``: indices on the CPU (what ``DropAndPick.record`` takes),
         images and targets on the data's device."""

@@ -163,6 +163,9 @@ class Trainer:
         distributed.check_agreement(subset_sha256(dap.subset), epoch)
         self.profiler.lap("dap end_epoch")
         self.retention.update(trained_subset, dap.subset, epoch, losses)
+        if not dap.done:  # ImageFolder: the workers start on the next epoch while we evaluate
+            self.train_split.prefetch(dap.sampler(self.rank, self.world).indices(), self.cfg.batch_size,
+                                      self.cfg.seed, dap.epoch)
         self.profiler.lap("retention")
         return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
