@@ -41,7 +41,7 @@ def main() -> int:
     device = torch.device(args.device)
     gpu = device.type != "cpu"
     if args.quick:
-        recipe = dict(train_samples=1500, test_samples=500, epochs=4, warmup=1, interval=1, keep=0.7, reuse_at=[])
+        recipe = dict(train_samples=800, test_samples=300, epochs=4, warmup=1, interval=1, keep=0.7, reuse_at=[])
     else:
         recipe = dict(train_samples=60000 if gpu else 12000, test_samples=10000 if gpu else 2000, epochs=6, warmup=1,
                       interval=1, keep=0.7, reuse_at=[])
