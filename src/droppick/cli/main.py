@@ -144,7 +144,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ..train.trainer import evaluate_checkpoint
+    from ..train.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir)
     if args.json:

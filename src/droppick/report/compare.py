@@ -55,7 +55,7 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
 
 def _check_same_run(run: RunDir, cfg: TrainConfig) -> None:
     """A run directory is reused only for the configuration it was made with."""
-    from ..train.trainer import RESUME_MAY_CHANGE
+    from ..train.config import RESUME_MAY_CHANGE
 
     saved, wanted = TrainConfig.load(run.config_path).to_dict(), cfg.to_dict()
     differ = [k for k in wanted if k not in RESUME_MAY_CHANGE and k != "device" and saved.get(k) != wanted[k]]

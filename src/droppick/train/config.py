@@ -146,6 +146,13 @@ class TrainConfig:
                                    reuse_at=_scale_epochs(self.reuse_at, factor, epochs),
                                    lr_milestones=_scale_epochs(self.milestones, factor, epochs))
 
+    def describe_plan(self, plan) -> str:
+        """The schedule a run trains with and its planned compute, printed before the first epoch."""
+        s = self.schedule
+        return (f"{self.policy}: {plan.epochs} epochs on {plan.num_samples} samples; warm-up {s.warmup}, interval "
+                f"{s.interval}, keep {s.keep}, active {s.active}, picks after {list(s.reuse_at)}, LR /10 after "
+                f"{self.milestones}: planned compute {100 * plan.compute_fraction:.1f}%")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -169,6 +176,9 @@ class TrainConfig:
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+
+# Keys a resumed run may change: where the data lives and how it is read or reported, not what is trained.
+RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every", "profile", "tensorboard")
 
 # The schedule's keys counted in epochs: they follow --epochs when not given themselves.
 EPOCH_KEYS = ("warmup", "interval", "active", "reuse_at", "lr_milestones")

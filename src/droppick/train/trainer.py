@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from .checkpoint import restore_rng_states, rng_states
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from ..engine import DropAndPick
 from ..models import build_model
 from ..data.pipeline import build_splits
@@ -289,7 +289,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         cfg.save(run.config_path)
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
     if main and progress:
-        tqdm.write(_describe_plan(t.cfg, dap.plan()))
+        tqdm.write(t.cfg.describe_plan(dap.plan()))
     board = None
     if main and cfg.tensorboard:
         from ..integrations.tensorboard import EpochWriter
@@ -359,14 +359,6 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     return summary
 
 
-def _describe_plan(cfg: TrainConfig, plan) -> str:
-    """The schedule a run trains with and its planned compute, printed before the first epoch."""
-    s = cfg.schedule
-    return (f"{cfg.policy}: {plan.epochs} epochs on {plan.num_samples} samples; warm-up {s.warmup}, interval "
-            f"{s.interval}, keep {s.keep}, active {s.active}, picks after {list(s.reuse_at)}, LR /10 after "
-            f"{cfg.milestones}: planned compute {100 * plan.compute_fraction:.1f}%")
-
-
 def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
     """The model's output count: the split's number of classes (imagefolder: its class folders).
     A label outside it would index past the model's outputs, so it is refused here, by name."""
@@ -396,10 +388,6 @@ def _test_kill_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# Keys a resumed run may change: where the data lives and how it is read, not what is trained.
-RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every", "profile", "tensorboard")
-
-
 def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; it was written "
@@ -411,16 +399,3 @@ def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
         if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
             raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
                              f"restore {key} in config.json, or start a new run with the new value")
-
-
-def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None) -> dict:
-    """Top-1/top-5 accuracy and error of a saved checkpoint on its run's test split."""
-    from .checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(checkpoint["config"] | ({"data_dir": data_dir} if data_dir else {}))
-    t = Trainer(cfg, distributed.setup_from_env(cfg.device))
-    t.model.load_state_dict(checkpoint["model"])
-    top1, top5 = t.evaluate()
-    return {"checkpoint": str(path), "epoch": checkpoint["epoch"], "model": cfg.model, "top1": top1, "top5": top5,
-            "top1_err": 100.0 - top1, "top5_err": 100.0 - top5}
