@@ -148,8 +148,9 @@ class DropAndPick:
             raise RuntimeError(f"all {self._plan.epochs} epochs have already ended")
         self.flush()
         losses, seen = distributed.combine_losses(self._losses, self.seen)
-        self.last_nonfinite = bad = self._nonfinite(seen)
-        self.last_skipped = skipped = (seen == 3).nonzero().squeeze(1) if int(seen.max()) == 3 else bad[:0]
+        top = int(seen.max())  # the usual case, 1: one pass over the statuses, no index lists
+        self.last_nonfinite = bad = self._nonfinite(seen, top)
+        self.last_skipped = skipped = (seen == 3).nonzero().squeeze(1) if top == 3 else bad[:0]
         for ids in (bad, skipped):
             if ids.numel():
                 losses[ids] = float("-inf")  # another rank may have recorded a finite loss for it
@@ -237,8 +238,8 @@ class DropAndPick:
         if outside.numel():
             raise ValueError(f"epoch {self.epoch}: samples {outside[:10].tolist()} {why}")
 
-    def _nonfinite(self, seen: torch.Tensor) -> torch.Tensor:
-        if int(seen.max()) < 2:  # the usual case: one pass, no index list
+    def _nonfinite(self, seen: torch.Tensor, top: int) -> torch.Tensor:
+        if top < 2:  # top: seen.max()
             return torch.zeros(0, dtype=torch.int64)
         ids = (seen == 2).nonzero().squeeze(1)
         if ids.numel() and not self.exclude_nonfinite:  # (status 3, skipped, is no loss at all)

@@ -160,7 +160,8 @@ class Trainer:
         # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
         losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
         event = dap.end_epoch()
-        distributed.check_agreement(subset_sha256(dap.subset), epoch)
+        if self.world > 1:  # one process cannot disagree with itself: no digest to compute
+            distributed.check_agreement(subset_sha256(dap.subset), epoch)
         self.profiler.lap("dap end_epoch")
         self.retention.update(trained_subset, dap.subset, epoch, losses)
         if not dap.done:  # ImageFolder: the workers start on the next epoch while we evaluate
