@@ -57,11 +57,13 @@ def redundancy_configs(per_class: int) -> dict[str, TrainConfig]:
     return run_configs(TrainConfig.from_dict(values), ["full", "dap"], SEEDS_AT[per_class], 10 * per_class)
 
 
-def train_missing() -> None:
-    for keep in (0.9, 0.8, 0.95):  # 0.9 first: three InfoBatch runs complete the main report's table
-        run_all(frontier_configs(keep), FOLDERS[keep], log=log)
-    for per_class in (600, 2000, 6000):
-        run_all(redundancy_configs(per_class), PER_CLASS[per_class], log=log)
+def train_missing(parts: list[str]) -> None:
+    if "frontier" in parts:
+        for keep in (0.9, 0.8, 0.95):  # 0.9 first: three InfoBatch runs complete the main report's table
+            run_all(frontier_configs(keep), FOLDERS[keep], log=log)
+    if "redundancy" in parts:
+        for per_class in (600, 2000, 6000):
+            run_all(redundancy_configs(per_class), PER_CLASS[per_class], log=log)
 
 
 def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
@@ -184,9 +186,12 @@ def time_section(frontier: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", action="store_true", help="only rewrite the report from the runs that exist")
+    p.add_argument("--part", choices=["frontier", "redundancy"], action="append",
+                   help="train only this part (repeatable; default both). The parts write disjoint run folders, "
+                        "so two processes, one per part, can train side by side.")
     args = p.parse_args()
     if not args.report:
-        train_missing()
+        train_missing(args.part or ["frontier", "redundancy"])
     write_report()
 
 
