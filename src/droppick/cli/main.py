@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import AMP_MODES, COMPILE_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
+from ..train.config import AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
 from ..distributed import RankDisagreementError
@@ -190,6 +190,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--skip-unreadable", "imagefolder: leave training images that cannot be read out of every subset (listed "
           "in RUN/unreadable.jsonl, counted in summary.json) instead of stopping", action="store_const", const=True,
           dest="skip_unreadable")
+    flag(g, "--decode", f"imagefolder: 'workers' decode with Pillow in the DataLoader workers; 'device' has the "
+          "workers read bytes and decodes and augments on the training device, nvJPEG on a GPU "
+          f"(default {d.decode})", choices=DECODE_MODES)
     g = p.add_argument_group("model and optimiser")
     flag(g, "--model", f"see 'droppick models' (default {d.model})")
     flag(g, "--lr", f"initial learning rate (default {d.lr})", type=float)

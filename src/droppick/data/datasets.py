@@ -184,15 +184,22 @@ def per_class_subsample(labels: torch.Tensor, per_class: int, seed: int) -> torc
     return grouped[rank_in_class < per_class].sort().values
 
 
+def unreadable_image(path: str, err: Exception) -> ValueError:
+    return ValueError(f"cannot read image {path}: {err} (--skip-unreadable leaves such files out of "
+                      "training and lists them in the run directory)")
+
+
 class FolderDataset(Dataset):
     """An ImageFolder tree ``root/CLASS/IMAGE`` (classes sorted by name) yielding ``(transform(image), label)``.
 
     Only ``__getitem__`` opens files, one per call; ``reads`` counts those calls in this
-    process (each DataLoader worker has its own copy).
+    process (each DataLoader worker has its own copy). With ``encoded=True`` it yields the file's
+    bytes as a uint8 tensor instead of a decoded image, for decoding on the training device
+    (``droppick.data.device_decode``); ``transform`` does not apply then.
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable[[Any], Any] | None = None,
-                 skip_unreadable: bool = False) -> None:
+                 skip_unreadable: bool = False, encoded: bool = False) -> None:
         from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
         self.root = Path(root)
@@ -209,6 +216,7 @@ class FolderDataset(Dataset):
         self.targets: list[int] = [label for _, label in self.samples]
         self.transform = transform
         self.skip_unreadable = skip_unreadable  # an unreadable image yields None instead of stopping
+        self.encoded = encoded
         self.reads = 0
 
     def __len__(self) -> int:
@@ -219,15 +227,26 @@ class FolderDataset(Dataset):
 
         path, label = self.samples[index]
         self.reads += 1
+        if self.encoded:
+            return self._bytes_of(path), label
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB")  # forces the full decode, so truncation surfaces here
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             if self.skip_unreadable:
                 return None, label
-            raise ValueError(f"cannot read image {path}: {err} (--skip-unreadable leaves such files out of "
-                             "training and lists them in the run directory)") from err
+            raise unreadable_image(path, err) from err
         return (self.transform(image) if self.transform else image), label
+
+    def _bytes_of(self, path: str) -> torch.Tensor | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            if self.skip_unreadable:
+                return None
+            raise unreadable_image(path, err) from err
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def find_imagefolder(data_dir: str | os.PathLike) -> tuple[Path, Path]:

@@ -7,27 +7,40 @@ sampler yields ``(index, epoch)`` pairs from the order it was given for that epo
 current shard), so the workers decode only the current subset (a dropped sample is never read)
 and seed each sample's augmentation by (seed, epoch, index), whatever the worker count. Once DaP
 has decided the next subset, ``prefetch`` starts that epoch's loading, so its first batches are
-decoded while the trainer evaluates and checkpoints.
+decoded while the trainer evaluates and checkpoints. With a ``DeviceDecoder`` (``--decode device``)
+the workers only read the files' bytes and the decoder turns each batch into images on the
+training device.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..seeding import seeded_global_rng
+from .datasets import unreadable_image
+from .device_decode import DeviceDecoder
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 PREFETCH_FACTOR = 4  # batches each worker prepares ahead: enough to hide the start of an epoch
 
 
 class FolderSplit:
-    def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Callable, num_workers: int,
-                 pin_memory: bool, num_classes: int, in_channels: int = 3):
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Optional[Callable], num_workers: int,
+                 pin_memory: bool, num_classes: int, in_channels: int = 3, decoder: Optional[DeviceDecoder] = None):
+        """``transform`` runs in the workers on decoded images; with a ``decoder`` the dataset yields
+        encoded bytes (``FolderDataset(encoded=True)``) and ``transform`` must be None."""
+        if (decoder is None) == (transform is None):
+            raise ValueError("FolderSplit takes a transform (decoding in the workers) or a decoder (on the device), "
+                             "exactly one of them")
         self.dataset, self.labels, self.transform, self.num_classes = dataset, labels, transform, num_classes
         self.num_workers, self.pin_memory, self.in_channels = num_workers, pin_memory, in_channels
+        self.decoder = decoder
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        self.skip_unreadable = getattr(base, "skip_unreadable", False)
         self.unreadable: list[int] = []
         self._batches = _EpochBatches()
         self._loader: Optional[DataLoader] = None
@@ -56,15 +69,29 @@ class FolderSplit:
             iterator = iter(loader)
         for indices, images, targets, unreadable in iterator:
             self.unreadable.extend(unreadable)
+            if self.decoder is not None and indices.numel():
+                indices, images, targets = self._decode(indices, images, targets, seed, epoch)
             if indices.numel():
                 yield indices, images, targets
+
+    def _decode(self, indices: torch.Tensor, encoded: list, targets: torch.Tensor, seed: int, epoch: int) -> Batch:
+        images, undecodable = self.decoder(indices.tolist(), encoded, seed, epoch)
+        if undecodable:
+            if not self.skip_unreadable:
+                raise unreadable_image(self.path_of(indices[undecodable[0]]), "not a decodable image")
+            self.unreadable.extend(indices[undecodable].tolist())
+            decoded = torch.ones(len(indices), dtype=torch.bool)
+            decoded[undecodable] = False
+            indices, targets = indices[decoded], targets[decoded]
+        return indices, images, targets
 
     def _loader_for(self, seed: int) -> DataLoader:
         if self._loader is None:
             self._seed = seed
             self._loader = DataLoader(
                 _SeededSamples(self.dataset, self.transform, seed), batch_sampler=self._batches,
-                num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=_collate_readable,
+                num_workers=self.num_workers, pin_memory=self.pin_memory,
+                collate_fn=functools.partial(_collate_readable, stack=self.decoder is None),
                 persistent_workers=self.num_workers > 0,
                 prefetch_factor=PREFETCH_FACTOR if self.num_workers > 0 else None)
         if seed != self._seed:
@@ -78,7 +105,7 @@ class FolderSplit:
 
     def path_of(self, index: int) -> str:
         dataset, index = self.dataset, int(index)
-        if isinstance(dataset, torch.utils.data.Subset):
+        if isinstance(dataset, Subset):
             dataset, index = dataset.dataset, dataset.indices[index]
         return dataset.samples[index][0]
 
@@ -101,15 +128,17 @@ class _EpochBatches(Sampler[list]):
             yield [(i, self.epoch) for i in chunk.tolist()]
 
 
-def _collate_readable(items: list) -> tuple:
-    """Default collation of the readable items, plus the indices of the unreadable ones
+def _collate_readable(items: list, stack: bool = True) -> tuple:
+    """``(indices, images, targets, unreadable)``: the readable items' images stacked (or, for
+    encoded bytes of different lengths, a list), and the indices of the unreadable ones
     (``FolderDataset(skip_unreadable=True)`` gives them a None image)."""
     readable = [item for item in items if item[1] is not None]
     unreadable = [item[0] for item in items if item[1] is None]
     if not readable:
         return torch.zeros(0, dtype=torch.int64), None, None, unreadable
-    indices, images, targets = torch.utils.data.default_collate(readable)
-    return indices, images, targets, unreadable
+    indices, images, targets = zip(*readable)
+    images = torch.utils.data.default_collate(images) if stack else list(images)
+    return torch.tensor(indices), images, torch.tensor(targets), unreadable
 
 
 class _SeededSamples(Dataset):
@@ -129,8 +158,8 @@ class _SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         index, epoch = item
         image, label = self.dataset[index]
-        if image is None:  # unreadable, and the dataset was told to skip such files
-            return index, None, label
+        if image is None or self.transform is None:  # unreadable and skipped, or bytes for the device
+            return index, image, label
         with seeded_global_rng(self.seed, epoch, "augment", index):
             image = self.transform(image)
         return index, image, label

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from . import in_memory as dp_data
+from .device_decode import DeviceDecoder
 from .folder_split import FolderSplit
 from . import datasets as dp_datasets
 from . import transforms as dp_transforms
@@ -103,24 +104,32 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
         return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split),
                                  dp_datasets.CIFAR_NUM_CLASSES[cfg.dataset], device)
     if cfg.dataset == "imagefolder":
-        return _folder_splits(cfg, pin_memory)
+        return _folder_splits(cfg, pin_memory, device)
     raise ValueError(f"unknown dataset {cfg.dataset!r}")
 
 
-def _folder_splits(cfg: TrainConfig, pin_memory: bool):
+def _folder_splits(cfg: TrainConfig, pin_memory: bool, device: torch.device):
     if cfg.data_dir is None:
         raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
     train_dir, val_dir = dp_datasets.find_imagefolder(cfg.data_dir)
+    on_device = cfg.decode == "device"  # the workers only read bytes; the device decodes and augments
+    pipelines = {  # (per image in the workers, geometry on the device)
+        "train": (dp_transforms.imagenet_train_transform, dp_transforms.imagenet_train_geometry, (cfg.image_size,)),
+        "test": (dp_transforms.imagenet_eval_transform, dp_transforms.imagenet_eval_geometry,
+                 (cfg.eval_resize, cfg.image_size)),
+    }
     splits = []
-    for split, root, transform in (
-        ("train", train_dir, dp_transforms.imagenet_train_transform(cfg.image_size)),
-        ("test", val_dir, dp_transforms.imagenet_eval_transform(cfg.eval_resize, cfg.image_size)),
-    ):
-        dataset = dp_datasets.FolderDataset(root, skip_unreadable=cfg.skip_unreadable and split == "train")
+    for split, root in (("train", train_dir), ("test", val_dir)):
+        per_image, geometry, sizes = pipelines[split]
+        transform = None if on_device else per_image(*sizes)
+        decoder = DeviceDecoder(geometry(*sizes), device) if on_device else None
+        dataset = dp_datasets.FolderDataset(root, skip_unreadable=cfg.skip_unreadable and split == "train",
+                                            encoded=on_device)
         num_classes = len(dataset.classes)  # class folders, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         keep = _slice(labels, cfg, split)
         if keep is not None:
             dataset, labels = torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
-        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory, num_classes))
+        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory, num_classes,
+                                  decoder=decoder))
     return tuple(splits)

@@ -28,29 +28,40 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 def _normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     # Geometry runs on the PIL image before this, so it moves uint8 pixels, not float32 ones.
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return [v2.ToImage(), *normalise_batch(mean, std).transforms]
+
+
+def imagenet_train_geometry(size: int = 224) -> v2.Compose:
+    """Random-resized crop (scale 0.08..1, ratio 3/4..4/3) to ``size`` and a random flip: the
+    per-image part of the training pipeline, on a PIL image or a uint8 tensor on any device."""
+    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                       v2.RandomHorizontalFlip()])
+
+
+def imagenet_eval_geometry(resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Resize the shorter side to ``resize``, then the centre ``crop`` x ``crop``."""
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize}); the centre crop would need padding")
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)])
+
+
+def normalise_batch(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+    """uint8 images (one or a stacked batch) to normalised float32, on whatever device they are."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
 def imagenet_train_transform(
     size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> v2.Compose:
-    """Random-resized crop (scale 0.08..1, ratio 3/4..4/3) to ``size``, flip, float tensor, normalise."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-            v2.RandomHorizontalFlip(),
-            *_normalised_tensor(mean, std),
-        ]
-    )
+    """``imagenet_train_geometry``, then float tensor and normalise."""
+    return v2.Compose([*imagenet_train_geometry(size).transforms, *_normalised_tensor(mean, std)])
 
 
 def imagenet_eval_transform(
     resize: int = 256, crop: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> v2.Compose:
-    """Resize the shorter side to ``resize``, take the centre ``crop`` x ``crop``, float tensor, normalise."""
-    if crop > resize:
-        raise ValueError(f"crop ({crop}) must not exceed resize ({resize}); the centre crop would need padding")
-    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), *_normalised_tensor(mean, std)])
+    """``imagenet_eval_geometry``, then float tensor and normalise."""
+    return v2.Compose([*imagenet_eval_geometry(resize, crop).transforms, *_normalised_tensor(mean, std)])
 
 
 def cifar_pil_train_transform(

@@ -22,6 +22,7 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+DECODE_MODES = ("workers", "device")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes (imagefolder only; in-memory data needs none)
     skip_unreadable: bool = False  # imagefolder: leave unreadable training images out (listed in unreadable.jsonl)
     # instead of stopping at the first one
+    decode: str = "workers"  # imagefolder: "workers" decode and augment with Pillow in the DataLoader workers;
+    # "device": the workers read bytes, the training device decodes (nvJPEG on a GPU) and augments
     # model and optimiser (SGD with momentum, as in the paper's CIFAR recipes)
     model: str = "small_cnn"
     batch_size: int = 128  # samples per step
@@ -83,7 +86,7 @@ class TrainConfig:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
         for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES),
-                              ("compile_mode", COMPILE_MODES)):
+                              ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
@@ -108,6 +111,9 @@ class TrainConfig:
         if self.skip_unreadable and self.dataset != "imagefolder":
             raise ValueError(f"skip_unreadable applies to --dataset imagefolder (files read during training); "
                              f"{self.dataset} is loaded whole before training, where a bad file stops the run")
+        if self.decode != "workers" and self.dataset != "imagefolder":
+            raise ValueError(f"decode applies to --dataset imagefolder (files decoded during training); {self.dataset} "
+                             "is decoded once before training and already kept on the training device")
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
                              "evaluation centre-crops image_size out of the resized image")
