@@ -8,7 +8,9 @@ the next one runs):
 1. bench/trainer_speed.py: ResNet-20, batch 512, bf16, channels_last; the trainer against an
    airbench-style hand loop (data and augmentation on the device) and the 50,000 images/s target;
 2. bench/savings.py: DaP's train time over full's against the planned compute (within 0.03);
-3. experiments/fashion_mnist_gpu.py: the Fashion-MNIST GPU report (every policy, 3 seeds) in
+3. bench/device_decode.py: ImageFolder JPEGs decoded on the GPU (--decode device) against Pillow
+   in the DataLoader workers;
+4. experiments/fashion_mnist_gpu.py: the Fashion-MNIST GPU report (every policy, 3 seeds) in
    the time left, into OUT/fashion-mnist-gpu/ (checkpoints are deleted after: the report keeps
    configs, metrics and summaries).
 OUT/README.md gets the device, torch version, date, command, each step's exit status and
@@ -54,6 +56,7 @@ def main() -> int:
     steps = [
         ("trainer speed", 150, [sys.executable, "bench/trainer_speed.py", "--device", args.device, *gpu_setting, *quick]),
         ("savings", 150, [sys.executable, "bench/savings.py", "--device", args.device, *quick]),
+        ("device decode", 90, [sys.executable, "bench/device_decode.py", "--device", args.device, *quick]),
     ]
     rows, verdicts = [], []
     log = out / "checks.log"

@@ -98,7 +98,7 @@ def test_the_gpu_check_script_runs_end_to_end_on_the_cpu(real_fashion_dir, tmp_p
                            str(tmp_path)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     page = (tmp_path / "README.md").read_text()
     assert proc.returncode == 0, page + proc.stderr[-2000:]
-    for step in ("trainer speed", "savings", "fashion-mnist gpu report"):
+    for step in ("trainer speed", "savings", "device decode", "fashion-mnist gpu report"):
         assert f"| {step} | 0 |" in page
     assert "trainer speed: PASS" in page or "trainer speed: FAIL" in page  # its verdict reached the page
     report = (tmp_path / "fashion-mnist-gpu" / "README.md").read_text()
