@@ -22,7 +22,7 @@ from _common import machine
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("bookkeeping", "savings", "selection", "trainer_speed", "distributed_gather", "compile_recompiles",
-           "imagefolder_loader")
+           "imagefolder_loader", "device_decode")
 START, END = "<!-- results:start (written by bench/run_all.py) -->", "<!-- results:end -->"
 
 
