@@ -88,3 +88,57 @@ def test_a_two_process_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path):
     assert a["dap"]["samples_per_epoch"] == b["dap"]["samples_per_epoch"]
     summaries = [json.loads((d / "summary.json").read_text()) for d in (straight, run)]
     assert without_timings(summaries) == without_timings(summaries[:1] * 2)
+
+
+def unreadable_batch_worker(rank, world, port, data, out):
+    """Rank 1's first two reads (its whole first batch) come back unreadable; rank 0 reads all its files."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from droppick.data.datasets import FolderDataset
+    from droppick.distributed import shutdown
+    from droppick.train.config import TrainConfig
+    from droppick.train.trainer import Trainer, train
+
+    real_train_epoch = Trainer.train_epoch
+
+    def train_epoch(self, progress):  # each rank's weights after each epoch: DDP keeps them equal
+        loss = real_train_epoch(self, progress)
+        with open(os.path.join(os.path.dirname(out), f"weights{rank}.txt"), "a") as f:
+            f.write(f"{sum(float(p.double().sum()) for p in self.model.parameters())!r}\n")
+        return loss
+
+    Trainer.train_epoch = train_epoch
+    if rank == 1:
+        real_getitem = FolderDataset.__getitem__
+
+        def getitem(self, index):
+            image, label = real_getitem(self, index)
+            return (None if self.skip_unreadable and self.reads <= 2 else image), label
+
+        FolderDataset.__getitem__ = getitem
+    cfg = TrainConfig(dataset="imagefolder", data_dir=data, model="small_cnn", image_size=32, eval_resize=36,
+                      batch_size=2, epochs=3, warmup=1, interval=1, keep=0.5, reuse_at=[], skip_unreadable=True,
+                      device="cpu")
+    try:
+        train(cfg, out)
+    finally:
+        shutdown()
+
+
+def test_a_rank_whose_whole_batch_is_unreadable_does_not_hang_the_others(tmp_path):
+    """That rank trains one batch fewer in the epoch; DDP's Join shadows its missing all-reduces.
+    Without it, rank 0 waits in its last backward for a rank that has moved on (checked: the
+    spawn times out), and weights of ranks whose collectives mispaired would part."""
+    from droppick.data.datasets import write_fake_imagefolder
+    from droppick.train.rundir import RunDir
+
+    data = write_fake_imagefolder(tmp_path / "data", classes=3, per_class=4, size=40)
+    out = tmp_path / "run"
+    spawn(unreadable_batch_worker, (2, free_port(), str(data), str(out)))
+    rows = RunDir(out).read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[0]["samples_seen"] == 10  # 12 images, the 2 of rank 1's first batch unreadable
+    assert json.loads((out / "summary.json").read_text())["unreadable_skipped"] == 2
+    weights = [(tmp_path / f"weights{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert len(weights[0]) == 3 and weights[0] == weights[1]  # the ranks' all-reduces stayed paired

@@ -6,6 +6,7 @@ DaP core runs unchanged on one device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -79,6 +80,23 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return t.tolist()
+
+
+def uneven_batches(module: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """Around an epoch's steps: let the ranks train different numbers of batches.
+
+    With ``--skip-unreadable`` a rank whose batch holds no readable image skips that step, and
+    DDP's gradient all-reduces would then wait forever for it. ``Join`` lets a rank that has
+    run out of batches shadow the others' all-reduces (contributing zero gradients, averaged
+    over the full world size) until all are done. Only when asked: Join adds an all-reduce per step.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not enabled or not isinstance(module, DistributedDataParallel):
+        return contextlib.nullcontext()
+    from torch.distributed.algorithms.join import Join
+
+    return Join([module])
 
 
 class RankDisagreementError(RuntimeError):

@@ -112,39 +112,47 @@ class Trainer:
         counted = torch.zeros((), device=self.device)  # samples in batches with a finite loss
         batches = self.train_split.batches(order, cfg.batch_size, cfg.seed, dap.epoch)
         # disable=None shows the bar only on a terminal, so logs stay one line per epoch.
-        for indices, images, targets in tqdm(batches, total=self.steps[dap.epoch - 1], desc=f"epoch {dap.epoch}",
-                                             leave=False, disable=None if progress and self.rank == 0 else True):
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr_at(dap.epoch, step / sum(self.steps))
-            images, targets = self._to_device(images, targets)
-            prof.lap("data")
-            full_batch = len(indices) == cfg.batch_size
-            with _cudnn_tuning(full_batch):
-                net = self.compiled if self.compiled is not None and full_batch else self.net
-                losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
-                prof.lap("forward")
-                dap.record(indices, losses)
-                weights = dap.batch_weights(indices)
-                loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
-                prof.lap("dap record")
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                prof.lap("backward")
-            # --exclude-nonfinite: skip a step whose gradients a NaN/inf loss reached. DDP's averaging
-            # spreads it to every rank, so all ranks skip alike (an fp16 GradScaler skips such steps itself).
-            skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not _grads_finite(self.model)
-            if not skip:
-                self.scaler.step(self.optimizer)
-            self.scaler.update()
-            finite = torch.isfinite(loss.detach())  # the mean below leaves out non-finite batches
-            total += torch.where(finite, loss.detach(), 0.0) * len(indices)
-            counted += finite * len(indices)
-            step += 1
-            _test_kill_point(f"epoch:{dap.epoch}:batch:{step - first_step}")
-            prof.lap("optimizer")
+        bar = tqdm(batches, total=self.steps[dap.epoch - 1], desc=f"epoch {dap.epoch}", leave=False,
+                   disable=None if progress and self.rank == 0 else True)
+        with distributed.uneven_batches(self.net, cfg.skip_unreadable):  # a rank may skip a whole batch
+            for indices, images, targets in bar:
+                loss = self._train_step(indices, images, targets, lr=cfg.lr_at(dap.epoch, step / sum(self.steps)))
+                finite = torch.isfinite(loss)  # the mean below leaves out non-finite batches
+                total += torch.where(finite, loss, 0.0) * len(indices)
+                counted += finite * len(indices)
+                step += 1
+                _test_kill_point(f"epoch:{dap.epoch}:batch:{step - first_step}")
+                prof.lap("optimizer")
         loss_sum, count = distributed.all_reduce_sum([float(total), float(counted)])
         prof.lap("loss sync")
         return loss_sum / max(count, 1)
+
+    def _train_step(self, indices: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimiser step on a batch, recording its per-sample losses; returns the (detached) batch loss."""
+        cfg, dap, prof = self.cfg, self.dap, self.profiler
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images, targets = self._to_device(images, targets)
+        prof.lap("data")
+        full_batch = len(indices) == cfg.batch_size
+        with _cudnn_tuning(full_batch):
+            net = self.compiled if self.compiled is not None and full_batch else self.net
+            losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
+            prof.lap("forward")
+            dap.record(indices, losses)
+            weights = dap.batch_weights(indices)
+            loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
+            prof.lap("dap record")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            prof.lap("backward")
+        # --exclude-nonfinite: skip a step whose gradients a NaN/inf loss reached. DDP's averaging
+        # spreads it to every rank, so all ranks skip alike (an fp16 GradScaler skips such steps itself).
+        skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not _grads_finite(self.model)
+        if not skip:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
 
     def train_and_decide(self, progress: bool) -> dict:
         """Train one epoch, let DaP decide the next subset, and return the epoch's metrics row
