@@ -9,14 +9,33 @@ from droppick.cli.main import main
 from droppick.models import build_model
 
 
-def test_timm_model_trains_a_tiny_run(fake_fashion, tmp_path, capsys):
-    pytest.importorskip("timm")
-    out = tmp_path / "run"
-    assert main(["train", "--data-dir", str(fake_fashion), "--model", "timm:resnet10t", "--epochs", "2",
-                 "--warmup", "1", "--keep", "0.5", "--reuse-at", "none", "--batch-size", "64", "--device", "cpu",
-                 "--no-progress", "--out", str(out)]) == 0
+def test_timm_model_trains_a_tiny_run_and_exports_its_backbone(tmp_path, capsys):
+    """A timm run on (fake) CIFAR-10; its backbone exports in both formats and loads strictly into
+    timm's headless model, which then computes the trained model's pre-logits features."""
+    timm = pytest.importorskip("timm")
+    from droppick.data.datasets import write_fake_cifar
+    from droppick.train.rundir import RunDir
+    from droppick.transfer.export import export_backbone, load_backbone
+
+    data, out = write_fake_cifar(tmp_path / "cifar", "cifar10", n_train=128, n_test=20), tmp_path / "run"
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(data), "--model", "timm:resnet10t",
+                 "--epochs", "2", "--warmup", "1", "--keep", "0.5", "--reuse-at", "none", "--batch-size", "64",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["subset_size"] for r in rows] == [240, 240] and all(r["train_loss"] > 0 for r in rows)
+    assert [r["subset_size"] for r in rows] == [128, 128] and all(r["train_loss"] > 0 for r in rows)
+    trained = timm.create_model("resnet10t", pretrained=False, num_classes=10).eval()
+    trained.load_state_dict(RunDir(out).latest_checkpoint()["model"])
+    images = torch.randn(2, 3, 32, 32)
+    for fmt, name in (("torchvision", "backbone.pth"), ("safetensors", "backbone.safetensors")):
+        exported = export_backbone(out, fmt, tmp_path / name)
+        headless = timm.create_model("resnet10t", pretrained=False, num_classes=0).eval()
+        headless.load_state_dict(load_backbone(tmp_path / name))  # strict: every key, nothing more
+        assert exported.arch == "timm:resnet10t" and exported.num_tensors == len(headless.state_dict())
+        with torch.no_grad():
+            assert torch.equal(headless(images), trained.forward_head(trained.forward_features(images), pre_logits=True))
+    with pytest.raises(ValueError, match="--format detectron2 has no backbone mapping for model 'timm:resnet10t'; "
+                                         "use --format torchvision or safetensors"):
+        export_backbone(out, "detectron2", tmp_path / "backbone.pkl")
     model = build_model("timm:resnet10t", num_classes=10, in_channels=1)  # in_chans and num_classes from the data
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert "timm:NAME" in (main(["models"]) == 0 and capsys.readouterr().out)

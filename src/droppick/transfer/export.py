@@ -12,8 +12,10 @@ Formats (``FORMATS``):
   ``bnK`` -> ``convK.norm``, ``downsample.0/1`` -> ``shortcut``/``shortcut.norm``), as numpy
   arrays in a pickled ``{"model", "__author__", "matching_heuristics"}`` dict.
 
-Only the ImageNet architectures of Table 7 are exported: they are the ones the paper transfers,
-and their backbones have a standard meaning outside droppick. The CIFAR models and small_cnn
+The ImageNet architectures of Table 7 are exported: they are the ones the paper transfers, and
+their backbones have a standard meaning outside droppick. So are ``timm:NAME`` models (formats
+``torchvision`` and ``safetensors``): their backbone is what ``timm.create_model(NAME,
+num_classes=0)`` holds, and the file loads into it strictly. The CIFAR models and small_cnn
 (32x32 or 28x28 inputs, no standard detection backbone) are refused.
 
 Every file gets a ``FILE.sha256`` beside it in ``sha256sum`` format, so ``sha256sum -c`` checks it.
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 from ..train.checkpoint import load_checkpoint, verify_digest, write_with_digest
-from ..models import build_model
+from ..models import TIMM_PREFIX, build_model
 from ..train.rundir import RunDir
 
 FORMATS = ("torchvision", "safetensors", "detectron2")
@@ -55,7 +57,12 @@ def require(module: str):
 
 
 def supported_archs(fmt: str) -> tuple[str, ...]:
-    return RESNETS if fmt == "detectron2" else tuple(CLASSIFIERS)
+    return RESNETS if fmt == "detectron2" else (*CLASSIFIERS, f"{TIMM_PREFIX}NAME")
+
+
+def _supported(arch: object, fmt: str) -> bool:
+    is_timm = isinstance(arch, str) and arch.startswith(TIMM_PREFIX)
+    return arch in RESNETS if fmt == "detectron2" else (arch in CLASSIFIERS or is_timm)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,14 @@ class Exported:
 
 def reference_backbone(arch: str) -> dict[str, torch.Size]:
     """Key -> shape of ``arch``'s backbone at 3 input channels, built on the meta device:
-    no memory, no initialisation, no draw from the global RNG."""
+    no memory, no initialisation, no draw from the global RNG. For ``timm:NAME``, timm's own
+    headless model (``num_classes=0``)."""
     with torch.device("meta"):
+        if arch.startswith(TIMM_PREFIX):
+            import timm
+
+            model = timm.create_model(arch[len(TIMM_PREFIX):], pretrained=False, num_classes=0, in_chans=3)
+            return {k: v.shape for k, v in model.state_dict().items()}
         model = build_model(arch, num_classes=1, in_channels=3)
     return {k: v.shape for k, v in model.state_dict().items() if not k.startswith(CLASSIFIERS[arch])}
 
@@ -85,14 +98,16 @@ def backbone_state_dict(checkpoint: dict, fmt: str = "torchvision") -> tuple[str
         raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; "
                          "it was written by another droppick version")
     arch = checkpoint["config"].get("model")
-    if arch not in supported_archs(fmt):
-        hint = "; use --format torchvision or safetensors" if fmt == "detectron2" and arch in CLASSIFIERS else ""
+    if not _supported(arch, fmt):
+        hint = "; use --format torchvision or safetensors" if fmt == "detectron2" and _supported(arch, "torchvision") else ""
         raise ValueError(f"--format {fmt} has no backbone mapping for model {arch!r}{hint}. "
                          f"Supported: {', '.join(supported_archs(fmt))}")
-    prefix = CLASSIFIERS[arch]
-    # contiguous(): channels_last runs store NHWC strides, which safetensors cannot write.
-    state = {k: v.detach().contiguous() for k, v in checkpoint["model"].items() if not k.startswith(prefix)}
     reference = reference_backbone(arch)
+    # A timm model's classifier is whatever its headless twin lacks; ours are named in CLASSIFIERS.
+    in_backbone = (lambda k: k in reference) if arch.startswith(TIMM_PREFIX) else \
+        (lambda k: not k.startswith(CLASSIFIERS[arch]))
+    # contiguous(): channels_last runs store NHWC strides, which safetensors cannot write.
+    state = {k: v.detach().contiguous() for k, v in checkpoint["model"].items() if in_backbone(k)}
     if set(state) != set(reference):
         missing, extra = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
         raise ValueError(f"checkpoint's {arch} does not match droppick's {arch}: missing {missing[:5]}, "
