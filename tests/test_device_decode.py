@@ -1,4 +1,7 @@
-"""--decode device: the workers read bytes, the training device decodes (here device=cpu, the same code)."""
+"""--decode device: the workers read bytes, the training device decodes (here device=cpu, the same code).
+
+That it reads only each epoch's subset is ``test_pipeline.py::test_dropped_samples_are_never_read[device]``.
+"""
 
 import json
 import signal
@@ -12,7 +15,6 @@ from droppick.data.datasets import write_fake_imagefolder
 from droppick.data.pipeline import build_splits
 from droppick.train.config import TrainConfig
 from droppick.train.rundir import RunDir
-from droppick.train.trainer import Trainer
 
 from test_resume import droppick_train, without_timings
 
@@ -44,18 +46,6 @@ def test_device_decoding_draws_the_workers_crops_and_flips(folder, split):
     if split == 0:  # augmentation: another epoch draws other crops, so the match above is not by chance
         (_, x_other, _), = device_split.batches(order, 4, seed=1, epoch=3)
         assert (x_other - x_d).abs().mean() > 0.05
-
-
-def test_device_decoding_reads_each_subset_member_once_and_no_dropped_sample(folder):
-    t = Trainer(config(folder), torch.device("cpu"))
-    dataset = t.train_split.dataset
-    reads = []
-    while not t.dap.done:
-        before = dataset.reads
-        t.train_epoch(progress=False)
-        t.dap.end_epoch()
-        reads.append(dataset.reads - before)
-    assert reads == list(t.dap.plan().subset_sizes) == [18, 18, 9]
 
 
 def test_pngs_are_decoded_and_undecodable_files_stop_or_are_skipped(tmp_path):

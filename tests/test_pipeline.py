@@ -29,8 +29,9 @@ def folder_config(folder, **kw):
                            "keep": 0.5, "reuse_at": [], "device": "cpu"} | kw))
 
 
-def test_dropped_samples_are_never_read(folder):
-    t = Trainer(folder_config(folder), torch.device("cpu"))
+@pytest.mark.parametrize("decode", ["workers", "device"])
+def test_dropped_samples_are_never_read(folder, decode):
+    t = Trainer(folder_config(folder, decode=decode), torch.device("cpu"))
     dataset = t.train_split.dataset
     sizes = t.dap.plan().subset_sizes
     reads = []
