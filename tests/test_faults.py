@@ -132,6 +132,27 @@ def test_resume_with_another_schedule_or_model_is_refused(stopped_run, key, valu
         config.write_text(saved)
 
 
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_with_its_default(fake_fashion, tmp_path):
+    """Same checkpoint format, written by a release without ``decode`` and ``skip_unreadable``:
+    it ran as their defaults do, so resuming it is not a change of settings."""
+    from droppick.train.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "run"
+    train(tiny_config(fake_fashion), out, stop_after=1)
+    path = RunDir(out).checkpoints()[-1]
+    old = load_checkpoint(path)
+    for key in ("decode", "skip_unreadable"):
+        del old["config"][key]
+    keep = old["config"]["keep"]
+    old["config"]["keep"] = 0.5  # a key both releases know still has to match
+    save_checkpoint(old, path)  # with its digest, as that release wrote it
+    with pytest.raises(ValueError, match=f"checkpoint was made with keep=0.5, the run config says {keep}"):
+        train(None, out, resume=True)
+    old["config"]["keep"] = keep
+    save_checkpoint(old, path)
+    assert train(None, out, resume=True)["epochs"] == tiny_config(fake_fashion).epochs
+
+
 @pytest.mark.parametrize("args,message", [
     (["--keep", "0.5", "--set", "seed=3"], "remove --keep --set"),
     (["--out", "elsewhere"], "remove --out"),

@@ -403,7 +403,9 @@ def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
                          "by another droppick version: resume it with that version, or start a new run")
     # config.json is what a resume reads; any key that shapes the run must still match the
     # checkpoint's copy, or the "resumed equals uninterrupted" promise would silently break.
-    saved, now = checkpoint["config"], cfg.to_dict()
+    # A key the checkpoint lacks came with a later droppick release of the same checkpoint format;
+    # new keys default to the behaviour before them, so the checkpoint ran with the default.
+    saved, now = TrainConfig().to_dict() | checkpoint["config"], cfg.to_dict()
     for key in now:
         if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
             raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
