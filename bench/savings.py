@@ -41,7 +41,7 @@ def main() -> int:
     device = torch.device(args.device)
     gpu = device.type != "cpu"
     if args.quick:
-        recipe = dict(train_samples=800, test_samples=300, epochs=4, warmup=1, interval=1, keep=0.7, reuse_at=[])
+        recipe = dict(train_samples=400, test_samples=100, epochs=3, warmup=1, interval=1, keep=0.7, reuse_at=[])
     else:
         recipe = dict(train_samples=60000 if gpu else 12000, test_samples=10000 if gpu else 2000, epochs=6, warmup=1,
                       interval=1, keep=0.7, reuse_at=[])
@@ -66,7 +66,8 @@ def main() -> int:
     # Process-level warm-up (oneDNN primitives, allocator, thread pool), on a throwaway copy of
     # the model: otherwise whichever trainer runs the first step pays it.
     spare = Trainer(TrainConfig(policy="full", **base), device)
-    for _, images, targets in spare.train_split.batches(torch.arange(4 * base["batch_size"]), base["batch_size"], 0, 1):
+    warm = torch.arange(min(4 * base["batch_size"], len(spare.train_split)))
+    for _, images, targets in spare.train_split.batches(warm, base["batch_size"], 0, 1):
         torch.nn.functional.cross_entropy(spare._forward(spare.model, images).float(), targets).backward()
     spare.evaluate()
     del spare

@@ -52,7 +52,7 @@ def main() -> int:
     device = torch.device(args.device)
     gpu = device.type != "cpu"
     torch.backends.cudnn.benchmark = gpu  # as train() sets it (the trainer still skips partial batches)
-    n, epochs = (1000, 3) if args.quick else ((20000, 6) if gpu else (5000, 8))
+    n, epochs = (500, 2) if args.quick else ((20000, 6) if gpu else (5000, 8))
     n = args.samples or n
     cfg = TrainConfig(dataset="fashion-mnist", data_dir=FASHION_MNIST, model="resnet20" if gpu else "small_cnn",
                       train_samples=n, test_samples=100, batch_size=args.batch_size, lr=0.05, policy="dap",
