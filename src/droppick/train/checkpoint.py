@@ -21,7 +21,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import RESUME_MAY_CHANGE, TrainConfig
+
 DIGEST_SUFFIX = ".sha256"
+CHECKPOINT_FORMAT = 5  # 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
+
+
+def check_format(checkpoint: dict) -> None:
+    """Refuse a checkpoint whose layout another droppick version wrote."""
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; it was written "
+                         "by another droppick version: use that version with it, or start a new run")
+
+
+def check_resumable(checkpoint: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume ``checkpoint`` under a ``cfg`` that would train otherwise."""
+    check_format(checkpoint)
+    # config.json is what a resume reads; any key that shapes the run must still match the
+    # checkpoint's copy, or the "resumed equals uninterrupted" promise would silently break.
+    # A key the checkpoint lacks came with a later droppick release of the same checkpoint format;
+    # new keys default to the behaviour before them, so the checkpoint ran with the default.
+    saved, now = TrainConfig().to_dict() | checkpoint["config"], cfg.to_dict()
+    for key in now:
+        if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
+            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
+                             f"restore {key} in config.json, or start a new run with the new value")
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> None:

@@ -29,8 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import distributed
-from .checkpoint import restore_rng_states, rng_states
-from .config import RESUME_MAY_CHANGE, TrainConfig
+from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, rng_states
+from .config import TrainConfig
 from ..engine import DropAndPick
 from ..models import build_model
 from ..data.pipeline import build_splits
@@ -41,7 +41,6 @@ from ..sampler import per_rank
 from .rundir import RunDir, code_version
 from ..seeding import seeded_global_rng
 
-CHECKPOINT_FORMAT = 5  # 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -290,7 +289,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     wall_before = 0.0
     checkpoint = run.latest_checkpoint() if resume else None
     if checkpoint is not None:
-        _check_compatible(checkpoint, cfg)
+        check_resumable(checkpoint, cfg)
         t.load_state_dict(checkpoint)
         wall_before = checkpoint["wall_seconds"]
     if main:
@@ -395,18 +394,3 @@ _TEST_KILL_AT = os.environ.get("DROPPICK_TEST_KILL_AT")
 def _test_kill_point(point: str) -> None:
     if point == _TEST_KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _check_compatible(checkpoint: dict, cfg: TrainConfig) -> None:
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; it was written "
-                         "by another droppick version: resume it with that version, or start a new run")
-    # config.json is what a resume reads; any key that shapes the run must still match the
-    # checkpoint's copy, or the "resumed equals uninterrupted" promise would silently break.
-    # A key the checkpoint lacks came with a later droppick release of the same checkpoint format;
-    # new keys default to the behaviour before them, so the checkpoint ran with the default.
-    saved, now = TrainConfig().to_dict() | checkpoint["config"], cfg.to_dict()
-    for key in now:
-        if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
-            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
-                             f"restore {key} in config.json, or start a new run with the new value")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..train.checkpoint import load_checkpoint, verify_digest, write_with_digest
+from ..train.checkpoint import check_format, load_checkpoint, verify_digest, write_with_digest
 from ..models import TIMM_PREFIX, build_model
 from ..train.rundir import RunDir
 
@@ -90,13 +90,9 @@ def reference_backbone(arch: str) -> dict[str, torch.Size]:
 
 def backbone_state_dict(checkpoint: dict, fmt: str = "torchvision") -> tuple[str, dict[str, torch.Tensor]]:
     """(arch, backbone tensors) of a droppick checkpoint dict; refuses what ``fmt`` cannot hold."""
-    from ..train.trainer import CHECKPOINT_FORMAT
-
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError("not a droppick training checkpoint (no 'model' and 'config' entries)")
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {checkpoint.get('format')!r} is not {CHECKPOINT_FORMAT}; "
-                         "it was written by another droppick version")
+    check_format(checkpoint)
     arch = checkpoint["config"].get("model")
     if not _supported(arch, fmt):
         hint = "; use --format torchvision or safetensors" if fmt == "detectron2" and _supported(arch, "torchvision") else ""
