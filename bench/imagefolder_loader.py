@@ -5,7 +5,9 @@ transform at 112 px):
 - epochs 2..n deliver their first batch within 50 ms (the workers are alive and prefetching
   starts with the epoch, no process is spawned);
 - images/s >= 0.95 of the same transforms through torchvision's ``ImageFolder`` and a
-  ``DataLoader`` with persistent workers (the best a user would write by hand);
+  ``DataLoader`` with persistent workers (the best a user would write by hand), as the median
+  of the per-epoch ratios over epochs 2..n (the other benchmarks' rule; the ratio of the sums is
+  printed beside it);
 - epoch time proportional to the subset size within 0.05 (seconds per image of a half-size
   epoch over that of a full one, minus 1).
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from _common import header, parse_args, verdict
+from _common import header, parse_args, spread, verdict
 from droppick.data.datasets import write_fake_imagefolder
 from droppick.data.pipeline import build_splits
 from droppick.data.transforms import imagenet_train_transform
@@ -63,7 +65,7 @@ def timed_epoch(batches) -> tuple[float, float, int]:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     header("ImageFolder loader: persistent workers, throughput, proportionality", args.quick)
-    per_class, epochs = (60, 3) if args.quick else (300, 6)
+    per_class, epochs = (60, 3) if args.quick else (300, 8)
     root = write_fake_imagefolder(Path(tempfile.mkdtemp(prefix="droppick-bench-folder-")), classes=10,
                                   per_class=per_class, size=128, split_names=("train", "val"))
     cfg = TrainConfig(dataset="imagefolder", data_dir=str(root), image_size=SIZE, eval_resize=128,
@@ -118,9 +120,14 @@ def main() -> int:
     ok = verdict("first batch of epochs 2..n", worst_first <= 0.050,
                  f"worst {1000 * worst_first:.1f} ms (target 50 ms), with the trainer's prefetch during evaluation")
     rate = {k: sum(r["size"] for r in v[1:]) / sum(r["seconds"] for r in v[1:]) for k, v in results.items()}
-    ratio = rate["droppick"] / rate["torchvision"]
+    # As in the other benchmarks, the verdict is on the median of the per-epoch ratios: an epoch
+    # slowed by another process moves one ratio, not the verdict (the ratio of sums is printed too).
+    theirs, ours = ([r["seconds"] for r in results[k][1:]] for k in ("torchvision", "droppick"))
+    ratio = statistics.median(t / o for t, o in zip(theirs, ours))  # same subset sizes: a speed ratio
     ok &= verdict("images/s vs torchvision ImageFolder + persistent DataLoader", ratio >= 0.95,
-                  f"{rate['droppick']:.0f} vs {rate['torchvision']:.0f} images/s, ratio {ratio:.3f} (target >= 0.95)")
+                  f"median per-epoch ratio {ratio:.3f} ({spread(theirs, ours)}); over all epochs "
+                  f"{rate['droppick']:.0f} vs {rate['torchvision']:.0f} images/s, "
+                  f"{rate['droppick'] / rate['torchvision']:.3f} (target >= 0.95)")
     per_image = {size: statistics.median(r["seconds"] / r["size"] for r in later if r["size"] == size)
                  for size in {r["size"] for r in later}}
     full, half = per_image[n], per_image.get(n // 2)
