@@ -71,6 +71,16 @@ def test_folder_augmentation_is_seeded_per_sample_not_by_worker_count(folder):
     assert torch.equal(i0, order) and torch.equal(x0, x2) and torch.equal(y0, y2)
     (_, x_other, _), = list(splits[0].batches(order, 4, seed=1, epoch=3))
     assert not torch.equal(x0, x_other)
+    # Seeded per sample, not per batch: a sample alone, or elsewhere in another batch, looks the same.
+    (_, alone, _), = list(splits[0].batches(torch.tensor([17]), 4, seed=1, epoch=2))
+    (_, moved, _), = list(splits[1].batches(torch.tensor([3, 17]), 4, seed=1, epoch=2))
+    assert torch.equal(alone[0], x0[2]) and torch.equal(moved[1], x0[2]) and torch.equal(moved[0], x0[3])
+    # In the main process (no workers) the caller's global RNG is left as it was.
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    list(splits[0].batches(order, 2, seed=1, epoch=2))
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_cifar_per_class_slice_and_eval_command(cifar10, tmp_path, capsys):

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..seeding import seeded_global_rng
+from ..seeding import reseeding_global_rng
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalise_batch
 
 _JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # SOI marker and the first segment's marker byte
@@ -44,11 +44,12 @@ class DeviceDecoder:
         """``(images, undecodable)``: the decodable samples' images stacked in batch order (None if
         there are none), and the batch positions of the samples that did not decode."""
         images, undecodable = [], []
-        for position, (index, image) in enumerate(zip(indices, self._decode(encoded))):
-            if image is None:
-                undecodable.append(position)
-                continue
-            with seeded_global_rng(seed, epoch, "augment", index):
+        with reseeding_global_rng(seed) as reseed:
+            for position, (index, image) in enumerate(zip(indices, self._decode(encoded))):
+                if image is None:
+                    undecodable.append(position)
+                    continue
+                reseed(epoch, "augment", index)
                 images.append(self.geometry(image))
         return (self.normalise(torch.stack(images)) if images else None), undecodable
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from ..seeding import seeded_global_rng
+from ..seeding import generator, reseeding_global_rng
 from .datasets import unreadable_image
 from .device_decode import DeviceDecoder
 
@@ -93,6 +93,8 @@ class FolderSplit:
                 num_workers=self.num_workers, pin_memory=self.pin_memory,
                 collate_fn=functools.partial(_collate_readable, stack=self.decoder is None),
                 persistent_workers=self.num_workers > 0,
+                # The DataLoader draws its workers' base seed from this, not from the caller's global RNG.
+                generator=generator(seed, "folder-loader"),
                 prefetch_factor=PREFETCH_FACTOR if self.num_workers > 0 else None)
         if seed != self._seed:
             raise ValueError(f"this split's loader seeds augmentation with {self._seed}, not {seed}")
@@ -156,10 +158,17 @@ class _SeededSamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]):
-        index, epoch = item
-        image, label = self.dataset[index]
-        if image is None or self.transform is None:  # unreadable and skipped, or bytes for the device
-            return index, image, label
-        with seeded_global_rng(self.seed, epoch, "augment", index):
-            image = self.transform(image)
-        return index, image, label
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: list[tuple[int, int]]) -> list[tuple]:
+        """The DataLoader asks for a whole batch at once: the global RNG is saved and restored once
+        per batch, not per image."""
+        samples = []
+        with reseeding_global_rng(self.seed) as reseed:
+            for index, epoch in items:
+                image, label = self.dataset[index]
+                if image is not None and self.transform is not None:  # else skipped, or bytes for the device
+                    reseed(epoch, "augment", index)
+                    image = self.transform(image)
+                samples.append((index, image, label))
+        return samples
