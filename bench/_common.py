@@ -9,11 +9,13 @@ longer than a round cancels.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,7 +36,32 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
         extra(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    steady_malloc()
     return args
+
+
+# glibc's malloc hands each training step's large buffers (activations of a few MB) back to the
+# kernel and page-faults them in again on the next step, at a cost that depends on the thread's
+# arena and the heap's history: two identical trainers in one process ran 3-12 % apart, whichever
+# was built first being faster, and that difference swamped the ratios measured here. Keeping
+# freed memory in the process (no mmap for big blocks, no trimming, one arena) removed the
+# difference (0.97-1.04, no sign) and made every step faster; jemalloc or tcmalloc do the same.
+# It changes the allocator for every variant of a comparison alike; droppick itself sets nothing.
+_MALLOPT = {"M_TRIM_THRESHOLD": (-1, 1 << 40), "M_MMAP_THRESHOLD": (-3, 1 << 30), "M_ARENA_MAX": (-8, 1)}
+
+
+@functools.lru_cache(maxsize=None)  # once per process; later calls return the note
+def steady_malloc() -> str:
+    """Apply ``_MALLOPT`` to this process (and the DataLoader workers it forks); returns what was done."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        applied = [name for name, (option, value) in _MALLOPT.items() if libc.mallopt(option, value) == 1]
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        applied = []
+    return "glibc mallopt " + ", ".join(applied) if applied else "allocator left as it is (no glibc mallopt)"
 
 
 # On this shared 2-core machine (other processes keep the load average at 3-6), two OpenMP
@@ -70,7 +97,7 @@ def header(title: str, quick: bool) -> None:
     script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
     print(f"command: python {' '.join([script, *sys.argv[1:]])}")
     print(f"machine: {m['date']}; nproc {m['nproc']}; {m['cpu']}; torch {m['torch']} "
-          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}"
+          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}; {steady_malloc()}"
           + (f"; GPU {m['gpu']}" if m["gpu"] else ""))
 
 
@@ -84,6 +111,71 @@ def interleave(variants: dict[str, Callable[[], object]], rounds: int) -> dict[s
             variants[name]()
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+class TakeTurns:
+    """Run jobs in threads that take turns: one runs until it calls ``turn(name)``, then the next.
+
+    For comparisons whose unit (a training epoch, 20 s here) is longer than this machine's
+    slow spells (identical work runs 10-15 % slower for a second or two, see bench/README.md):
+    with a turn per batch, a slow spell falls on every job alike. ``seconds[name]`` sums the
+    job's turns; only one job runs at a time, so a turn is its own work, nothing else's.
+    A job that never calls ``turn`` runs to its end in one go (plain A B interleaving).
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._order: list[str] = []  # the jobs still running, in turn order
+        self._current: str | None = None
+        self._since = self._cpu_since = 0.0
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # the process's CPU time during the job's turns
+
+    def run(self, jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
+        """Run every job to its end, the first one first; returns their results by name."""
+        self._order, self._current = list(jobs), next(iter(jobs))
+        self.seconds, self.cpu_seconds = dict.fromkeys(jobs, 0.0), dict.fromkeys(jobs, 0.0)
+        results, errors = {}, []
+
+        def body(name: str, job: Callable[[], object]) -> None:
+            with self._cond:
+                self._cond.wait_for(lambda: self._current == name)
+            try:
+                results[name] = job()
+            except BaseException as err:  # re-raised below, in the caller's thread
+                errors.append(err)
+            finally:
+                with self._cond:
+                    self._pass(name, leave=True)
+
+        threads = [threading.Thread(target=body, args=item) for item in jobs.items()]
+        self._since, self._cpu_since = time.perf_counter(), time.process_time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def turn(self, name: str) -> None:
+        """Called by job ``name`` between two units of its work: let the next job run one."""
+        with self._cond:
+            self._pass(name, leave=False)
+            self._cond.wait_for(lambda: self._current == name)
+
+    def _pass(self, name: str, leave: bool) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.seconds[name] += now - self._since
+        self.cpu_seconds[name] += cpu - self._cpu_since
+        self._since, self._cpu_since = now, cpu
+        position = self._order.index(name)
+        if leave:
+            self._order.remove(name)
+        else:
+            position += 1
+        self._current = self._order[position % len(self._order)] if self._order else None
+        self._cond.notify_all()
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:

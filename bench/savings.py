@@ -3,13 +3,19 @@
 Target: |(DaP training seconds) / (full training seconds) - planned compute fraction| <= 0.03.
 
 Two trainers (``train.Trainer``, what ``droppick train`` drives) on Fashion-MNIST with
-small_cnn, same recipe, ``policy="dap"`` and ``policy="full"``, in one process. They run
-interleaved epoch by epoch, alternating which goes first, so a slow minute on this shared
-machine hits both. Each epoch is ``train.train``'s loop body, timed the way it times it:
-training = ``train_epoch`` + ``end_epoch`` + the retention record (data loading included:
-the batches are gathered and augmented inside ``train_epoch``), then evaluation on the test
-split, then the metrics line and the checkpoint, each timed on its own. Set-up (loading
-Fashion-MNIST, building the model) is timed once per trainer.
+small_cnn, same recipe, ``policy="dap"`` and ``policy="full"``, in one process. Each epoch is
+``train.train``'s loop body: training = ``Trainer.train_and_decide`` (``train_epoch``, DaP's
+``end_epoch``, the retention record; the batches are gathered and augmented inside), then
+evaluation on the test split, then the metrics line and the checkpoint, each timed on its own.
+Set-up (loading Fashion-MNIST, building the model) is timed once per trainer.
+
+On the CPU the trainers' epochs run side by side in threads that take turns batch by batch
+(``_common.TakeTurns``; one runs at a time), and each trainer's training time is the sum of its
+turns. Interleaving whole epochs, as before, left one epoch's noise in the result: identical
+epochs of the two trainers took 0.89-1.10 of each other's time, because this machine's slow
+spells (10-15 %, a second or two) are shorter than an epoch (20 s) and longer than a batch
+(0.1 s). A third trainer, a copy of full, takes turns too (see ``main``), and full / copy is
+printed as the noise floor. On a GPU the epochs alternate whole, the first one rotating.
 
 (Interleaving two real ``train()`` runs through ``--stop-after``/``--resume`` would rebuild the
 trainer every epoch and charge a cold start to every epoch of both runs, pulling the ratio
@@ -18,6 +24,7 @@ towards 1; that is why the loop body is driven here.)
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -26,12 +33,25 @@ from pathlib import Path
 
 import torch
 
-from _common import FASHION_MNIST, header, parse_args, verdict
+from _common import FASHION_MNIST, TakeTurns, header, parse_args, verdict
 from droppick.train.config import TrainConfig
 from droppick.train.rundir import RunDir
 from droppick.train.trainer import Trainer
 
 TOLERANCE = 0.03
+
+
+def hand_on_after_each_batch(split, name: str, turns: TakeTurns) -> None:
+    """The bench's one hook into the trainer: after each batch's step, ``split.batches`` lets the
+    other trainer run one."""
+    batches = split.batches
+
+    def taking_turns(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            yield batch  # the trainer steps on it, then asks for the next one
+            turns.turn(name)
+
+    split.batches = taking_turns
 
 
 def main() -> int:
@@ -72,13 +92,25 @@ def main() -> int:
     spare.evaluate()
     del spare
 
+    turns, control_rows = TakeTurns(), []
+    jobs = dict(trainers)
+    if not gpu:  # on a GPU a batch's time is unknown without a synchronisation, which would change it
+        # A second full run takes turns as well, so that full never runs alone once DaP's shorter
+        # epoch is over: a step right after another model's step runs slower (its caches are cold),
+        # and without the control only DaP's steps would pay that. full / control: the noise floor.
+        jobs["control"] = Trainer(TrainConfig(policy="full", **base), device)
+        for name, trainer in jobs.items():
+            hand_on_after_each_batch(trainer.train_split, name, turns)
     for epoch in range(1, recipe["epochs"] + 1):
-        for p in (policies if epoch % 2 else policies[::-1]):
-            t = trainers[p]
-            tick, cpu_tick = time.perf_counter(), time.process_time()
-            row = t.train_and_decide(progress=False)  # the trainer's own epoch: training, DaP, retention
-            train_cpu[p] += time.process_time() - cpu_tick
-            train_s = time.perf_counter() - tick
+        names = list(jobs)[epoch % len(jobs):] + list(jobs)[:epoch % len(jobs)]  # who starts: rotates
+        # The trainers' own epochs (training, DaP's decision, retention), taking turns batch by batch.
+        epoch_rows = turns.run({n: functools.partial(jobs[n].train_and_decide, progress=False) for n in names})
+        if "control" in jobs:
+            control_rows.append(turns.seconds["full"] / turns.seconds["control"])
+        for p in (n for n in names if n in policies):
+            t, row, train_s = trainers[p], epoch_rows[p], turns.seconds[p]
+            row["epoch_seconds"] = train_s  # its turns; its own clock also counted the other's
+            train_cpu[p] += turns.cpu_seconds[p]
             tick = time.perf_counter()
             row["test_top1"], _ = t.evaluate()
             row["eval_seconds"] = eval_s = time.perf_counter() - tick
@@ -101,8 +133,10 @@ def main() -> int:
     samples_ratio = dap.samples_seen / trainers["full"].dap.samples_seen
     train_ratio = totals["dap"]["train"] / totals["full"]["train"]
     cpu_ratio = train_cpu["dap"] / train_cpu["full"]
-    per_epoch = [d["epoch_seconds"] / f["epoch_seconds"] for d, f in zip(rows["dap"], rows["full"])
-                 if d["subset_size"] == f["subset_size"]]
+    per_epoch = control_rows or [d["epoch_seconds"] / f["epoch_seconds"] for d, f in zip(rows["dap"], rows["full"])
+                                 if d["subset_size"] == f["subset_size"]]
+    floor = ("full / control, identical runs, per epoch" if control_rows else
+             "epochs where both trained on all data")
     for p in policies:
         t = totals[p]
         print(f"{p:>4}: training {t['train']:7.1f} s, evaluation {t['eval']:6.1f} s, metrics + checkpoints "
@@ -111,7 +145,7 @@ def main() -> int:
     whole_ratio = whole["dap"] / whole["full"]
     print(f"planned compute fraction {planned:.4f}; samples trained DaP / full {samples_ratio:.4f}")
     print(f"training wall-clock ratio DaP / full: {train_ratio:.4f} (planned {planned:.4f}, difference "
-          f"{train_ratio - planned:+.4f}); epochs where both trained on all data: ratio "
+          f"{train_ratio - planned:+.4f}); {floor}: ratio "
           f"{', '.join(f'{r:.3f}' for r in per_epoch)} (the noise floor of one epoch)")
     print(f"training CPU-time ratio DaP / full: {cpu_ratio:.4f} (difference {cpu_ratio - planned:+.4f})")
     print(f"whole-run ratio (training + evaluation + metrics/checkpoints + set-up): {whole_ratio:.4f}; DaP saves "
