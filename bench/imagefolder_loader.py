@@ -9,11 +9,12 @@ transform at 112 px):
   of the per-epoch ratios over epochs 2..n (the other benchmarks' rule; the ratio of the sums is
   printed beside it);
 - epoch time proportional to the subset size within 0.05 (seconds per image of a half-size
-  epoch over that of a full one, minus 1).
+  epoch over that of a full one, minus 1; both counted from the first batch, which training
+  prefetches).
 
-Two phases, each with both loaders interleaved epoch by epoch (A B, then B A) and consuming every
-batch without a model, so the figures are the data path's alone:
-1. throughput and proportionality: epochs back to back, nothing between them;
+Two phases, consuming every batch without a model, so the figures are the data path's alone:
+1. throughput and proportionality: the two loaders' epochs side by side, taking turns batch by
+   batch (``epochs_taking_turns``), nothing between epochs;
 2. epoch start: as in training, each loader's epoch is followed by an evaluation pass on the val
    split (untimed), and droppick's trainer tells its loader the next epoch's order before that
    (``FolderSplit.prefetch``, once DaP has decided); torchvision's loader cannot know it.
@@ -22,6 +23,8 @@ batch without a model, so the figures are the data path's alone:
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import tempfile
 import time
@@ -50,6 +53,64 @@ class OrderSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         return iter(self.order.tolist())
+
+
+def worker_pids() -> set[int]:
+    """This process's children (the DataLoader workers), from /proc."""
+    pids = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        pids.update(int(pid) for pid in children.read_text().split())
+    return pids
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds the processes have used (from /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def signal_all(pids, sig) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def epochs_taking_turns(iterators: dict, workers: dict) -> dict:
+    """Run the loaders' epochs batch by batch in turns; ``{name: (first batch s, epoch s, images,
+    the workers' CPU s)}``.
+
+    A loader's workers run only in its turns (SIGSTOP otherwise), so the two loaders never run at
+    once, and a slow spell of this machine (10-15 %, a second or two; an epoch takes 3 s) falls
+    on both. A loader's epoch time is the sum of its turns: what it needs to deliver the batch,
+    including the prefetching its workers do meanwhile.
+    """
+    results = {name: [None, 0.0, 0, -cpu_seconds(workers[name])] for name in iterators}
+    active = list(iterators)
+    for pids in workers.values():
+        signal_all(pids, signal.SIGSTOP)
+    try:
+        while active:
+            for name in list(active):
+                signal_all(workers[name], signal.SIGCONT)
+                t0 = time.perf_counter()
+                batch = next(iterators[name], None)
+                elapsed = time.perf_counter() - t0
+                signal_all(workers[name], signal.SIGSTOP)
+                result = results[name]
+                result[1] += elapsed
+                if batch is None:
+                    active.remove(name)
+                    continue
+                result[0] = result[1] if result[0] is None else result[0]
+                result[2] += len(batch[0])
+    finally:
+        for pids in workers.values():
+            signal_all(pids, signal.SIGCONT)
+    for name, result in results.items():
+        result[3] += cpu_seconds(workers[name])
+    return {name: tuple(r) for name, r in results.items()}
 
 
 def timed_epoch(batches) -> tuple[float, float, int]:
@@ -89,7 +150,30 @@ def main() -> int:
     orders = [torch.randperm(n, generator=torch.Generator().manual_seed(e))[:n if e <= 2 or e % 2 else n // 2]
               for e in range(1, 2 * epochs + 2)]
 
-    def phase(epoch_numbers, with_eval: bool) -> dict:
+    # An unmeasured short epoch each starts the workers (kept alive from then on); whose they are
+    # is told apart by when they appeared.
+    warm = orders[0][: 4 * BATCH]
+    workers = {}
+    for name, start in (("droppick", lambda: ours.batches(warm, BATCH, 0, 0)), ("torchvision", lambda: theirs)):
+        before, sampler.order = worker_pids(), warm
+        sum(1 for _ in start())
+        workers[name] = worker_pids() - before
+    assert all(len(pids) == WORKERS for pids in workers.values()), workers
+
+    def turns_phase(epoch_numbers) -> dict:
+        results = {"droppick": [], "torchvision": []}
+        for epoch in epoch_numbers:
+            order = sampler.order = orders[epoch - 1]
+            iterators = {"droppick": iter(ours.batches(order, BATCH, 0, epoch)), "torchvision": iter(theirs)}
+            if epoch % 2 == 0:
+                iterators = dict(reversed(iterators.items()))
+            for name, (first, seconds, images, cpu) in epochs_taking_turns(iterators, workers).items():
+                assert images == order.numel(), (name, images, order.numel())
+                results[name].append({"epoch": epoch, "size": order.numel(), "first": first, "seconds": seconds,
+                                      "cpu": cpu})
+        return results
+
+    def phase(epoch_numbers) -> dict:  # epochs one after the other, as training runs them
         results = {"droppick": [], "torchvision": []}
         for epoch in epoch_numbers:
             order = sampler.order = orders[epoch - 1]
@@ -99,19 +183,21 @@ def main() -> int:
                 first, seconds, images = runs[name]()
                 assert images == order.numel(), (name, images, order.numel())
                 results[name].append({"epoch": epoch, "size": order.numel(), "first": first, "seconds": seconds})
-                if with_eval:
-                    if name == "droppick":  # what the trainer does once DaP has decided the next subset
-                        ours.prefetch(orders[epoch], BATCH, 0, epoch + 1)
-                    evaluate[name]()
+                if name == "droppick":  # what the trainer does once DaP has decided the next subset
+                    ours.prefetch(orders[epoch], BATCH, 0, epoch + 1)
+                evaluate[name]()
         return results
 
-    results = phase(range(1, epochs + 1), with_eval=False)
-    starts = phase(range(epochs + 1, 2 * epochs + 1), with_eval=True)
+    results = turns_phase(range(1, epochs + 1))
+    starts = phase(range(epochs + 1, 2 * epochs + 1))
     print("| epoch | subset | droppick first batch (ms) | droppick s | torchvision first batch (ms) | torchvision s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for a, b in zip(results["droppick"], results["torchvision"]):
         print(f"| {a['epoch']} | {a['size']} | {1000 * a['first']:.1f} | {a['seconds']:.2f} | "
               f"{1000 * b['first']:.1f} | {b['seconds']:.2f} |")
+    cpu = {k: 1000 * sum(r["cpu"] for r in v[1:]) / sum(r["size"] for r in v[1:]) for k, v in results.items()}
+    print(f"workers' CPU per image, epochs 2..n: droppick {cpu['droppick']:.2f} ms, torchvision "
+          f"{cpu['torchvision']:.2f} ms (ratio {cpu['droppick'] / cpu['torchvision']:.3f})")
     later = results["droppick"][1:]
     print("phase 2, with evaluation between epochs: first batch (ms) droppick "
           + ", ".join(f"{1000 * r['first']:.1f}" for r in starts["droppick"]) + "; torchvision "
@@ -128,7 +214,11 @@ def main() -> int:
                   f"median per-epoch ratio {ratio:.3f} ({spread(theirs, ours)}); over all epochs "
                   f"{rate['droppick']:.0f} vs {rate['torchvision']:.0f} images/s, "
                   f"{rate['droppick'] / rate['torchvision']:.3f} (target >= 0.95)")
-    per_image = {size: statistics.median(r["seconds"] / r["size"] for r in later if r["size"] == size)
+    # From the first batch on: in training that batch is ready when the epoch starts (phase 2 checks
+    # it), so the workers' pipeline filling up (one batch, as long in a half epoch as in a full
+    # one) is not part of an epoch's time there.
+    per_image = {size: statistics.median((r["seconds"] - r["first"]) / (r["size"] - BATCH)
+                                         for r in later if r["size"] == size)
                  for size in {r["size"] for r in later}}
     full, half = per_image[n], per_image.get(n // 2)
     if half is not None:
