@@ -23,6 +23,7 @@ Two phases, consuming every batch without a model, so the figures are the data p
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import statistics
@@ -79,33 +80,40 @@ def signal_all(pids, sig) -> None:
 
 def epochs_taking_turns(iterators: dict, workers: dict) -> dict:
     """Run the loaders' epochs batch by batch in turns; ``{name: (first batch s, epoch s, images,
-    the workers' CPU s)}``.
+    the workers' CPU s, the main process's CPU s)}``.
 
     A loader's workers run only in its turns (SIGSTOP otherwise), so the two loaders never run at
     once, and a slow spell of this machine (10-15 %, a second or two; an epoch takes 3 s) falls
     on both. A loader's epoch time is the sum of its turns: what it needs to deliver the batch,
     including the prefetching its workers do meanwhile.
     """
-    results = {name: [None, 0.0, 0, -cpu_seconds(workers[name])] for name in iterators}
+    results = {name: [None, 0.0, 0, -cpu_seconds(workers[name]), 0.0] for name in iterators}
     active = list(iterators)
     for pids in workers.values():
         signal_all(pids, signal.SIGSTOP)
+    # As timeit does: a garbage collection of this process would land in one loader's turn.
+    gc.collect()
+    gc.disable()
     try:
         while active:
             for name in list(active):
                 signal_all(workers[name], signal.SIGCONT)
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 batch = next(iterators[name], None)
+                images = None if batch is None else len(batch[0])
+                del batch  # released in this loader's turn: giving back its shared memory is its cost
                 elapsed = time.perf_counter() - t0
                 signal_all(workers[name], signal.SIGSTOP)
                 result = results[name]
                 result[1] += elapsed
-                if batch is None:
+                result[4] += time.process_time() - cpu0
+                if images is None:
                     active.remove(name)
                     continue
                 result[0] = result[1] if result[0] is None else result[0]
-                result[2] += len(batch[0])
+                result[2] += images
     finally:
+        gc.enable()
         for pids in workers.values():
             signal_all(pids, signal.SIGCONT)
     for name, result in results.items():
@@ -167,10 +175,10 @@ def main() -> int:
             iterators = {"droppick": iter(ours.batches(order, BATCH, 0, epoch)), "torchvision": iter(theirs)}
             if epoch % 2 == 0:
                 iterators = dict(reversed(iterators.items()))
-            for name, (first, seconds, images, cpu) in epochs_taking_turns(iterators, workers).items():
+            for name, (first, seconds, images, cpu, main_cpu) in epochs_taking_turns(iterators, workers).items():
                 assert images == order.numel(), (name, images, order.numel())
                 results[name].append({"epoch": epoch, "size": order.numel(), "first": first, "seconds": seconds,
-                                      "cpu": cpu})
+                                      "cpu": cpu, "main_cpu": main_cpu})
         return results
 
     def phase(epoch_numbers) -> dict:  # epochs one after the other, as training runs them
@@ -195,9 +203,10 @@ def main() -> int:
     for a, b in zip(results["droppick"], results["torchvision"]):
         print(f"| {a['epoch']} | {a['size']} | {1000 * a['first']:.1f} | {a['seconds']:.2f} | "
               f"{1000 * b['first']:.1f} | {b['seconds']:.2f} |")
-    cpu = {k: 1000 * sum(r["cpu"] for r in v[1:]) / sum(r["size"] for r in v[1:]) for k, v in results.items()}
-    print(f"workers' CPU per image, epochs 2..n: droppick {cpu['droppick']:.2f} ms, torchvision "
-          f"{cpu['torchvision']:.2f} ms (ratio {cpu['droppick'] / cpu['torchvision']:.3f})")
+    for key, whose in (("cpu", "workers'"), ("main_cpu", "main process's")):
+        cpu = {k: 1000 * sum(r[key] for r in v[1:]) / sum(r["size"] for r in v[1:]) for k, v in results.items()}
+        print(f"{whose} CPU per image, epochs 2..n: droppick {cpu['droppick']:.3f} ms, torchvision "
+              f"{cpu['torchvision']:.3f} ms (ratio {cpu['droppick'] / cpu['torchvision']:.3f})")
     later = results["droppick"][1:]
     print("phase 2, with evaluation between epochs: first batch (ms) droppick "
           + ", ".join(f"{1000 * r['first']:.1f}" for r in starts["droppick"]) + "; torchvision "
