@@ -159,8 +159,11 @@ class TakeTurns:
         return results
 
     def turn(self, name: str) -> None:
-        """Called by job ``name`` between two units of its work: let the next job run one."""
+        """Called by job ``name`` between two units of its work: let the next job run one (outside
+        ``run``, e.g. an extra epoch with the profiler, it does nothing)."""
         with self._cond:
+            if name not in self._order:
+                return
             self._pass(name, leave=False)
             self._cond.wait_for(lambda: self._current == name)
 
@@ -176,6 +179,19 @@ class TakeTurns:
             position += 1
         self._current = self._order[position % len(self._order)] if self._order else None
         self._cond.notify_all()
+
+
+def hand_on_after_each_batch(split, name: str, turns: TakeTurns) -> None:
+    """A bench's one hook into a trainer: after each batch's step, ``split.batches`` lets the next
+    job take its turn."""
+    batches = split.batches
+
+    def taking_turns(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            yield batch  # the trainer steps on it, then asks for the next one
+            turns.turn(name)
+
+    split.batches = taking_turns
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:

@@ -33,25 +33,12 @@ from pathlib import Path
 
 import torch
 
-from _common import FASHION_MNIST, TakeTurns, header, parse_args, verdict
+from _common import FASHION_MNIST, TakeTurns, hand_on_after_each_batch, header, parse_args, verdict
 from droppick.train.config import TrainConfig
 from droppick.train.rundir import RunDir
 from droppick.train.trainer import Trainer
 
 TOLERANCE = 0.03
-
-
-def hand_on_after_each_batch(split, name: str, turns: TakeTurns) -> None:
-    """The bench's one hook into the trainer: after each batch's step, ``split.batches`` lets the
-    other trainer run one."""
-    batches = split.batches
-
-    def taking_turns(*args, **kwargs):
-        for batch in batches(*args, **kwargs):
-            yield batch  # the trainer steps on it, then asks for the next one
-            turns.turn(name)
-
-    split.batches = taking_turns
 
 
 def main() -> int:

@@ -7,8 +7,10 @@ with the same batched crop/flip (``InMemoryImages.batch``), SGD with momentum. T
 ``train.Trainer`` with DaP on (``policy="dap"``): an epoch is ``train_epoch`` + ``end_epoch``,
 what ``droppick train`` reports as ``epoch_seconds``. The hand loop is the textbook one: a
 ``randperm`` order, ``F.cross_entropy(reduction="mean")``, backward, step; each epoch it trains
-on as many images as the trainer's subset holds that epoch. Epochs alternate (trainer, hand,
-hand, trainer, ...) and the verdict is on the median of the per-epoch-pair ratios.
+on as many images as the trainer's subset holds that epoch. On the CPU the two epochs run side
+by side, taking turns batch by batch (``_common.TakeTurns``), so this machine's slow spells of a
+second or two fall on both; on a GPU whole epochs alternate (trainer, hand, hand, trainer, ...).
+The verdict is on the median of the per-epoch ratios.
 
 ``--device cuda`` runs the same comparison on a GPU with ResNet-20 (a small CNN there measures
 little but kernel launches), and adds a third loop: the hand loop plus a host copy of the
@@ -21,13 +23,14 @@ where an epoch's time goes.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from _common import FASHION_MNIST, header, parse_args, verdict
+from _common import FASHION_MNIST, TakeTurns, hand_on_after_each_batch, header, parse_args, verdict
 from droppick.train.config import TrainConfig
 from droppick.seeding import generator
 from droppick.train.trainer import Trainer, build_seeded_model
@@ -69,6 +72,9 @@ def main() -> int:
     order_gen = torch.Generator().manual_seed(1)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
+    turns = TakeTurns()
+    hand_turns = False  # set once the warm-up is over (CPU only)
+
     def hand_epoch(count: int, epoch: int, copy_losses: bool = False) -> None:
         model.train()
         aug = generator(1, epoch, "augment", device=device)
@@ -84,6 +90,8 @@ def main() -> int:
             opt.zero_grad(set_to_none=True)
             losses.mean().backward()
             opt.step()
+            if hand_turns:
+                turns.turn("hand")
         if gpu:
             torch.cuda.synchronize(device)
 
@@ -95,6 +103,9 @@ def main() -> int:
     for _, x, y in trainer.train_split.batches(torch.arange(256), cfg.batch_size, 0, 0):  # and the trainer's
         F.cross_entropy(trainer.model(x.to(device)), y.to(device)).backward()  # model (weights unchanged)
     trainer.optimizer.zero_grad(set_to_none=True)
+    if not gpu:  # take turns batch by batch (see the module docstring); on a GPU, whole epochs
+        hand_on_after_each_batch(trainer.train_split, "trainer", turns)
+        hand_turns = True
     loops = {"trainer": lambda count, e: trainer_epoch(), "hand": hand_epoch}
     if gpu:
         loops["hand + per-step copy"] = lambda count, e: hand_epoch(count, e, copy_losses=True)
@@ -102,11 +113,9 @@ def main() -> int:
     ratios, copy_ratios, rates = [], [], {name: [] for name in names}
     for e in range(epochs):
         count = trainer.dap.subset.numel()
-        seconds = {}
-        for name in (names if e % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            loops[name](count, e + 1)
-            seconds[name] = time.perf_counter() - t0
+        turns.run({name: functools.partial(loops[name], count, e + 1) for name in (names if e % 2 == 0 else names[::-1])})
+        seconds = dict(turns.seconds)
+        for name in names:
             rates[name].append(count / seconds[name])
         ratios.append(seconds["hand"] / seconds["trainer"])  # = trainer images/s over hand images/s
         if gpu:
