@@ -25,19 +25,27 @@ REPO = Path(__file__).resolve().parent.parent
 FASHION_MNIST = os.path.join(os.environ.get("DROPPICK_DATA", "/usr/share/datasets"), "fashion-mnist")
 
 
-def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
-    """--quick, and --threads (default 1, applied here: see THREADS_NOTE)."""
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
+               malloc: str = "steady"):
+    """--quick, --threads (default 1, applied here: see THREADS_NOTE) and --malloc (default
+    ``malloc``, applied here: see steady_malloc)."""
     import torch
 
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a much smaller run (seconds), for smoke tests")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--malloc", choices=("steady", "glibc"), default=malloc,
+                   help="steady: keep freed memory in the process (default, see steady_malloc); glibc: its defaults")
     if extra:
         extra(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    steady_malloc()
+    if args.malloc == "steady":
+        _allocator[0] = steady_malloc()
     return args
+
+
+_allocator = ["malloc defaults"]  # what parse_args did to the allocator, for the header line
 
 
 # glibc's malloc hands each training step's large buffers (activations of a few MB) back to the
@@ -97,7 +105,7 @@ def header(title: str, quick: bool) -> None:
     script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
     print(f"command: python {' '.join([script, *sys.argv[1:]])}")
     print(f"machine: {m['date']}; nproc {m['nproc']}; {m['cpu']}; torch {m['torch']} "
-          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}; {steady_malloc()}"
+          f"({m['torch_threads']} threads); python {m['python']}; load average {m['load_avg_1m']}; {_allocator[0]}"
           + (f"; GPU {m['gpu']}" if m["gpu"] else ""))
 
 
