@@ -2,7 +2,8 @@
 
 Both read the same generated JPEG set (3,000 images of 320 px on a GPU, 1,000 of 192 px on the
 CPU) through the run's one persistent DataLoader with the same number of workers, crop and flip
-each image (to 224 px on a GPU, 160 on the CPU, 112 with --quick) as the trainer does, and deliver normalised float batches on the training device; the epochs alternate between the
+each image (to 224 px on a GPU, 160 on the CPU, 112 with --quick) as the trainer does, and
+deliver normalised float batches on the training device; the epochs alternate between the
 two (A B, then B A) and every batch is consumed without a model, so the figure is the data
 path's alone. On a GPU the target is that decoding there is at least as fast as the workers
 (which then only read bytes); on the CPU the device is the main process, so there is no target

@@ -79,15 +79,17 @@ def signal_all(pids, sig) -> None:
 
 
 def epochs_taking_turns(iterators: dict, workers: dict) -> dict:
-    """Run the loaders' epochs batch by batch in turns; ``{name: (first batch s, epoch s, images,
-    the workers' CPU s, the main process's CPU s)}``.
+    """Run the loaders' epochs batch by batch in turns; for each loader ``{"first": seconds to its
+    first batch, "seconds": the epoch's, "images", "cpu": its workers' CPU seconds, "main_cpu":
+    this process's CPU seconds in its turns}``.
 
     A loader's workers run only in its turns (SIGSTOP otherwise), so the two loaders never run at
     once, and a slow spell of this machine (10-15 %, a second or two; an epoch takes 3 s) falls
     on both. A loader's epoch time is the sum of its turns: what it needs to deliver the batch,
     including the prefetching its workers do meanwhile.
     """
-    results = {name: [None, 0.0, 0, -cpu_seconds(workers[name]), 0.0] for name in iterators}
+    results = {name: {"first": None, "seconds": 0.0, "images": 0, "cpu": -cpu_seconds(workers[name]),
+                      "main_cpu": 0.0} for name in iterators}
     active = list(iterators)
     for pids in workers.values():
         signal_all(pids, signal.SIGSTOP)
@@ -105,20 +107,21 @@ def epochs_taking_turns(iterators: dict, workers: dict) -> dict:
                 elapsed = time.perf_counter() - t0
                 signal_all(workers[name], signal.SIGSTOP)
                 result = results[name]
-                result[1] += elapsed
-                result[4] += time.process_time() - cpu0
+                result["seconds"] += elapsed
+                result["main_cpu"] += time.process_time() - cpu0
                 if images is None:
                     active.remove(name)
                     continue
-                result[0] = result[1] if result[0] is None else result[0]
-                result[2] += images
+                if result["first"] is None:
+                    result["first"] = result["seconds"]
+                result["images"] += images
     finally:
         gc.enable()
         for pids in workers.values():
             signal_all(pids, signal.SIGCONT)
     for name, result in results.items():
-        result[3] += cpu_seconds(workers[name])
-    return {name: tuple(r) for name, r in results.items()}
+        result["cpu"] += cpu_seconds(workers[name])
+    return results
 
 
 def timed_epoch(batches) -> tuple[float, float, int]:
@@ -175,10 +178,9 @@ def main() -> int:
             iterators = {"droppick": iter(ours.batches(order, BATCH, 0, epoch)), "torchvision": iter(theirs)}
             if epoch % 2 == 0:
                 iterators = dict(reversed(iterators.items()))
-            for name, (first, seconds, images, cpu, main_cpu) in epochs_taking_turns(iterators, workers).items():
-                assert images == order.numel(), (name, images, order.numel())
-                results[name].append({"epoch": epoch, "size": order.numel(), "first": first, "seconds": seconds,
-                                      "cpu": cpu, "main_cpu": main_cpu})
+            for name, result in epochs_taking_turns(iterators, workers).items():
+                assert result.pop("images") == order.numel(), (name, order.numel())
+                results[name].append({"epoch": epoch, "size": order.numel(), **result})
         return results
 
     def phase(epoch_numbers) -> dict:  # epochs one after the other, as training runs them
