@@ -90,6 +90,19 @@ def test_explicit_schedule_flags_win_over_derived_ones(capsys):
     assert capsys.readouterr().err == ""  # the base's own epochs: nothing derived, nothing said
 
 
+def test_an_in_memory_run_starts_without_importing_torchvision():
+    """torchvision (and torch._dynamo under it) adds seconds to the start of every process, the
+    CLI's and each DDP rank's; only ImageFolder data and torchvision's models need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, droppick.cli.main, droppick.train.trainer, droppick.data.pipeline, droppick.data.folder_split; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("command", ["recipes", "models"])
 def test_listing_commands_exit_quietly_into_a_closed_pipe(command):
     import subprocess

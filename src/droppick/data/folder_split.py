@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import functools
 import gc
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..seeding import generator, reseeding_global_rng
 from .datasets import unreadable_image
-from .device_decode import DeviceDecoder
+
+if TYPE_CHECKING:  # its module imports torchvision, which folder_split itself does not need
+    from .device_decode import DeviceDecoder
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 PREFETCH_FACTOR = 4  # batches each worker prepares ahead: enough to hide the start of an epoch

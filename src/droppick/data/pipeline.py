@@ -22,10 +22,8 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from . import in_memory as dp_data
-from .device_decode import DeviceDecoder
 from .folder_split import FolderSplit
 from . import datasets as dp_datasets
-from . import transforms as dp_transforms
 from ..train.config import TrainConfig
 from ..seeding import derive_seed, generator
 
@@ -109,6 +107,11 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
 
 
 def _folder_splits(cfg: TrainConfig, pin_memory: bool, device: torch.device):
+    # Imported here: torchvision (with torch._dynamo under it) adds about 2.5 s to the start of
+    # every process, the CLI and each DDP rank, and in-memory datasets do not use it.
+    from . import transforms as dp_transforms
+    from .device_decode import DeviceDecoder
+
     if cfg.data_dir is None:
         raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
     train_dir, val_dir = dp_datasets.find_imagefolder(cfg.data_dir)
