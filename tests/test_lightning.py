@@ -1,6 +1,7 @@
 """DropAndPickCallback in a real pl.Trainer: the subsets against an independent top-k of the
 module's own losses, DDP ranks agreeing, resume from Lightning's checkpoint, and the refusals."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -96,6 +97,36 @@ class StopAfter(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch + 1 == self.epoch:
             trainer.should_stop = True
+
+
+def note_worker_start(path: Path, worker_id: int) -> None:
+    import os
+
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+class OneLoaderModel(Model):
+    """Returns the same persistent-worker DataLoader from every ``train_dataloader()`` call."""
+
+    def __init__(self, cb, train_set, starts: Path):
+        super().__init__(cb, train_set)
+        self.loader = DataLoader(IndexedDataset(train_set), batch_size=32, sampler=cb.sampler(), num_workers=2,
+                                 persistent_workers=True, worker_init_fn=functools.partial(note_worker_start, starts))
+
+    def train_dataloader(self):
+        return self.loader
+
+
+def test_one_persistent_loader_keeps_its_workers_across_reloads(tmp_path):
+    """The callback makes Lightning call ``train_dataloader()`` every epoch; returning one loader
+    with persistent workers then starts its workers once, and each epoch still serves the subset."""
+    starts = tmp_path / "worker-starts"
+    cb = DropAndPickCallback(num_samples=N, schedule=SCHEDULE, seed=0)
+    model = OneLoaderModel(cb, dataset(), starts)
+    trainer(tmp_path, cb, enable_checkpointing=False).fit(model)
+    assert len(starts.read_text().split()) == 2  # two workers, started once for six epochs
+    assert [len(model.losses[e]) for e in range(1, SCHEDULE.epochs + 1)] == list(SCHEDULE.plan(N).subset_sizes)
 
 
 def test_resume_from_lightnings_checkpoint_equals_an_uninterrupted_run(tmp_path):
