@@ -14,6 +14,8 @@ What the callback does, and why:
 - The epoch's length changes with the subset, and Lightning sizes an epoch when it loads the
   training dataloader; so the callback sets ``trainer.reload_dataloaders_every_n_epochs = 1`` (and
   says so once): ``train_dataloader()`` is called every epoch and sees the new subset.
+  Returning the same DataLoader (``persistent_workers=True``) from every call keeps its workers
+  alive across these reloads; its length follows the DaP sampler.
 - The DaP state rides in Lightning's checkpoints (``state_dict``/``load_state_dict``), so
   ``trainer.fit(..., ckpt_path=...)`` resumes exactly.
 - Under ``strategy="ddp"`` the DaP sampler shards by rank itself, and ``end_epoch`` merges every
