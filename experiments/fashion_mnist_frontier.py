@@ -61,13 +61,16 @@ def redundancy_configs(per_class: int) -> dict[str, TrainConfig]:
     return run_configs(TrainConfig.from_dict(values), ["full", "dap"], SEEDS_AT[per_class], 10 * per_class)
 
 
-def train_missing(parts: list[str]) -> None:
+def train_missing(parts: list[str], seeds: list[int] | None = None) -> None:
+    def train(configs: dict[str, TrainConfig], folder: Path) -> None:
+        run_all({name: c for name, c in configs.items() if seeds is None or c.seed in seeds}, folder, log=log)
+
     if "frontier" in parts:
         for keep in (0.9, 0.8, 0.95):  # 0.9 first: three InfoBatch runs complete the main report's table
-            run_all(frontier_configs(keep), FOLDERS[keep], log=log)
+            train(frontier_configs(keep), FOLDERS[keep])
     if "redundancy" in parts:
         for per_class in (600, 2000, 6000):
-            run_all(redundancy_configs(per_class), PER_CLASS[per_class], log=log)
+            train(redundancy_configs(per_class), PER_CLASS[per_class])
 
 
 def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
@@ -193,9 +196,12 @@ def main() -> None:
     p.add_argument("--part", choices=["frontier", "redundancy"], action="append",
                    help="train only this part (repeatable; default both). The parts write disjoint run folders, "
                         "so two processes, one per part, can train side by side.")
+    p.add_argument("--seed", type=int, action="append",
+                   help="train only this seed's runs (repeatable; default all). Processes given disjoint seeds "
+                        "can train one part side by side: two processes on one run would overwrite its checkpoints.")
     args = p.parse_args()
     if not args.report:
-        train_missing(args.part or ["frontier", "redundancy"])
+        train_missing(args.part or ["frontier", "redundancy"], args.seed)
     write_report()
 
 

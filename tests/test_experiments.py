@@ -1,0 +1,47 @@
+"""The frontier script's logic without training: its findings are computed from the numbers, and
+``--seed`` splits a part between processes without two of them touching one run."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+frontier = pytest.importorskip("fashion_mnist_frontier")
+
+
+def row(mean: float, std: float = 0.1, seeds: int = 3, compute: float = 0.63) -> dict:
+    return {"top1_mean": mean, "top1_std": std, "seeds": seeds, "compute_fraction": compute}
+
+
+def frontier_rows(dap: float, others: float) -> dict:
+    return {keep: {p: row(dap if p == "dap" else others) for p in frontier.POLICIES} for keep in frontier.KEEPS}
+
+
+def test_findings_say_within_noise_only_when_it_is():
+    full = row(90.0)
+    # se of a difference of two 3-seed means with std 0.1: 0.1 * sqrt(2/3) = 0.082; 2 se = 0.163
+    close = frontier.findings(frontier_rows(dap=89.9, others=89.8), full, {600: (-0.05, 0.1), 6000: (0.0, 0.1)})
+    assert "(within seed noise)" in close[0] and "beats none of the others" in close[0]
+    assert close[len(frontier.KEEPS)] == "- DaP is within seed noise of full at keep 0.8, 0.9, 0.95."
+    assert "within two standard errors: these runs cannot confirm" in close[-1]
+
+    far = frontier.findings(frontier_rows(dap=89.0, others=88.0), full, {600: (-1.0, 0.1), 6000: (0.0, 0.1)})
+    assert "(beyond seed noise)" in far[0] and "beats random, scaled, infobatch beyond seed noise" in far[0]
+    assert far[len(frontier.KEEPS)] == "- DaP is not within seed noise of full at any of these budgets."
+    assert "less data per class cost DaP more, as the paper's Table 4 reports" in far[-1]
+
+    reverse = frontier.findings(frontier_rows(dap=89.0, others=88.0), full, {600: (0.5, 0.1), 6000: (-0.5, 0.1)})
+    assert "cost DaP less, unlike Table 4" in reverse[-1]
+
+
+def test_seed_filter_gives_processes_disjoint_runs(monkeypatch):
+    trained = []
+    monkeypatch.setattr(frontier, "run_all", lambda configs, folder, log: trained.append((folder, sorted(configs))))
+    frontier.train_missing(["redundancy"], seeds=[1])
+    names = [name for _, runs in trained for name in runs]
+    assert names and all(name.endswith("-seed1") for name in names)
+
+    trained.clear()
+    frontier.train_missing(["redundancy"], seeds=None)
+    assert {name for _, runs in trained for name in runs} >= {"full-seed0", "dap-seed1", "dap-seed2"}
