@@ -90,7 +90,7 @@ def epochs_taking_turns(iterators: dict, workers: dict) -> dict:
     first batch, "seconds": the epoch's, "images", "cpu": its workers' CPU seconds, "main_cpu":
     this process's CPU seconds in its turns}``.
 
-    A loader's workers run only in its turns (SIGSTOP otherwise), so the two loaders never run at
+    A loader's workers run only in its turns (SIGSTOP otherwise), so no two loaders run at
     once, and a slow spell of this machine (10-15 %, a second or two; an epoch takes 3 s) falls
     on both. A loader's epoch time is the sum of its turns: what it needs to deliver the batch,
     including the prefetching its workers do meanwhile.
@@ -166,7 +166,7 @@ def main() -> int:
     print(f"{n} JPEGs of 128x128, {WORKERS} workers, batch {BATCH}, RandomResizedCrop {SIZE} + flip + normalise; "
           f"{epochs} epochs per phase")
     permutations = [torch.randperm(n, generator=torch.Generator().manual_seed(e)) for e in range(1, 2 * epochs + 2)]
-    # phase 2: epochs 1, 2 full; then half, full, half, ...
+    # orders[e - 1] for epoch e: 1 and 2 full, then odd full and even half; phase 2 runs epochs n+1..2n
     orders = [p[:n if e <= 2 or e % 2 else n // 2] for e, p in enumerate(permutations, start=1)]
 
     # An unmeasured short epoch each starts the workers (kept alive from then on); whose they are

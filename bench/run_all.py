@@ -1,6 +1,6 @@
 """Run every benchmark and write the results file, with the machine beside the numbers.
 
-    python bench/run_all.py            # all benchmarks (about 10 minutes on 2 cores); writes
+    python bench/run_all.py            # all benchmarks (about 15 minutes on 2 cores); writes
                                        # bench/results.md and the results block of bench/README.md
     python bench/run_all.py --quick    # seconds each; writes bench/results-quick.md only
     python bench/run_all.py --only selection savings
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from _common import machine
+from droppick.train.rundir import code_version
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("bookkeeping", "savings", "selection", "trainer_speed", "distributed_gather", "compile_recompiles",
@@ -31,7 +32,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES))
     args = p.parse_args()
-    m = machine()
+    m, code = machine(), code_version()
     command = "python bench/run_all.py" + (" --quick" if args.quick else "") + \
         (f" --only {' '.join(args.only)}" if args.only != list(BENCHES) else "")
     sections, summary, failed = [], [], False
@@ -63,6 +64,7 @@ def main() -> int:
         "",
         f"- command: `{command}` ({total / 60:.1f} min in all)",
         f"- date: {m['date']}",
+        f"- commit: {code['git_commit']}" + (" with uncommitted changes" if code["git_dirty"] else ""),
         f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; torch {m['torch']}; python {m['python']}; "
         f"load average {m['load_avg_1m']} at the start (the machine is shared)",
         "- every benchmark runs 1 torch thread unless it says otherwise (see bench/_common.py)",

@@ -92,7 +92,8 @@ def test_explicit_schedule_flags_win_over_derived_ones(capsys):
 
 def test_an_in_memory_run_starts_without_importing_torchvision():
     """torchvision (and torch._dynamo under it) adds seconds to the start of every process, the
-    CLI's and each DDP rank's; only ImageFolder data and torchvision's models need it."""
+    CLI's and each DDP rank's; only ImageFolder data, torchvision's models, inspection images and
+    detection transfer need it."""
     import subprocess
     import sys
 

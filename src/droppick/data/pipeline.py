@@ -107,7 +107,7 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
 
 
 def _folder_splits(cfg: TrainConfig, pin_memory: bool, device: torch.device):
-    # Imported here: torchvision (with torch._dynamo under it) adds about 2.5 s to the start of
+    # Imported here: torchvision (with torch._dynamo under it) adds about 3.5 s to the start of
     # every process, the CLI and each DDP rank, and in-memory datasets do not use it.
     from . import transforms as dp_transforms
     from .device_decode import DeviceDecoder
