@@ -248,10 +248,10 @@ def main() -> int:
     rate = {k: sum(r["size"] for r in v) / sum(r["seconds"] for r in v) for k, v in later.items()}
     # As in the other benchmarks, the verdict is on the median of the per-round ratios: a round
     # slowed by another process moves one ratio, not the verdict (the ratio of sums is printed too).
-    theirs, ours = ([r["seconds"] for r in later[k]] for k in ("torchvision", "droppick"))
-    ratio = statistics.median(t / o for t, o in zip(theirs, ours))  # same subset sizes: a speed ratio
+    their_seconds, our_seconds = ([r["seconds"] for r in later[k]] for k in ("torchvision", "droppick"))
+    ratio = statistics.median(t / o for t, o in zip(their_seconds, our_seconds))  # same sizes: a speed ratio
     ok &= verdict("images/s vs torchvision ImageFolder + persistent DataLoader", ratio >= 0.95,
-                  f"median per-round ratio {ratio:.3f} ({spread(theirs, ours)}); over rounds 2..n "
+                  f"median per-round ratio {ratio:.3f} ({spread(their_seconds, our_seconds)}); over rounds 2..n "
                   f"{rate['droppick']:.0f} vs {rate['torchvision']:.0f} images/s, "
                   f"{rate['droppick'] / rate['torchvision']:.3f} (target >= 0.95)")
     # From the first batch on: in training that batch is ready when the epoch starts (phase 2 checks

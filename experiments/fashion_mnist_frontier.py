@@ -8,8 +8,9 @@ Every run is an ordinary droppick run directory; finished runs are reused and in
 resumed, so the command can be repeated (across sessions) until everything is trained: more than
 ten hours of this shared 2-core machine in all (a run took 4 minutes to 2.4 hours; the ones on all
 6,000 images per class are the long ones). Processes given disjoint ``--part``/``--seed`` shares
-train side by side; each rewrites the report when it ends, the last one with every run. It writes experiments/fashion-mnist/frontier/README.md (with the
-command, date, machine and commit), its plots, and the redundancy table.
+train side by side; each rewrites the report when it ends, the last one with every run. It writes
+experiments/fashion-mnist/frontier/README.md (with the command, date, machine and commit), its
+plots, and the redundancy table.
 
 Setting: the small CNN on the seeded class-stratified 20,000-image slice of experiments/fashion_mnist_report.py,
 30 epochs, W = 4, I = 1, R = {15}, LR /10 after 15 and 22. Frontier: DaP at keep p = 0.8, 0.9 and 0.95
