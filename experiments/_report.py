@@ -1,9 +1,11 @@
 """Pieces the experiment scripts share: a timestamped log, the machine line, the "Setting"
-paragraph of a script's docstring, and the body of a generated markdown page to embed."""
+paragraph of a script's docstring, the body of a generated markdown page to embed, and the
+seed-noise line their findings draw."""
 
 from __future__ import annotations
 
 import datetime
+import math
 import platform
 from pathlib import Path
 
@@ -38,3 +40,13 @@ def page_body(path: Path, link_prefix: str = "") -> list[str]:
     """The lines of a generated markdown page after its title, its image links made relative to
     the page that embeds it by ``link_prefix``."""
     return path.read_text().split("\n", 2)[2].replace("](", f"]({link_prefix}").strip("\n").splitlines()
+
+
+def standard_error(*rows: dict) -> float:
+    """Standard error of a sum or difference of the rows' seed means (independent seeds)."""
+    return math.sqrt(sum(r["top1_std"] ** 2 / r["seeds"] for r in rows))
+
+
+def beyond_noise(difference: float, se: float) -> bool:
+    # Two standard errors: with 2-3 seeds a rough line, stated as such rather than as a test.
+    return abs(difference) > 2 * se

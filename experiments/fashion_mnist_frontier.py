@@ -27,7 +27,7 @@ import math
 import sys
 from pathlib import Path
 
-from _report import log, machine, setting, utc_now
+from _report import beyond_noise, log, machine, setting, standard_error, utc_now
 from droppick.budget import solve
 from droppick.report.compare import aggregate, run_all, run_configs
 from droppick.train.config import TrainConfig
@@ -88,12 +88,8 @@ def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
     return aggregate(configs, summaries, folder)
 
 
-def se_of_difference(a: dict, b: dict) -> float:
-    return math.sqrt(a["top1_std"] ** 2 / a["seeds"] + b["top1_std"] ** 2 / b["seeds"])
-
-
 def beyond(difference: float, se: float) -> str:
-    return "yes" if abs(difference) > 2 * se else "no"
+    return "yes" if beyond_noise(difference, se) else "no"
 
 
 def write_report() -> bool:
@@ -125,10 +121,10 @@ def write_report() -> bool:
         for policy in POLICIES:
             r = rows[policy]
             d_full, d_dap = r["top1_mean"] - full["top1_mean"], r["top1_mean"] - dap["top1_mean"]
-            vs_dap = ("", "") if policy == "dap" else (f"{d_dap:+.2f}", beyond(d_dap, se_of_difference(r, dap)))
+            vs_dap = ("", "") if policy == "dap" else (f"{d_dap:+.2f}", beyond(d_dap, standard_error(r, dap)))
             lines.append(f"| {keep} | {policy} | {r['seeds']} | {100 * r['compute_fraction']:.1f}% | "
                          f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {d_full:+.2f} | "
-                         f"{beyond(d_full, se_of_difference(r, full))} | {vs_dap[0]} | {vs_dap[1]} |")
+                         f"{beyond(d_full, standard_error(r, full))} | {vs_dap[0]} | {vs_dap[1]} |")
     lines += ["", f"Full (all data, 30 epochs): {full['top1_mean']:.2f} ± {full['top1_std']:.2f} over "
               f"{full['seeds']} seeds (the band in the plot). \"> 2 SE?\": whether the difference of the seed means "
               "exceeds two standard errors of that difference (a rough line with 3 seeds).", "",
@@ -144,7 +140,7 @@ def write_report() -> bool:
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     gaps = {}
     for pc, rows in redundancy.items():
-        gap, se = rows["dap"]["top1_mean"] - rows["full"]["top1_mean"], se_of_difference(rows["dap"], rows["full"])
+        gap, se = rows["dap"]["top1_mean"] - rows["full"]["top1_mean"], standard_error(rows["dap"], rows["full"])
         gaps[pc] = (gap, se)
         lines.append(f"| {pc:,} | {rows['dap']['seeds']} | {rows['full']['top1_mean']:.2f} ± {rows['full']['top1_std']:.2f} | "
                      f"{rows['dap']['top1_mean']:.2f} ± {rows['dap']['top1_std']:.2f} | {gap:+.2f} | {se:.2f} |")
@@ -162,14 +158,15 @@ def findings(frontier: dict, full: dict, gaps: dict) -> list[str]:
         dap = rows["dap"]
         d = dap["top1_mean"] - full["top1_mean"]
         others = sorted((p for p in POLICIES if p != "dap"), key=lambda p: -rows[p]["top1_mean"])
-        beats = [p for p in others if dap["top1_mean"] - rows[p]["top1_mean"] > 2 * se_of_difference(dap, rows[p])]
-        loses = [p for p in others if rows[p]["top1_mean"] - dap["top1_mean"] > 2 * se_of_difference(dap, rows[p])]
+        ahead = {p: dap["top1_mean"] - rows[p]["top1_mean"] for p in others}
+        clear = [p for p in others if beyond_noise(ahead[p], standard_error(dap, rows[p]))]
+        beats, loses = [p for p in clear if ahead[p] > 0], [p for p in clear if ahead[p] < 0]
         out.append(f"- At {100 * dap['compute_fraction']:.1f}% compute (p = {keep}) DaP is {d:+.2f} points from full "
-                   f"({'beyond' if abs(d) > 2 * se_of_difference(dap, full) else 'within'} seed noise); it beats "
+                   f"({'beyond' if beyond_noise(d, standard_error(dap, full)) else 'within'} seed noise); it beats "
                    f"{', '.join(beats) or 'none of the others'} beyond seed noise, trails "
                    f"{', '.join(loses) or 'none'} beyond it, and is within noise of the rest.")
     free = [k for k, rows in frontier.items()
-            if abs(rows["dap"]["top1_mean"] - full["top1_mean"]) <= 2 * se_of_difference(rows["dap"], full)]
+            if not beyond_noise(rows["dap"]["top1_mean"] - full["top1_mean"], standard_error(rows["dap"], full))]
     out.append(f"- DaP is within seed noise of full at keep {', '.join(map(str, free))}." if free else
                "- DaP is not within seed noise of full at any of these budgets.")
     sizes = sorted(gaps)
@@ -177,12 +174,11 @@ def findings(frontier: dict, full: dict, gaps: dict) -> list[str]:
     change, se = trend[0] - trend[-1], math.hypot(gaps[sizes[0]][1], gaps[sizes[-1]][1])
     out.append(f"- Redundancy: DaP's gap to full is {trend[0]:+.2f} at {sizes[0]:,} images per class and "
                f"{trend[-1]:+.2f} at {sizes[-1]:,}; the difference, {change:+.2f} ± {se:.2f}, is "
-               + ("beyond two standard errors: less data per class cost DaP more, as the paper's Table 4 reports."
-                  if change < -2 * se else
-                  "beyond two standard errors the other way: less data per class cost DaP less, unlike Table 4."
-                  if change > 2 * se else
-                  "within two standard errors: these runs cannot confirm Table 4's claim that less redundant data "
-                  "costs DaP more."))
+               + ("within two standard errors: these runs cannot confirm Table 4's claim that less redundant data "
+                  "costs DaP more." if not beyond_noise(change, se) else
+                  "beyond two standard errors: less data per class cost DaP more, as the paper's Table 4 reports."
+                  if change < 0 else
+                  "beyond two standard errors the other way: less data per class cost DaP less, unlike Table 4."))
     return out
 
 

@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from _report import log, machine, page_body, setting, utc_now
+from _report import beyond_noise, log, machine, page_body, setting, standard_error, utc_now
 from droppick.report.compare import aggregate, run_all, run_configs, write_report
 from droppick.train.config import TrainConfig
 from droppick.report.inspection import inspect_run
@@ -119,20 +119,15 @@ def write_readme(t2f: dict, red: dict, abl: list[dict], started: str) -> None:
               f"| 6,000 images (600/class) | {red['full']['top1_mean']:.2f} ± {red['full']['top1_std']:.2f} | "
               f"{red['dap']['top1_mean']:.2f} ± {red['dap']['top1_std']:.2f} | {gap_red:+.2f} |", "",
               f"DaP compute on the small set: {100 * red['dap']['compute_fraction']:.1f}%. Plots: "
-              "[redundancy/report.md](redundancy/report.md).", "",
+              "[redundancy/report.md](redundancy/report.md). The whole curve (600, 2,000 and all 6,000 images per "
+              "class) and the accuracy-compute frontier at three budgets: [frontier/README.md](frontier/README.md).", "",
               "## What DaP kept (dap, seed 0: `droppick inspect`)", "", *what_dap_kept(), "",
               "## What happened", "", *findings(t2f, red, gap_full, gap_red), ""]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
 
 
-def standard_error(*rows: dict) -> float:
-    """Standard error of a sum or difference of the rows' seed means (independent seeds)."""
-    return math.sqrt(sum(r["top1_std"] ** 2 / r["seeds"] for r in rows))
-
-
 def verdict(difference: float, se: float) -> str:
-    # Two standard errors: with 3 seeds a rough line, stated as such rather than as a test.
-    return "beyond seed noise" if abs(difference) > 2 * se else "within seed noise"
+    return "beyond seed noise" if beyond_noise(difference, se) else "within seed noise"
 
 
 def findings(t2f: dict, red: dict, gap_full: float, gap_red: float) -> list[str]:
@@ -152,9 +147,9 @@ def findings(t2f: dict, red: dict, gap_full: float, gap_red: float) -> list[str]
     se = standard_error(red["dap"], red["full"], dap, t2f["full"])
     out.append(f"- With 1/10 of the data per class, DaP's gap to full is {gap_red:+.2f} points (vs {gap_full:+.2f} "
                f"with 2,000 per class), a change of {change:+.2f}, {verdict(change, se)}: "
-               + ("less redundancy cost DaP more, as the paper's Table 4 reports." if change < -2 * se
-                  else "these runs cannot tell whether less redundancy costs DaP more (the paper's Table 4 says it does)."
-                  if abs(change) <= 2 * se else "here less redundancy cost DaP less, unlike the paper's Table 4."))
+               + ("these runs cannot tell whether less redundancy costs DaP more (the paper's Table 4 says it does)."
+                  if not beyond_noise(change, se) else "less redundancy cost DaP more, as the paper's Table 4 reports."
+                  if change < 0 else "here less redundancy cost DaP less, unlike the paper's Table 4."))
     return out
 
 

@@ -43,3 +43,19 @@ def test_seed_filter_gives_processes_disjoint_runs(monkeypatch):
     trained.clear()
     frontier.train_missing(["redundancy"], seeds=None)
     assert {name for _, runs in trained for name in runs} >= {"full-seed0", "dap-seed1", "dap-seed2"}
+
+
+def test_main_report_says_within_noise_only_when_it_is():
+    import fashion_mnist_report as report
+
+    t2f = {p: row(90.0) for p in report.POLICIES} | {"dap": row(89.95)}
+    red = {"full": row(88.0), "dap": row(87.95)}
+    close = report.findings(t2f, red, gap_full=-0.05, gap_red=-0.05)
+    assert "(within seed noise)" in close[1]
+    assert "change of +0.00, within seed noise: these runs cannot tell" in close[-1]
+
+    red = {"full": row(88.0), "dap": row(86.0)}
+    far = report.findings(t2f | {"dap": row(89.0)}, red, gap_full=-1.0, gap_red=-2.0)
+    assert "(beyond seed noise)" in far[1] and "random (63.0% compute) -1.00, beyond seed noise" in far[2]
+    assert "less redundancy cost DaP more, as the paper's Table 4 reports" in far[-1]
+    assert "cost DaP less, unlike" in report.findings(t2f, red, gap_full=-2.0, gap_red=-1.0)[-1]
