@@ -22,15 +22,24 @@ def test_findings_say_within_noise_only_when_it_is():
     close = frontier.findings(frontier_rows(dap=89.9, others=89.8), full, {600: (-0.05, 0.1), 6000: (0.0, 0.1)})
     assert "(within seed noise)" in close[0] and "beats none of the others" in close[0]
     assert close[len(frontier.KEEPS)] == "- DaP is within seed noise of full at keep 0.8, 0.9, 0.95."
-    assert "within two standard errors: these runs cannot confirm" in close[-1]
+    assert "within two standard errors: these runs cannot confirm" in close[-2]
 
     far = frontier.findings(frontier_rows(dap=89.0, others=88.0), full, {600: (-1.0, 0.1), 6000: (0.0, 0.1)})
     assert "(beyond seed noise)" in far[0] and "beats random, scaled, infobatch beyond seed noise" in far[0]
     assert far[len(frontier.KEEPS)] == "- DaP is not within seed noise of full at any of these budgets."
-    assert "less data per class cost DaP more, as the paper's Table 4 reports" in far[-1]
+    assert "less data per class cost DaP more, as the paper's Table 4 reports" in far[-2]
 
     reverse = frontier.findings(frontier_rows(dap=89.0, others=88.0), full, {600: (0.5, 0.1), 6000: (-0.5, 0.1)})
-    assert "cost DaP less, unlike Table 4" in reverse[-1]
+    assert "cost DaP less, unlike Table 4" in reverse[-2]
+
+
+def test_redundancy_steps_say_when_the_curve_is_not_monotone():
+    bent = frontier.redundancy_steps({600: (-0.28, 0.21), 2000: (-0.38, 0.08), 6000: (0.38, 0.13)})
+    assert "-0.10 ± 0.22 from 600 to 2,000 (within two standard errors)" in bent
+    assert "+0.76 ± 0.15 from 2,000 to 6,000 (beyond two standard errors)" in bent
+    assert "does not grow with the images per class at every step" in bent
+    rising = frontier.redundancy_steps({600: (-1.0, 0.1), 2000: (-0.5, 0.1), 6000: (0.0, 0.1)})
+    assert rising.endswith("grows with the images per class at every step.")
 
 
 def test_seed_filter_gives_processes_disjoint_runs(monkeypatch):
