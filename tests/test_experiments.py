@@ -1,6 +1,7 @@
 """The frontier script's logic without training: its findings are computed from the numbers, and
 ``--seed`` splits a part between processes without two of them touching one run."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -68,3 +69,37 @@ def test_main_report_says_within_noise_only_when_it_is():
     assert "(beyond seed noise)" in far[1] and "random (63.0% compute) -1.00, beyond seed noise" in far[2]
     assert "less redundancy cost DaP more, as the paper's Table 4 reports" in far[-1]
     assert "cost DaP less, unlike" in report.findings(t2f, red, gap_full=-2.0, gap_red=-1.0)[-1]
+
+
+def write_runs(folder: Path, configs: dict, top1) -> None:
+    for name, cfg in configs.items():
+        run = folder / "runs" / name
+        run.mkdir(parents=True, exist_ok=True)
+        summary = {"final_test_top1": top1(cfg), "best_test_top1": top1(cfg), "compute_fraction": 0.6,
+                   "planned_compute_fraction": 0.6, "train_seconds": 1.0, "wall_seconds": 1.0}
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_top1": top1(cfg), "subset_size": 10}) + "\n")
+
+
+def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(frontier, "HERE", tmp_path)
+    monkeypatch.setattr(frontier, "OUT", tmp_path / "frontier")
+    monkeypatch.setattr(frontier, "FOLDERS", {k: tmp_path / f"keep-{k}" for k in frontier.KEEPS})
+    monkeypatch.setattr(frontier, "PER_CLASS", {pc: tmp_path / f"pc-{pc}" for pc in frontier.PER_CLASS})
+    top1 = lambda cfg: 90.0 + 0.1 * cfg.seed - (cfg.policy != "full") * (1 - cfg.keep) * 5  # noqa: E731
+    for keep in frontier.KEEPS:
+        write_runs(frontier.FOLDERS[keep], frontier.frontier_configs(keep), top1)
+    write_runs(tmp_path / "table2f", frontier.run_configs(frontier.BASE, ["full"], frontier.SEEDS, frontier.N), top1)
+    for pc in frontier.PER_CLASS:
+        if pc != 6000:
+            write_runs(frontier.PER_CLASS[pc], frontier.redundancy_configs(pc), top1)
+    assert frontier.write_report() is False  # the 6,000-per-class runs are missing
+
+    write_runs(frontier.PER_CLASS[6000], frontier.redundancy_configs(6000), top1)
+    assert frontier.write_report() is True
+    page = (tmp_path / "frontier" / "README.md").read_text()
+    assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
+    # every policy at every keep has a row; keep 0.95 loses 0.25 points, and the seeds spread 0.1
+    assert sum(line.startswith(f"| {k} | ") for line in page.splitlines() for k in frontier.KEEPS) == 12
+    assert "| 0.95 | dap | 3 | 60.0% | 89.85 ± 0.10 | -0.25 | yes |" in page
+    assert "| 6,000 | 2 |" in page and "## What the numbers say" in page
