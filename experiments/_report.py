@@ -4,7 +4,9 @@ seed-noise line their findings draw."""
 
 from __future__ import annotations
 
+import collections
 import datetime
+import json
 import math
 import platform
 from pathlib import Path
@@ -40,6 +42,18 @@ def page_body(path: Path, link_prefix: str = "") -> list[str]:
     """The lines of a generated markdown page after its title, its image links made relative to
     the page that embeds it by ``link_prefix``."""
     return path.read_text().split("\n", 2)[2].replace("](", f"]({link_prefix}").strip("\n").splitlines()
+
+
+def training_commits(runs: list[Path]) -> str:
+    """Which commits trained ``runs`` (run directories), counted from their summary.json: runs are
+    reused across sessions, so the commit that writes a report trained few of them, if any."""
+    commits = collections.Counter(json.loads((run / "summary.json").read_text()).get("code", {}).get("git_commit")
+                                  for run in sorted(set(runs)))
+    known = [f"{commit} ({n})" for commit, n in sorted(commits.items(), key=str) if commit is not None]
+    older = commits.get(None, 0)
+    return (f"The {sum(commits.values())} runs were trained at commits {', '.join(known) or 'none recorded'}"
+            + (f"; {older} trained before summaries recorded the commit (`git log` of their folders says when)"
+               if older else "") + ".")
 
 
 def standard_error(*rows: dict) -> float:

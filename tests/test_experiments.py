@@ -103,3 +103,15 @@ def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_
     assert sum(line.startswith(f"| {k} | ") for line in page.splitlines() for k in frontier.KEEPS) == 12
     assert "| 0.95 | dap | 3 | 60.0% | 89.85 ± 0.10 | -0.25 | yes |" in page
     assert "| 6,000 | 2 |" in page and "## What the numbers say" in page
+
+
+def test_pooled_check_repeats_the_redundancy_verdict_with_one_spread():
+    tight = {"full": row(90.0, std=0.01, seeds=2), "dap": row(90.5, std=0.01, seeds=2)}
+    curve = {600: {"full": row(85.0, std=0.4), "dap": row(84.8, std=0.4)}, 6000: tight}
+    sentence = frontier.pooled_check(curve)
+    # pooled std: sqrt((2*0.16 + 2*0.16 + 0.0001 + 0.0001) / 6) = 0.327; se of the change
+    # = 0.327 * sqrt(1/3 + 1/3 + 1/2 + 1/2) = 0.422; the change -0.7 is within 2 se
+    assert "(std 0.33; the fewest seeds in a row: 2)" in sentence
+    assert "is -0.70 ± 0.42, within two standard errors." in sentence
+    assert "beyond two standard errors" in frontier.pooled_check(
+        {600: {"full": row(85.0, std=0.1), "dap": row(84.0, std=0.1)}, 6000: tight})
