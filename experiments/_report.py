@@ -64,3 +64,8 @@ def standard_error(*rows: dict) -> float:
 def beyond_noise(difference: float, se: float) -> bool:
     # Two standard errors: with 2-3 seeds a rough line, stated as such rather than as a test.
     return abs(difference) > 2 * se
+
+
+def noise_word(difference: float, se: float) -> str:
+    """"beyond" or "within", for the findings' sentences about two standard errors."""
+    return "beyond" if beyond_noise(difference, se) else "within"

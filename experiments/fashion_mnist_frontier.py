@@ -27,7 +27,7 @@ import math
 import sys
 from pathlib import Path
 
-from _report import beyond_noise, log, machine, setting, standard_error, training_commits, utc_now
+from _report import beyond_noise, log, machine, noise_word, setting, standard_error, training_commits, utc_now
 from droppick.budget import solve
 from droppick.report.compare import aggregate, run_all, run_configs
 from droppick.train.config import TrainConfig
@@ -171,7 +171,7 @@ def findings(frontier: dict, full: dict, gaps: dict) -> list[str]:
         clear = [p for p in others if beyond_noise(ahead[p], standard_error(dap, rows[p]))]
         beats, loses = [p for p in clear if ahead[p] > 0], [p for p in clear if ahead[p] < 0]
         out.append(f"- At {100 * dap['compute_fraction']:.1f}% compute (p = {keep}) DaP is {d:+.2f} points from full "
-                   f"({'beyond' if beyond_noise(d, standard_error(dap, full)) else 'within'} seed noise); it beats "
+                   f"({noise_word(d, standard_error(dap, full))} seed noise); it beats "
                    f"{', '.join(beats) or 'none of the others'} beyond seed noise, trails "
                    f"{', '.join(loses) or 'none'} beyond it, and is within noise of the rest.")
     free = [k for k, rows in frontier.items()
@@ -197,7 +197,7 @@ def redundancy_steps(gaps: dict) -> str:
     step: say how the gap changes from each size to the next, and whether it rises at every step."""
     sizes = sorted(gaps)
     steps = [(a, b, gaps[b][0] - gaps[a][0], math.hypot(gaps[a][1], gaps[b][1])) for a, b in zip(sizes, sizes[1:])]
-    parts = [f"{change:+.2f} ± {se:.2f} from {a:,} to {b:,} ({'beyond' if beyond_noise(change, se) else 'within'} "
+    parts = [f"{change:+.2f} ± {se:.2f} from {a:,} to {b:,} ({noise_word(change, se)} "
              f"two standard errors)" for a, b, change, se in steps]
     rising = all(change > 0 for *_, change, _ in steps)
     return (f"- Step by step, the gap changes by {' and '.join(parts)}: it "
@@ -221,7 +221,7 @@ def pooled_check(redundancy: dict) -> str:
     fewest = min(r["seeds"] for r in rows)
     return (f"- With the seed spread pooled over all {len(rows)} rows of the redundancy curve (std {pooled:.2f}; "
             f"the fewest seeds in a row: {fewest}), the change of the gap from {sizes[0]:,} to {sizes[-1]:,} "
-            f"images per class is {change:+.2f} ± {se:.2f}, {'beyond' if beyond_noise(change, se) else 'within'} "
+            f"images per class is {change:+.2f} ± {se:.2f}, {noise_word(change, se)} "
             "two standard errors.")
 
 

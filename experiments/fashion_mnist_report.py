@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from _report import beyond_noise, log, machine, page_body, setting, standard_error, training_commits, utc_now
+from _report import beyond_noise, log, machine, noise_word, page_body, setting, standard_error, training_commits, utc_now
 from droppick.report.compare import aggregate, run_all, run_configs, write_report
 from droppick.train.config import TrainConfig
 from droppick.report.inspection import inspect_run
@@ -131,7 +131,7 @@ def write_readme(t2f: dict, red: dict, abl: list[dict]) -> None:
 
 
 def verdict(difference: float, se: float) -> str:
-    return "beyond seed noise" if beyond_noise(difference, se) else "within seed noise"
+    return f"{noise_word(difference, se)} seed noise"
 
 
 def findings(t2f: dict, red: dict, gap_full: float, gap_red: float) -> list[str]:
