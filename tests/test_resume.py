@@ -1,7 +1,7 @@
 """Exact resume: a real `droppick train` process killed with SIGKILL at chosen points, resumed,
 ends bit-identical to an uninterrupted run. Plus what a checkpoint holds and its integrity check.
 
-The kills use the trainer's test hook DROPPICK_TEST_KILL_AT (see train.py): the process
+The kills use the trainer's test hook DROPPICK_TEST_KILL_AT (see train/testhook.py): the process
 SIGKILLs itself after a given batch or checkpoint, so nothing depends on sleeps or timing.
 """
 
@@ -107,7 +107,7 @@ def test_checkpoint_holds_everything_and_resume_restores_global_rngs(fake_fashio
                                "world_size", "lr_schedule", "rng", "wall_seconds"}
     assert checkpoint["format"] == 5 and checkpoint["epoch"] == 1 and checkpoint["world_size"] == 1
     steps = [math.ceil(n / cfg.batch_size) for n in cfg.schedule.plan(240).subset_sizes]
-    assert checkpoint["lr_schedule"] == {"kind": "step", "planned_steps": steps}
+    assert checkpoint["lr_schedule"] == {"kind": "step", "planned_steps": steps, "origin": [1, 0.0]}
     assert set(checkpoint["rng"]) == {"torch", "cuda", "python", "numpy"}
     assert torch.equal(checkpoint["rng"]["torch"], expected[0])
 

@@ -69,7 +69,17 @@ def setup_from_env(device_name: str) -> torch.device:
     else:
         device = torch.device("cpu")
     if world > 1 and not is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            dist.init_process_group(backend=backend)
+        else:
+            # torchrun's restarted workers meet on the agent's store, which still holds the failed
+            # attempt's keys (every rank's gloo address): a restarted rank could dial a dead one and
+            # fail the restart. Each attempt gets keys of its own.
+            store, rank, size = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"droppick/attempt-{attempt}", store),
+                                    rank=rank, world_size=size)
     return device
 
 

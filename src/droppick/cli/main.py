@@ -85,6 +85,9 @@ def cmd_train(args) -> int:
     from ..train.trainer import train
 
     progress = not args.no_progress
+    if args.resume and args.auto_resume:
+        raise ValueError("--resume and --auto-resume exclude each other: --resume RUN_DIR continues a run with its "
+                         "saved config; --auto-resume (with the run's own flags and --out) starts it or continues it")
     if args.resume:
         out = args.resume
         ignored = [f"--{key.replace('_', '-')}" for key in given(args, TrainConfig.keys())]
@@ -96,14 +99,14 @@ def cmd_train(args) -> int:
     else:
         cfg = _config_from_args(args)
         out = args.out or f"runs/{cfg.recipe or cfg.dataset + '-' + cfg.model + '-' + cfg.policy}-seed{cfg.seed}"
-        summary = train(cfg, out, progress=progress, stop_after=args.stop_after)
+        summary = train(cfg, out, progress=progress, stop_after=args.stop_after, auto_resume=args.auto_resume)
     main = distributed.is_main_process()
     distributed.shutdown()  # leave the process group train() joined under torchrun cleanly
     if not main:
         return 0
     if summary is None:
-        print(f"stopped after epoch {args.stop_after} (or it had already passed it); "
-              f"continue with: droppick train --resume {out}")
+        again = "the same command line (--auto-resume)" if args.auto_resume else f"droppick train --resume {out}"
+        print(f"stopped after epoch {args.stop_after} (or it had already passed it); continue with: {again}")
         return 0
     print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best {summary['best_test_top1']:.2f}%), "
           f"compute {100 * summary['compute_fraction']:.1f}% (planned {100 * summary['planned_compute_fraction']:.1f}%), "
@@ -253,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(t)
     t.add_argument("--out", default=None, help="run directory (default runs/RECIPE-or-DATASET-MODEL-POLICY-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR with its saved config")
+    t.add_argument("--auto-resume", action="store_true",
+                   help="one command line for the first start and every restart (a requeued job, torchrun "
+                        "--max-restarts): a new or empty --out starts the run, an --out holding this run continues "
+                        "it from its newest checkpoint, anything else is refused")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="stop once EPOCH is checkpointed (resume later with --resume)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")

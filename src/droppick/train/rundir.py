@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .checkpoint import atomic_write_text, digest_path, load_checkpoint, save_checkpoint
+from .config import RESUME_MAY_CHANGE, TrainConfig
 
 KEEP_CHECKPOINTS = 2
 
@@ -67,6 +68,30 @@ class RunDir:
                         else "choose a new or empty directory for --out")
                 raise FileExistsError(f"{self.path} is not empty (it holds {shown}): droppick writes a new run only "
                                       f"into a new or empty directory; {hint}")
+
+    def resumes(self, cfg: TrainConfig) -> bool:
+        """``--auto-resume``: whether ``cfg`` continues the run in this directory (True) or starts
+        one in it (False), so that one command line serves the first start and every restart.
+
+        A new or empty directory starts the run. A directory holding this run's config.json
+        continues it from its newest checkpoint, or starts it again when it died before its first
+        checkpoint (what is there then is droppick's own: config, empty metrics, a stale lock).
+        A directory holding another run's config, or files droppick did not write, is refused as
+        for a new run. "This run" means equal in every key a resume may not change
+        (``RESUME_MAY_CHANGE``: where the data lives, how it is read or reported).
+        """
+        if not self.config_path.exists():
+            self.check_new()
+            return False
+        saved, given = TrainConfig.load(self.config_path).to_dict(), cfg.to_dict()
+        differ = [k for k in given if k not in RESUME_MAY_CHANGE and saved.get(k) != given[k]]
+        if differ:
+            shown = ", ".join(f"{k}={saved.get(k)!r} (this command: {given[k]!r})" for k in differ[:4])
+            raise FileExistsError(
+                f"{self.path} holds another run: its config.json has {shown}{' and more' if len(differ) > 4 else ''}. "
+                f"--auto-resume continues only the run this command line started: choose another --out, or "
+                f"continue that run with droppick train --resume {self.path}")
+        return bool(self.checkpoints())
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, oldest first."""

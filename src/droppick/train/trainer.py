@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -37,8 +36,9 @@ from ..data.pipeline import build_splits
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
-from ..sampler import per_rank
 from .rundir import RunDir, code_version
+from .steps import planned_steps, schedule_progress
+from .testhook import kill_point as _test_kill_point
 from ..seeding import seeded_global_rng
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,11 +52,6 @@ def build_seeded_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> 
 
 def subset_sha256(subset: torch.Tensor) -> str:
     return hashlib.sha256(subset.to(torch.int64).numpy().tobytes()).hexdigest()
-
-
-def planned_steps(cfg: TrainConfig, dap: DropAndPick, world_size: int) -> list[int]:
-    """Optimiser steps of every epoch, known before training from the planner."""
-    return [math.ceil(per_rank(n, world_size) / cfg.batch_size) for n in dap.plan().subset_sizes]
 
 
 class Trainer:
@@ -87,7 +82,12 @@ class Trainer:
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.steps = planned_steps(cfg, self.dap, self.world)
+        self.lr_origin = (1, 0.0)  # see schedule_progress; moved by a resume in another world size
+        self.world_size_changes: list[dict] = []  # {"epoch", "from", "to"}: resumes in another world size
         self.retention = Retention(n)  # for `droppick inspect`: which samples stayed longest
+
+    def lr_at(self, epoch: int, step_in_epoch: int) -> float:
+        return self.cfg.lr_at(epoch, schedule_progress(self.steps, self.lr_origin, epoch, step_in_epoch))
 
     def _to_device(self, images: torch.Tensor, targets: torch.Tensor):
         fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
@@ -115,7 +115,7 @@ class Trainer:
                    disable=None if progress and self.rank == 0 else True)
         with distributed.uneven_batches(self.net, cfg.skip_unreadable):  # a rank may skip a whole batch
             for indices, images, targets in bar:
-                loss = self._train_step(indices, images, targets, lr=cfg.lr_at(dap.epoch, step / sum(self.steps)))
+                loss = self._train_step(indices, images, targets, lr=self.lr_at(dap.epoch, step - first_step))
                 finite = torch.isfinite(loss)  # the mean below leaves out non-finite batches
                 total += torch.where(finite, loss, 0.0) * len(indices)
                 counted += finite * len(indices)
@@ -158,7 +158,7 @@ class Trainer:
         (what evaluation adds comes after: ``test_top1``, ``test_top5``, ``eval_seconds``)."""
         dap = self.dap
         epoch, trained_subset = dap.epoch, dap.subset
-        lr = self.cfg.lr_at(epoch, sum(self.steps[: epoch - 1]) / sum(self.steps))
+        lr = self.lr_at(epoch, 0)
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
         unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
@@ -211,20 +211,35 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict(),
                 "retention": self.retention.state_dict(), "world_size": self.world,
-                "lr_schedule": {"kind": self.cfg.lr_schedule, "planned_steps": list(self.steps)},
+                "world_size_changes": list(self.world_size_changes),
+                "lr_schedule": {"kind": self.cfg.lr_schedule, "planned_steps": list(self.steps),
+                                "origin": list(self.lr_origin)},
                 "rng": rng_states()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["world_size"] != self.world:
-            raise ValueError(
-                f"this run was trained by {state['world_size']} processes and is resumed by {self.world}; resume it "
-                f"with the same number (torchrun --nproc_per_node {state['world_size']}, or no torchrun for 1): "
-                "the per-rank shards, batches and the LR schedule's planned steps depend on it"
-            )
+        """Restore a checkpoint, also one written by another number of processes.
+
+        The DaP state is global (every rank holds the whole subset and loss vector), so after a
+        change of world size the next epoch trains exactly the subset decided before the stop,
+        sharded over the new ranks, and the plan and measured compute stay exact. What cannot be
+        the same is the per-rank batches, hence the weights and later subsets: ``world_size_changes``
+        records the change, and the LR schedule continues (see ``schedule_progress``).
+        """
+        saved_world = state["world_size"]
         self.dap.load_state_dict(state["dap"])  # before the model: it refuses a dataset of another size
-        if state["lr_schedule"]["planned_steps"] != self.steps:
-            raise ValueError(f"the resumed run plans {self.steps} optimiser steps per epoch, the checkpoint "
-                             f"{state['lr_schedule']['planned_steps']}: was batch_size changed in config.json?")
+        saved_steps = state["lr_schedule"]["planned_steps"]
+        if saved_steps != planned_steps(self.cfg, self.dap, saved_world):
+            raise ValueError(f"the checkpoint planned {saved_steps} optimiser steps per epoch, this run "
+                             f"{planned_steps(self.cfg, self.dap, saved_world)} for the same {saved_world} processes: "
+                             "was batch_size changed in config.json?")
+        origin = tuple(state["lr_schedule"].get("origin", (1, 0.0)))  # checkpoints before world changes: (1, 0.0)
+        self.world_size_changes = list(state.get("world_size_changes", []))
+        if saved_world == self.world:
+            self.lr_origin = (int(origin[0]), float(origin[1]))
+        else:
+            epoch = self.dap.epoch
+            self.lr_origin = (epoch, schedule_progress(saved_steps, origin, epoch, 0))
+            self.world_size_changes.append({"epoch": epoch, "from": saved_world, "to": self.world})
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -233,22 +248,35 @@ class Trainer:
 
 
 def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, progress: bool = False,
-          stop_after: Optional[int] = None) -> Optional[dict]:
+          stop_after: Optional[int] = None, auto_resume: bool = False) -> Optional[dict]:
     """Run (or resume) training into run directory ``out``; returns the summary.
 
     With ``resume=True``, ``cfg`` is ignored (pass None): the run continues with its saved config.
+    With ``auto_resume=True`` the same call starts the run, or continues it after a restart (a
+    preempted job requeued, ``torchrun --max-restarts``): see ``RunDir.resumes``; a finished
+    run's summary is returned as it is.
     ``stop_after``: end this process after that epoch's checkpoint (the run stays resumable, and
     no summary is written yet): long runs can be split across sessions.
     Returns None on ranks other than 0 and when stopped early.
     """
     run = RunDir(out)
+    if resume and auto_resume:
+        raise ValueError("resume and auto_resume exclude each other: auto_resume already resumes a started run")
     if resume:
         if not run.config_path.exists():
             raise FileNotFoundError(f"cannot resume: {run.config_path} does not exist")
         cfg = TrainConfig.load(run.config_path)
+    elif auto_resume:
+        # Every rank decides alone, before joining the process group: nothing is written until all have joined.
+        resume = run.resumes(cfg)
     else:
         run.check_new()  # nothing droppick did not create is ever overwritten
     device = distributed.setup_from_env(cfg.device)
+    if auto_resume and resume and run.summary_path.exists():
+        if not distributed.is_main_process():
+            return None
+        print(f"{run.path} holds this run, finished: nothing to train (summary: {run.summary_path})", file=sys.stderr)
+        return json.loads(run.summary_path.read_text())
     cudnn_benchmark = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -287,11 +315,18 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     dap = t.dap
 
     wall_before = 0.0
-    checkpoint = run.latest_checkpoint() if resume else None
+    path, checkpoint = (run.latest_checkpoint_and_path() if resume else None) or (None, None)
     if checkpoint is not None:
         check_resumable(checkpoint, cfg)
         t.load_state_dict(checkpoint)
         wall_before = checkpoint["wall_seconds"]
+        if main:
+            print(f"resuming {run.path} at epoch {dap.epoch} from {path.name}", file=sys.stderr)
+        if main and checkpoint["world_size"] != t.world:
+            print(f"the world size changed: this run was trained by {checkpoint['world_size']} processes and continues "
+                  f"with {t.world}. Epoch {dap.epoch} trains the subset decided before the stop, sharded over {t.world}; "
+                  f"the plan and the compute are unchanged, but the per-rank batches differ, so the weights and later "
+                  f"subsets differ from an uninterrupted {checkpoint['world_size']}-process run's", file=sys.stderr)
     if main:
         run.path.mkdir(parents=True, exist_ok=True)
         cfg.save(run.config_path)
@@ -357,7 +392,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world, "excluded_nonfinite": run.count_listed(run.nonfinite_path),
+        "world_size": t.world, "world_size_changes": t.world_size_changes, "excluded_nonfinite": run.count_listed(run.nonfinite_path),
         "unreadable_skipped": run.count_listed(run.unreadable_path),
         "code": code_version(),
     }
@@ -383,14 +418,3 @@ def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
 def _grads_finite(model: torch.nn.Module) -> bool:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
-
-
-# Test hook, for tests/test_resume.py only: DROPPICK_TEST_KILL_AT="epoch:E:batch:B" (after the
-# optimiser step of batch B of epoch E, 1-based) or "after_checkpoint:E" makes the process
-# SIGKILL itself at that point, so a test interrupts a run exactly where it means to.
-_TEST_KILL_AT = os.environ.get("DROPPICK_TEST_KILL_AT")
-
-
-def _test_kill_point(point: str) -> None:
-    if point == _TEST_KILL_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
