@@ -20,19 +20,59 @@ def select_hardest(subset: torch.Tensor, losses: torch.Tensor, k: int) -> torch.
     the result depends on neither sort stability nor the order samples were seen in. O(n): one
     k-th order statistic and two comparisons, no full sort.
     """
+    return select_epsilon_greedy(subset, losses, k, 0, None)
+
+
+def select_epsilon_greedy(subset: torch.Tensor, losses: torch.Tensor, k: int, n_random: int,
+                          generator) -> torch.Tensor:
+    """``k - n_random`` members of ``subset`` with the highest loss (``select_hardest``'s rule, ties
+    included) plus ``n_random`` drawn uniformly without replacement from the other members, with
+    ``generator``; a sorted LongTensor. ``n_random = 0`` is ``select_hardest`` (no draw)."""
     n = subset.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k must lie in 1..{n} (the subset size), got {k}")
+    if not 0 <= n_random <= k:
+        raise ValueError(f"n_random must lie in 0..k ({k}), got {n_random}")
     # All data (the first drop after a pick, the largest one) needs no gather and no compaction.
     everything = n == losses.numel()
     values = (losses if everything else losses.index_select(0, subset)).detach().cpu().numpy()
+    keep = _hardest_mask(values, k - n_random)
+    if n_random:
+        rest = np.flatnonzero(~keep)
+        keep[rest[torch.randperm(rest.size, generator=generator)[:n_random].numpy()]] = True
+    kept = np.flatnonzero(keep) if everything else subset.numpy()[keep]
+    return torch.from_numpy(kept.astype(np.int64, copy=False))
+
+
+def _hardest_mask(values: np.ndarray, k: int) -> np.ndarray:
+    """A bool mask of the ``k`` highest ``values``, ties at the threshold to the lowest positions."""
+    n = values.size
+    if k == 0:
+        return np.zeros(n, dtype=bool)
     threshold = np.partition(values, n - k)[n - k]  # the k-th largest
     keep = values > threshold
     missing = k - int(np.count_nonzero(keep))
     if missing:  # ties at the threshold: the lowest positions, i.e. the lowest sample indices
         keep[np.flatnonzero(values == threshold)[:missing]] = True
-    kept = np.flatnonzero(keep) if everything else subset.numpy()[keep]
-    return torch.from_numpy(kept.astype(np.int64, copy=False))
+    return keep
+
+
+def update_average(average: torch.Tensor, losses: torch.Tensor, beta: float) -> None:
+    """One epoch of an exponential moving average of per-sample losses, in place.
+
+    average: float32[N], NaN for a sample never observed; losses: the engine's float32[N] of this
+    epoch (+inf: not trained this epoch, -inf: non-finite). A finite loss l updates its sample's
+    average to ``beta * average + (1 - beta) * l``, or to ``l`` at the sample's first
+    observation (starting from 0 would rank new samples as easy). A sample without a finite loss
+    keeps its average: not being trained says nothing about how hard it is. Vectorised over
+    numpy views (no index lists), a few bytes per sample of temporaries.
+    """
+    a, values = average.numpy(), losses.detach().cpu().numpy()
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN propagate, then are masked out
+        updated = a * np.float32(beta)
+        updated += np.float32(1.0 - beta) * values
+    np.copyto(updated, values, where=np.isnan(a))  # first observation
+    np.copyto(a, updated, where=np.isfinite(values))
 
 
 def mask_indices(mask: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,8 @@ class Trainer:
         n = len(self.train_split)
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
-                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
+                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite,
+                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta)
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)
