@@ -35,6 +35,19 @@ def test_plan_bad_hyperparameter_is_a_clear_error(capsys):
     assert "keep must be in (0, 1]" in capsys.readouterr().err
 
 
+def test_plan_with_a_floor_solves_keep_and_refuses_a_bad_floor(capsys):
+    args = ["plan", "--epochs", "30", "--warmup", "4", "--interval", "1", "--reuse-at", "15,25", "--num-samples",
+            "20000", "--target-compute", "0.446", "--solve", "keep"]
+    assert main(args + ["--min-keep", "0.15", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    solved = DaPSchedule.from_dict(out["schedule"])
+    assert solved.min_keep == 0.15 and min(out["subset_sizes"]) == 3000
+    assert out["subset_sizes"] == list(solved.plan(20000).subset_sizes)
+    assert abs(out["compute_fraction"] - 0.446) < 0.002
+    assert main(["plan", "--min-keep", "1.5"]) == 2
+    assert "min_keep must be a number in [0, 1]" in capsys.readouterr().err
+
+
 def test_train_cli_writes_run_dir_and_resumes(fake_fashion, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(fake_fashion), "--epochs", "3", "--warmup", "1", "--interval", "1",
