@@ -91,6 +91,7 @@ def worker(rank, world, port, out_dir):
             result["foreign_error"] = str(e)
 
         result["big"] = big_index_epoch(rank, world)
+        result["beyond"] = {policy: run_policy(policy, rank, world) for policy in BEYOND}
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -119,6 +120,23 @@ def big_index_epoch(rank, world):
     return {"first": first, "duplicate": duplicate, "winner": others[0], "final": dap.subset.clone(),
             "merged_duplicate_loss": float(dap.policy.given[1][duplicate]), "dtype": str(dap.subset.dtype),
             "samples_per_epoch": dap.samples_per_epoch}
+
+
+BEYOND = ("rs2", "epsilon", "ema")  # policies beyond the paper: seeded draws and per-rank policy state
+
+
+def run_policy(policy, rank, world, n=23):
+    """A run of ``policy`` over 23 samples (padded shards) as a rank records it: the subset after
+    every epoch and the policy's state at the end."""
+    dap = DropAndPick(n, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
+                      seed=9, target_compute=0.4 if policy == "rs2" else None)
+    subsets = []
+    while not dap.done:
+        idx, loss = rank_records(dap, rank, world)
+        dap.record(idx, loss)
+        dap.end_epoch()
+        subsets.append(dap.subset.clone())
+    return {"subsets": subsets, "state": dap.policy.state_dict(), "samples_per_epoch": dap.samples_per_epoch}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +168,30 @@ def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name)
         assert all(torch.equal(a, b) for a, b in zip(got["losses"], reference.policy.given, strict=True))  # bit-identical
         # Each sample counted once, padding duplicates included: the plan's sizes exactly.
         assert got["samples_per_epoch"] == reference.samples_per_epoch == list(reference.plan().subset_sizes)
+
+
+@pytest.mark.parametrize("policy", BEYOND)
+def test_every_rank_holds_the_same_subset_under_rs2_epsilon_and_ema(ranks, policy):
+    """Each rank recorded only its shard; all hold the subsets one process fed every loss holds."""
+    reference = DropAndPick(23, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
+                            seed=9, target_compute=0.4 if policy == "rs2" else None)
+    expected = []
+    while not reference.done:
+        merged = torch.full((23,), float("-inf"))
+        for rank in range(WORLD):
+            idx, loss = rank_records(reference, rank, WORLD)
+            merged[idx] = torch.maximum(merged[idx], loss)
+        seen = torch.isfinite(merged).nonzero().squeeze(1)
+        reference.record(seen, merged[seen])
+        reference.end_epoch()
+        expected.append(reference.subset.tolist())
+    assert len(set(map(tuple, expected))) > 1  # the subset changed during the run
+    for result in ranks:
+        got = result["beyond"][policy]
+        assert [s.tolist() for s in got["subsets"]] == expected
+        assert got["samples_per_epoch"] == reference.samples_per_epoch == list(reference.plan().subset_sizes)
+        for key, value in reference.policy.state_dict().items():
+            assert torch.equal(got["state"][key], value) if torch.is_tensor(value) else got["state"][key] == value
 
 
 def test_padding_duplicate_keeps_its_highest_loss(ranks):
