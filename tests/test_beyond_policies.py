@@ -48,9 +48,8 @@ def test_rs2_chunks_follow_the_documented_stream():
     perm1 = torch.randperm(10, generator=generator(0, "rs2", 1), dtype=torch.int32).tolist()
     fresh = torch.randperm(10, generator=generator(0, "rs2", 2), dtype=torch.int32).tolist()
     leftover = perm1[8:]
-    perm2 = [i for i in fresh if i not in leftover] + [i for i in fresh if i in leftover]
+    perm2 = [i for i in fresh if i not in leftover] + leftover  # the leftovers wait until the end of the cycle
     expected = [perm1[0:4], perm1[4:8], leftover + perm2[:2], perm2[2:6], perm2[6:10]]
-    assert perm2[-2:] == [i for i in fresh if i in leftover]  # the leftovers wait until the end of the cycle
     dap = DropAndPick(10, DaPSchedule(epochs=5, warmup=0, interval=1, keep=0.5), policy=RS2(0.4), seed=0)
     events = []
     for chunk in expected:
@@ -113,11 +112,12 @@ def test_epsilon_run_follows_the_plan_and_its_drops_match_the_reference():
 # -- ema ----------------------------------------------------------------------------------------
 
 def test_moving_average_starts_at_the_first_loss_and_skips_samples_not_trained():
-    average = torch.full((4,), float("nan"))
-    update_average(average, torch.tensor([4.0, 2.0, float("inf"), 6.0]), 0.5)
-    assert average[[0, 1, 3]].tolist() == [4.0, 2.0, 6.0] and math.isnan(average[2])
-    update_average(average, torch.tensor([0.0, float("inf"), 8.0, float("-inf")]), 0.5)
-    assert average.tolist() == [2.0, 2.0, 8.0, 6.0]  # 1: not trained, 2: first loss, 3: non-finite, kept
+    inf = float("inf")
+    average = torch.full((4,), inf)  # never observed
+    update_average(average, torch.tensor([4.0, 2.0, inf, 6.0]), 0.5)
+    assert average.tolist() == [4.0, 2.0, inf, 6.0]
+    update_average(average, torch.tensor([0.0, inf, 8.0, -inf]), 0.5)
+    assert average.tolist() == [2.0, 2.0, 8.0, -inf]  # 1: not trained, 2: first loss, 3: non-finite, last
 
 
 def test_ema_drop_ranks_by_the_average_not_this_epochs_loss():
@@ -152,6 +152,16 @@ def test_ema_keeps_a_never_observed_member_first_and_follows_the_plan():
     assert run.state_dict()["policy_params"] == {"ema_beta": 0.8}
     with pytest.raises(ValueError, match=r"ema beta must be a number in \[0, 1\)"):
         KeepHardestAverage(1.0)
+
+
+def test_ema_ranks_a_non_finite_member_last_so_the_drop_keeps_k():
+    """Sample 2 averaged 100, then its loss turns NaN: excluded for good, it must not take one of the
+    drop's 3 places (which exclusion would then empty)."""
+    dap = DropAndPick(6, DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.5), policy="ema", exclude_nonfinite=True)
+    dap.record(torch.arange(6), torch.tensor([1.0, 2.0, 100.0, 4.0, 5.0, 6.0]))
+    dap.end_epoch()
+    dap.record(torch.arange(6), torch.tensor([1.0, 2.0, float("nan"), 4.0, 5.0, 6.0]))
+    assert dap.end_epoch() == "drop" and dap.subset.tolist() == [3, 4, 5] and dap.last_nonfinite.tolist() == [2]
 
 
 # -- resume -------------------------------------------------------------------------------------

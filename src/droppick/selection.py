@@ -60,19 +60,21 @@ def _hardest_mask(values: np.ndarray, k: int) -> np.ndarray:
 def update_average(average: torch.Tensor, losses: torch.Tensor, beta: float) -> None:
     """One epoch of an exponential moving average of per-sample losses, in place.
 
-    average: float32[N], NaN for a sample never observed; losses: the engine's float32[N] of this
-    epoch (+inf: not trained this epoch, -inf: non-finite). A finite loss l updates its sample's
-    average to ``beta * average + (1 - beta) * l``, or to ``l`` at the sample's first
-    observation (starting from 0 would rank new samples as easy). A sample without a finite loss
-    keeps its average: not being trained says nothing about how hard it is. Vectorised over
-    numpy views (no index lists), a few bytes per sample of temporaries.
+    average: float32[N], +inf for a sample never observed (it ranks hardest, as an unrecorded
+    loss does); losses: the engine's float32[N] of this epoch (+inf: not trained this epoch,
+    -inf: non-finite). A finite loss l updates its sample's average to ``beta * average +
+    (1 - beta) * l``, or to ``l`` at the sample's first observation (starting from 0 would rank
+    new samples as easy). A non-finite loss sets the average to -inf: such a sample leaves the
+    subset for good, and ranking it last keeps it from taking a kept place at this drop. A sample
+    not trained keeps its average: not being trained says nothing about how hard it is. Whole
+    numpy passes, no index lists; the ranking needs no copy of the average.
     """
     a, values = average.numpy(), losses.detach().cpu().numpy()
-    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN propagate, then are masked out
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where masked out below
         updated = a * np.float32(beta)
         updated += np.float32(1.0 - beta) * values
-    np.copyto(updated, values, where=np.isnan(a))  # first observation
-    np.copyto(a, updated, where=np.isfinite(values))
+    np.copyto(updated, values, where=np.isposinf(a))  # first observation
+    np.copyto(a, updated, where=values != np.inf)  # trained this epoch (finite or non-finite)
 
 
 def mask_indices(mask: torch.Tensor) -> torch.Tensor:

@@ -18,11 +18,12 @@ class KeepHardestAverage:
     (1 - beta) * loss``; its first loss sets the average. A sample not trained in an epoch (dropped
     or unrecorded) keeps its average unchanged, so a sample picked back up is judged by what it
     showed before its drop until new losses move it. At a drop a member never observed ranks
-    hardest (+inf, as ``KeepHardest`` ranks an unrecorded one) and a member whose loss this epoch
-    was non-finite ranks last (-inf, it leaves the subset anyway); ties go to the lower index.
-    beta = 0 is ``"dap"``. The name ``"ema"`` uses ``BETA``.
+    hardest (its average is +inf, as ``KeepHardest`` ranks an unrecorded loss) and a member whose
+    loss was non-finite ranks last (-inf; it leaves the subset anyway); ties go to the lower
+    index (``selection.update_average`` and ``select_hardest``). beta = 0 is ``"dap"``. The name
+    ``"ema"`` uses ``BETA``.
 
-    State: ``average``, float32[N] (4 bytes per sample; NaN where never observed).
+    State: ``average``, float32[N] (4 bytes per sample; +inf where never observed).
     """
 
     name = "ema"
@@ -36,13 +37,11 @@ class KeepHardestAverage:
 
     def observe(self, losses: torch.Tensor) -> None:
         if self.average is None:
-            self.average = torch.full((losses.numel(),), float("nan"))
+            self.average = torch.full((losses.numel(),), float("inf"))
         update_average(self.average, losses, self.beta)
 
     def select(self, subset: torch.Tensor, losses: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-        scores = torch.nan_to_num(self.average, nan=float("inf"), posinf=float("inf"))
-        scores[losses == float("-inf")] = float("-inf")
-        return select_hardest(subset, scores, k)
+        return select_hardest(subset, self.average, k)
 
     def params(self) -> dict:
         return {"ema_beta": self.beta}
