@@ -43,13 +43,20 @@ def test_rs2_serves_every_sample_once_before_any_repeats(n, target):
 
 
 def test_rs2_chunks_follow_the_documented_stream():
-    """N = 10, chunks of 4: epochs 1-2 are the first permutation's first 8 entries; epoch 3 takes
-    its 2 leftovers and the first 2 of the next permutation, which puts the leftovers last."""
-    perm1 = torch.randperm(10, generator=generator(0, "rs2", 1), dtype=torch.int32).tolist()
-    fresh = torch.randperm(10, generator=generator(0, "rs2", 2), dtype=torch.int32).tolist()
-    leftover = perm1[8:]
-    perm2 = [i for i in fresh if i not in leftover] + leftover  # the leftovers wait until the end of the cycle
-    expected = [perm1[0:4], perm1[4:8], leftover + perm2[:2], perm2[2:6], perm2[6:10]]
+    """N = 10, chunks of 4. A cycle's order is by (random 30-bit key, index): epochs 1-2 are the first
+    cycle's first 8 samples; epoch 3 takes its 2 leftovers and the first 2 of the next cycle, whose
+    keys put the leftovers last."""
+    def order(keys):
+        return sorted(range(10), key=lambda i: (keys[i], i))
+
+    def keys_of(cycle):
+        return torch.randint(0, 2**30 - 1, (10,), generator=generator(0, "rs2", cycle), dtype=torch.int32).tolist()
+
+    first = order(keys_of(1))
+    leftover = first[8:]
+    second = order([k + (2**30 if i in leftover else 0) for i, k in enumerate(keys_of(2))])
+    assert sorted(second[-2:]) == sorted(leftover)  # the leftovers wait until the end of the next cycle
+    expected = [first[0:4], first[4:8], leftover + second[:2], second[2:6], second[6:10]]
     dap = DropAndPick(10, DaPSchedule(epochs=5, warmup=0, interval=1, keep=0.5), policy=RS2(0.4), seed=0)
     events = []
     for chunk in expected:

@@ -125,11 +125,16 @@ def big_index_epoch(rank, world):
 BEYOND = ("rs2", "epsilon", "ema")  # policies beyond the paper: seeded draws and per-rank policy state
 
 
-def run_policy(policy, rank, world, n=23):
-    """A run of ``policy`` over 23 samples (padded shards) as a rank records it: the subset after
-    every epoch and the policy's state at the end."""
-    dap = DropAndPick(n, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
-                      seed=9, target_compute=0.4 if policy == "rs2" else None)
+def beyond_engine(policy):
+    """``policy`` over 23 samples (padded shards), drops and a pick; rs2 at 40% compute."""
+    return DropAndPick(23, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
+                       seed=9, target_compute=0.4 if policy == "rs2" else None)
+
+
+def run_policy(policy, rank, world):
+    """A run of ``beyond_engine(policy)`` as a rank records it: the subset after every epoch and
+    the policy's state at the end."""
+    dap = beyond_engine(policy)
     subsets = []
     while not dap.done:
         idx, loss = rank_records(dap, rank, world)
@@ -147,21 +152,27 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name):
-    n, batch = SCENARIOS[name]
-    reference = DropAndPick(n, schedule(), policy=Witness(), seed=5)
-    expected_subsets = []
+def run_as_one_process(reference):
+    """Run ``reference`` to its end as one process that sees every rank's records (a duplicate
+    keeps its highest loss, the rule); its subset after every epoch."""
+    subsets = []
     while not reference.done:
-        # One process sees every rank's records; a duplicate keeps its highest loss (the rule).
-        merged = torch.full((n,), float("-inf"))
+        merged = torch.full((reference.num_samples,), float("-inf"))
         for rank in range(WORLD):
             idx, loss = rank_records(reference, rank, WORLD)
             merged[idx] = torch.maximum(merged[idx], loss)
         seen = torch.isfinite(merged).nonzero().squeeze(1)
         reference.record(seen, merged[seen])
         reference.end_epoch()
-        expected_subsets.append(reference.subset.clone())
+        subsets.append(reference.subset.clone())
+    return subsets
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name):
+    n, batch = SCENARIOS[name]
+    reference = DropAndPick(n, schedule(), policy=Witness(), seed=5)
+    expected_subsets = run_as_one_process(reference)
     for result in ranks:
         got = result[name]
         assert [s.tolist() for s in got["subsets"]] == [s.tolist() for s in expected_subsets]
@@ -173,18 +184,8 @@ def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name)
 @pytest.mark.parametrize("policy", BEYOND)
 def test_every_rank_holds_the_same_subset_under_rs2_epsilon_and_ema(ranks, policy):
     """Each rank recorded only its shard; all hold the subsets one process fed every loss holds."""
-    reference = DropAndPick(23, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
-                            seed=9, target_compute=0.4 if policy == "rs2" else None)
-    expected = []
-    while not reference.done:
-        merged = torch.full((23,), float("-inf"))
-        for rank in range(WORLD):
-            idx, loss = rank_records(reference, rank, WORLD)
-            merged[idx] = torch.maximum(merged[idx], loss)
-        seen = torch.isfinite(merged).nonzero().squeeze(1)
-        reference.record(seen, merged[seen])
-        reference.end_epoch()
-        expected.append(reference.subset.tolist())
+    reference = beyond_engine(policy)
+    expected = [s.tolist() for s in run_as_one_process(reference)]
     assert len(set(map(tuple, expected))) > 1  # the subset changed during the run
     for result in ranks:
         got = result["beyond"][policy]

@@ -256,10 +256,11 @@ class DropAndPick:
     def _set_subset(self, subset: torch.Tensor) -> bool:
         """Make ``subset`` current (sorted indices, or a bool mask over all samples), less any excluded
         samples; returns whether the subset changed."""
+        mask = None  # the subset as a bool mask, when given one: no scatter to rebuild it
         if subset.dtype == torch.bool:
-            subset = torch.arange(self.num_samples) if bool(subset.all()) else mask_indices(subset)
+            mask, subset = subset, torch.arange(self.num_samples) if bool(subset.all()) else mask_indices(subset)
         if self.excluded is not None and bool(self.excluded[subset].any()):
-            subset = subset[~self.excluded[subset]]
+            mask, subset = None, subset[~self.excluded[subset]]
             if subset.numel() == 0:
                 raise NonFiniteLossError(f"epoch {self.epoch}: every sample of the subset has been excluded for a "
                                          "non-finite loss; lower the learning rate or check the data")
@@ -269,6 +270,8 @@ class DropAndPick:
         self.subset = subset
         if subset.numel() == self.num_samples:  # all data (sorted and unique): no scatter
             self._in_subset = torch.ones(self.num_samples, dtype=torch.bool)
+        elif mask is not None:  # a copy: the policy may keep or reuse its mask
+            self._in_subset = mask.to("cpu", copy=True)
         else:
             self._in_subset = torch.zeros(self.num_samples, dtype=torch.bool)
             self._in_subset[subset] = True

@@ -36,7 +36,7 @@ def select_epsilon_greedy(subset: torch.Tensor, losses: torch.Tensor, k: int, n_
     # All data (the first drop after a pick, the largest one) needs no gather and no compaction.
     everything = n == losses.numel()
     values = (losses if everything else losses.index_select(0, subset)).detach().cpu().numpy()
-    keep = _hardest_mask(values, k - n_random)
+    keep = extreme_mask(values, k - n_random, largest=True)
     if n_random:
         rest = np.flatnonzero(~keep)
         keep[rest[torch.randperm(rest.size, generator=generator)[:n_random].numpy()]] = True
@@ -44,13 +44,15 @@ def select_epsilon_greedy(subset: torch.Tensor, losses: torch.Tensor, k: int, n_
     return torch.from_numpy(kept.astype(np.int64, copy=False))
 
 
-def _hardest_mask(values: np.ndarray, k: int) -> np.ndarray:
-    """A bool mask of the ``k`` highest ``values``, ties at the threshold to the lowest positions."""
+def extreme_mask(values: np.ndarray, k: int, largest: bool) -> np.ndarray:
+    """A bool mask of the ``k`` largest (or smallest) ``values``; ties at the threshold go to the
+    lowest positions. O(n): one k-th order statistic (on a copy) and two comparisons."""
     n = values.size
     if k == 0:
         return np.zeros(n, dtype=bool)
-    threshold = np.partition(values, n - k)[n - k]  # the k-th largest
-    keep = values > threshold
+    at = n - k if largest else k - 1
+    threshold = np.partition(values, at)[at]  # the k-th largest / smallest
+    keep = values > threshold if largest else values < threshold
     missing = k - int(np.count_nonzero(keep))
     if missing:  # ties at the threshold: the lowest positions, i.e. the lowest sample indices
         keep[np.flatnonzero(values == threshold)[:missing]] = True
