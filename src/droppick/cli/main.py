@@ -192,6 +192,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
     flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
     flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
+    flag(g, "--val-samples", "hold out this many training samples (seeded, class-stratified) as a validation "
+         "split, reported as val_top1 beside test_top1: tune on it, not on the test set", type=int, dest="val_samples")
     flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
     flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
     flag(g, "--skip-unreadable", "imagefolder: leave training images that cannot be read out of every subset (listed "

@@ -32,6 +32,8 @@ class TrainConfig:
     data_dir: Optional[str] = None  # None: the standard locations (see data.find_fashion_mnist)
     train_samples: Optional[int] = None  # seeded class-stratified slice of the train split; None = all
     test_samples: Optional[int] = None  # same for the test split
+    val_samples: Optional[int] = None  # hold out this many training samples (seeded, class-stratified) as a
+    # validation split, evaluated beside the test split (val_top1): for tuning without the test set
     per_class: Optional[int] = None  # keep this many train samples per class (CIFAR10-5000: 500)
     image_size: int = 224  # imagefolder: random-resized-crop size in pixels
     eval_resize: int = 256  # imagefolder: evaluation resize before the centre crop of image_size
@@ -97,7 +99,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
-        for name in ("train_samples", "test_samples", "per_class"):
+        for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
         for name in ("lr", "momentum", "weight_decay"):
