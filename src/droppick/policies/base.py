@@ -63,7 +63,7 @@ class Policy:
         return Plan(num_samples, (num_samples,) * schedule.epochs, (None,) * schedule.epochs)
 
     def first_subset(self, schedule: DaPSchedule, num_samples: int, seed: int) -> Optional[torch.Tensor]:
-        """The subset of epoch 1; None for all data."""
+        """The subset of epoch 1 (sorted indices or a bool mask over all N); None for all data."""
         return None
 
     def end_epoch(self, end: EpochEnd) -> Optional[Change]:
