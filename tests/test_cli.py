@@ -46,6 +46,10 @@ def test_plan_with_a_floor_solves_keep_and_refuses_a_bad_floor(capsys):
     assert abs(out["compute_fraction"] - 0.446) < 0.002
     assert main(["plan", "--min-keep", "1.5"]) == 2
     assert "min_keep must be a number in [0, 1]" in capsys.readouterr().err
+    # a recipe's schedule takes the floor too: CIFAR-10's 63% recipe never goes below half the data
+    assert main(["plan", "--recipe", "cifar10-resnet110-dap63", "--min-keep", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert min(out["subset_sizes"]) == 25000 and out["compute_fraction"] > 0.63
 
 
 def test_train_cli_writes_run_dir_and_resumes(fake_fashion, tmp_path, capsys):
