@@ -3,6 +3,7 @@
     .venv/bin/python experiments/fashion_mnist_frontier.py            # train what is missing, then report
     .venv/bin/python experiments/fashion_mnist_frontier.py --report   # only rewrite the report
     .venv/bin/python experiments/fashion_mnist_frontier.py --part redundancy --seed 0   # one process's share
+    .venv/bin/python experiments/fashion_mnist_frontier.py --part beyond   # rs2 and the rules beyond the paper
 
 Every run is an ordinary droppick run directory; finished runs are reused and interrupted ones
 resumed, so the command can be repeated (across sessions) until everything is trained: more than
@@ -17,7 +18,9 @@ Setting: the small CNN on the seeded class-stratified 20,000-image slice of expe
 (about 45%, 63% and 78% compute), and random (the same schedule, uniform choice), scaled (all data
 for that share of the epochs) and InfoBatch (its ratio calibrated to DaP's compute) at each DaP
 budget, 3 seeds each. Redundancy curve: full and DaP (p = 0.9) on 600, 2,000 and 6,000 (all)
-images per class with the same model and schedule.
+images per class with the same model and schedule. Beyond the paper (``--part beyond``, not
+trained by default; frontier_beyond.py): rs2, epsilon, ema and DaP with a floor on the subset at the
+compute of keep 0.8 and 0.9, 3 seeds each, each row reported once its seeds are trained.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import sys
 from pathlib import Path
 
+import frontier_beyond
 from _report import beyond_noise, log, machine, noise_word, setting, standard_error, training_commits, utc_now
 from droppick.budget import solve
 from droppick.report.compare import aggregate, run_all, run_configs
@@ -54,6 +58,10 @@ PER_CLASS = {600: HERE / "redundancy", 2000: HERE / "table2f", 6000: OUT / "all-
 SEEDS_AT = {600: SEEDS, 2000: SEEDS, 6000: [0, 1]}
 
 
+def beyond_rows() -> list[frontier_beyond.Row]:
+    return frontier_beyond.rows(BASE, SEEDS, N, OUT / "beyond")
+
+
 def frontier_configs(keep: float) -> dict[str, TrainConfig]:
     return run_configs(TrainConfig.from_dict(BASE.to_dict() | {"keep": keep}), POLICIES, SEEDS, N)
 
@@ -75,6 +83,9 @@ def train_missing(parts: list[str], seeds: list[int] | None = None) -> None:
     if "redundancy" in parts:
         for per_class in (600, 2000, 6000):
             train(redundancy_configs(per_class), PER_CLASS[per_class])
+    if "beyond" in parts:
+        for row in beyond_rows():
+            train(row.configs, row.folder)
 
 
 def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
@@ -92,6 +103,7 @@ def used_runs() -> list[Path]:
     """The run directories this report reads (Table 2f's full runs appear in two of its parts)."""
     parts = [(frontier_configs(keep), FOLDERS[keep]) for keep in KEEPS]
     parts += [(redundancy_configs(pc), PER_CLASS[pc]) for pc in PER_CLASS]
+    parts += [(row.configs, row.folder) for row in beyond_rows() if rows_of(row.configs, row.folder) is not None]
     return [folder / "runs" / name for configs, folder in parts for name in configs]
 
 
@@ -137,6 +149,7 @@ def write_report() -> bool:
     lines += ["", f"Full (all data, 30 epochs): {full['top1_mean']:.2f} ± {full['top1_std']:.2f} over "
               f"{full['seeds']} seeds (the band in the plot). \"> 2 SE?\": whether the difference of the seed means "
               "exceeds two standard errors of that difference (a rough line with 2 or 3 seeds).", "",
+              *frontier_beyond.section(beyond_rows(), frontier, full, rows_of), "",
               "## What the budget solver proposes", "",
               "| budget | `droppick plan --target-compute X --solve keep` | its planned compute | trained keep | its compute |",
               "| ---: | --- | ---: | ---: | ---: |"]
@@ -236,9 +249,10 @@ def time_section(frontier: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", action="store_true", help="only rewrite the report from the runs that exist")
-    p.add_argument("--part", choices=["frontier", "redundancy"], action="append",
-                   help="train only this part (repeatable; default both). The parts write disjoint run folders, "
-                        "so two processes, one per part, can train side by side.")
+    p.add_argument("--part", choices=["frontier", "redundancy", "beyond"], action="append",
+                   help="train only this part (repeatable; default frontier and redundancy: 'beyond' only when "
+                        "asked). The parts write disjoint run folders, so two processes, one per part, can train "
+                        "side by side.")
     p.add_argument("--seed", type=int, action="append",
                    help="train only this seed's runs (repeatable; default all). Processes given disjoint seeds "
                         "can train one part side by side: two processes on one run would overwrite its checkpoints.")

@@ -35,6 +35,23 @@ def test_plan_bad_hyperparameter_is_a_clear_error(capsys):
     assert "keep must be in (0, 1]" in capsys.readouterr().err
 
 
+def test_plan_with_a_floor_solves_keep_and_refuses_a_bad_floor(capsys):
+    args = ["plan", "--epochs", "30", "--warmup", "4", "--interval", "1", "--reuse-at", "15,25", "--num-samples",
+            "20000", "--target-compute", "0.446", "--solve", "keep"]
+    assert main(args + ["--min-keep", "0.15", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    solved = DaPSchedule.from_dict(out["schedule"])
+    assert solved.min_keep == 0.15 and min(out["subset_sizes"]) == 3000
+    assert out["subset_sizes"] == list(solved.plan(20000).subset_sizes)
+    assert abs(out["compute_fraction"] - 0.446) < 0.002
+    assert main(["plan", "--min-keep", "1.5"]) == 2
+    assert "min_keep must be a number in [0, 1]" in capsys.readouterr().err
+    # a recipe's schedule takes the floor too: CIFAR-10's 63% recipe never goes below half the data
+    assert main(["plan", "--recipe", "cifar10-resnet110-dap63", "--min-keep", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert min(out["subset_sizes"]) == 25000 and out["compute_fraction"] > 0.63
+
+
 def test_train_cli_writes_run_dir_and_resumes(fake_fashion, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(fake_fashion), "--epochs", "3", "--warmup", "1", "--interval", "1",
@@ -115,3 +132,15 @@ def test_listing_commands_exit_quietly_into_a_closed_pipe(command):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err and b"BrokenPipeError" not in err
+
+
+def test_the_flags_of_the_rules_beyond_the_paper_reach_the_config(capsys):
+    from droppick.cli.main import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--policy", "epsilon", "--epsilon", "0.3", "--ema-beta", "0.5",
+                                      "--min-keep", "0.2", "--val-samples", "100"])
+    cfg = _config_from_args(args)
+    assert (cfg.policy, cfg.epsilon, cfg.ema_beta, cfg.min_keep, cfg.val_samples) == ("epsilon", 0.3, 0.5, 0.2, 100)
+    assert cfg.schedule.min_keep == 0.2
+    assert main(["train", "--policy", "epsilon", "--epsilon", "1.5", "--out", "unused"]) == 2
+    assert "epsilon must lie in [0, 1]" in capsys.readouterr().err

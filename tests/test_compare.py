@@ -18,7 +18,7 @@ TINY = ["--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.5", "-
 @pytest.fixture(scope="module")
 def compared(fake_fashion, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "report"
-    args = ["compare", "--data-dir", str(fake_fashion), *TINY, "--policies", "full,dap,random,scaled,static,infobatch",
+    args = ["compare", "--data-dir", str(fake_fashion), *TINY, "--policies", "full,dap,random,scaled,static,infobatch,rs2",
             "--seeds", "2", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     return out, args
@@ -27,12 +27,13 @@ def compared(fake_fashion, tmp_path_factory):
 def test_report_has_every_policy_at_matched_compute(compared):
     out, _ = compared
     rows = json.loads((out / "report.json").read_text())
-    assert list(rows) == ["full", "dap", "random", "scaled", "static", "infobatch"]
+    assert list(rows) == ["full", "dap", "random", "scaled", "static", "infobatch", "rs2"]
     dap = DaPSchedule(4, 1, 1, 0.5, None, [3]).plan(240).compute_fraction
     assert rows["full"]["compute_fraction"] == 1.0
     for policy in ("dap", "random"):
         assert rows[policy]["compute_fraction"] == pytest.approx(dap)
-    assert rows["static"]["compute_fraction"] == pytest.approx(round(dap * 240) / 240)
+    for policy in ("static", "rs2"):  # the same number of samples every epoch, DaP's compute rounded
+        assert rows[policy]["compute_fraction"] == pytest.approx(round(dap * 240) / 240)
     assert rows["scaled"]["compute_fraction"] == pytest.approx(round(4 * dap) / 4)
     assert abs(rows["infobatch"]["compute_fraction"] - dap) <= 0.01  # calibrated to DaP's plan
     for r in rows.values():
@@ -50,7 +51,7 @@ def test_report_has_every_policy_at_matched_compute(compared):
 def test_compare_reuses_finished_runs(compared, capsys):
     out, args = compared
     summaries = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
-    assert len(summaries) == 12
+    assert len(summaries) == 14
     assert main(args) == 0
     assert "done, reusing" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")} == summaries

@@ -91,6 +91,7 @@ def worker(rank, world, port, out_dir):
             result["foreign_error"] = str(e)
 
         result["big"] = big_index_epoch(rank, world)
+        result["beyond"] = {policy: run_policy(policy, rank, world) for policy in BEYOND}
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -121,6 +122,28 @@ def big_index_epoch(rank, world):
             "samples_per_epoch": dap.samples_per_epoch}
 
 
+BEYOND = ("rs2", "epsilon", "ema")  # policies beyond the paper: seeded draws and per-rank policy state
+
+
+def beyond_engine(policy):
+    """``policy`` over 23 samples (padded shards), drops and a pick; rs2 at 40% compute."""
+    return DropAndPick(23, DaPSchedule(epochs=6, warmup=1, interval=1, keep=0.6, reuse_at=[4]), policy=policy,
+                       seed=9, target_compute=0.4 if policy == "rs2" else None)
+
+
+def run_policy(policy, rank, world):
+    """A run of ``beyond_engine(policy)`` as a rank records it: the subset after every epoch and
+    the policy's state at the end."""
+    dap = beyond_engine(policy)
+    subsets = []
+    while not dap.done:
+        idx, loss = rank_records(dap, rank, world)
+        dap.record(idx, loss)
+        dap.end_epoch()
+        subsets.append(dap.subset.clone())
+    return {"subsets": subsets, "state": dap.policy.state_dict(), "samples_per_epoch": dap.samples_per_epoch}
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Both ranks' results, from one spawn of WORLD gloo processes."""
@@ -129,27 +152,47 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name):
-    n, batch = SCENARIOS[name]
-    reference = DropAndPick(n, schedule(), policy=Witness(), seed=5)
-    expected_subsets = []
+def run_as_one_process(reference):
+    """Run ``reference`` to its end as one process that sees every rank's records (a duplicate
+    keeps its highest loss, the rule); its subset after every epoch."""
+    subsets = []
     while not reference.done:
-        # One process sees every rank's records; a duplicate keeps its highest loss (the rule).
-        merged = torch.full((n,), float("-inf"))
+        merged = torch.full((reference.num_samples,), float("-inf"))
         for rank in range(WORLD):
             idx, loss = rank_records(reference, rank, WORLD)
             merged[idx] = torch.maximum(merged[idx], loss)
         seen = torch.isfinite(merged).nonzero().squeeze(1)
         reference.record(seen, merged[seen])
         reference.end_epoch()
-        expected_subsets.append(reference.subset.clone())
+        subsets.append(reference.subset.clone())
+    return subsets
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_rank_selects_what_one_process_fed_all_losses_selects(ranks, name):
+    n, batch = SCENARIOS[name]
+    reference = DropAndPick(n, schedule(), policy=Witness(), seed=5)
+    expected_subsets = run_as_one_process(reference)
     for result in ranks:
         got = result[name]
         assert [s.tolist() for s in got["subsets"]] == [s.tolist() for s in expected_subsets]
         assert all(torch.equal(a, b) for a, b in zip(got["losses"], reference.policy.given, strict=True))  # bit-identical
         # Each sample counted once, padding duplicates included: the plan's sizes exactly.
         assert got["samples_per_epoch"] == reference.samples_per_epoch == list(reference.plan().subset_sizes)
+
+
+@pytest.mark.parametrize("policy", BEYOND)
+def test_every_rank_holds_the_same_subset_under_rs2_epsilon_and_ema(ranks, policy):
+    """Each rank recorded only its shard; all hold the subsets one process fed every loss holds."""
+    reference = beyond_engine(policy)
+    expected = [s.tolist() for s in run_as_one_process(reference)]
+    assert len(set(map(tuple, expected))) > 1  # the subset changed during the run
+    for result in ranks:
+        got = result["beyond"][policy]
+        assert [s.tolist() for s in got["subsets"]] == expected
+        assert got["samples_per_epoch"] == reference.samples_per_epoch == list(reference.plan().subset_sizes)
+        for key, value in reference.policy.state_dict().items():
+            assert torch.equal(got["state"][key], value) if torch.is_tensor(value) else got["state"][key] == value
 
 
 def test_padding_duplicate_keeps_its_highest_loss(ranks):

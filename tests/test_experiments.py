@@ -1,6 +1,7 @@
 """The frontier script's logic without training: its findings are computed from the numbers, and
 ``--seed`` splits a part between processes without two of them touching one run."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -115,3 +116,43 @@ def test_pooled_check_repeats_the_redundancy_verdict_with_one_spread():
     assert "is -0.70 ± 0.42, within two standard errors." in sentence
     assert "beyond two standard errors" in frontier.pooled_check(
         {600: {"full": row(85.0, std=0.1), "dap": row(84.0, std=0.1)}, 6000: tight})
+
+
+def test_the_rows_beyond_the_paper_match_dap_compute_and_train_only_when_asked(monkeypatch):
+    trained = []
+    monkeypatch.setattr(frontier, "run_all", lambda configs, folder, log: trained.append((folder, configs)))
+    frontier.train_missing(["frontier", "redundancy"])
+    assert not any("beyond" in str(folder) for folder, _ in trained)
+    trained.clear()
+    frontier.train_missing(["beyond"], seeds=[0])
+    runs = {(folder.name, name): cfg for folder, configs in trained for name, cfg in configs.items()}
+    assert {name for _, name in runs} == {"rs2-seed0", "epsilon-seed0", "ema-seed0", "dap-seed0"}
+    for (folder, name), cfg in runs.items():
+        keep = 0.8 if folder.startswith("keep-0.8") else 0.9
+        dap_compute = dataclasses.replace(frontier.BASE.schedule, keep=keep).plan(frontier.N).compute_fraction
+        if "floor" in folder:
+            assert cfg.policy == "dap" and cfg.min_keep == float(folder.rsplit("-", 1)[1]) and cfg.keep < keep
+            assert abs(cfg.schedule.plan(frontier.N).compute_fraction - dap_compute) < 0.001
+        else:
+            assert cfg.keep in (0.8, 0.9) and cfg.min_keep == 0.0 and cfg.policy in ("rs2", "epsilon", "ema")
+    assert len(runs) == 2 * (3 + 2)  # two budgets: three policies and two floors each
+
+
+def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(tmp_path, monkeypatch):
+    import frontier_beyond
+
+    monkeypatch.setattr(frontier, "OUT", tmp_path)
+    beyond = frontier.beyond_rows()
+    top1 = lambda cfg: 89.0 + 0.1 * cfg.seed + (cfg.policy == "ema") * 1.0  # noqa: E731
+    for r in beyond:
+        if r.keep == 0.8:
+            write_runs(r.folder, r.configs, top1)
+    dap = {0.8: row(88.0, compute=0.446), 0.9: row(89.0, compute=0.627)}
+    lines = frontier_beyond.section(beyond, {k: {"dap": v} for k, v in dap.items()}, row(90.0), frontier.rows_of)
+    table = [line for line in lines if line.startswith("| 0.8 |")]
+    assert len(table) == 5 and not any(line.startswith("| 0.9 |") for line in lines)
+    assert "| 0.8 | ema | beta 0.8 | 3 | 60.0% | 90.10 ± 0.10 | +0.10 (within) | +2.10 (beyond) | +1.00 (beyond) |" \
+        in table
+    assert ("- At DaP keep 0.8 (44.6% compute) the best rule is ema (beta 0.8): +2.10 points over DaP (beyond two "
+            "standard errors), +0.10 from full (within two standard errors).") in lines
+    assert lines[-1].startswith("Not trained yet") and "rs2 (target = DaP's compute) at keep 0.9" in lines[-1]

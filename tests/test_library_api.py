@@ -1,5 +1,6 @@
 """The README's few lines, run as written in a user's own loop with a DataLoader."""
 
+import math
 import re
 from pathlib import Path
 
@@ -131,3 +132,16 @@ def test_readme_accelerate_block_runs_as_written():
     exec(readme_block("accelerator.prepare"), ns)
     dap = ns["dap"]
     assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)
+
+
+def test_readme_floor_and_beyond_the_paper_block_runs_as_written():
+    ns = user_namespace()
+    exec(readme_block("EpsilonGreedy(0.2)"), ns)
+    dap, rs2 = ns["dap"], ns["rs2"]
+    assert min(dap.plan().subset_sizes) == 6 == math.ceil(0.1 * 60)  # p = 0.8 alone would go down to 1
+    assert set(rs2.plan().subset_sizes) == {round(dap.plan().compute_fraction * 60)}
+    while not dap.done:
+        order = dap.sampler().indices()
+        dap.record(order, order.float())
+        dap.end_epoch()
+    assert dap.samples_per_epoch == list(dap.plan().subset_sizes) and dap.policy.name == "epsilon"

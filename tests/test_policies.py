@@ -81,7 +81,7 @@ def test_infobatch_state_round_trip_keeps_weights():
         DropAndPick(60, SCHEDULE, policy="infobatch", seed=2, infobatch_ratio=0.3).load_state_dict(a.state_dict())
 
 
-@pytest.mark.parametrize("policy", ["dap", "random", "full", "scaled", "static", "infobatch"])
+@pytest.mark.parametrize("policy", ["dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema"])
 def test_trainer_records_what_each_policy_did(policy, fake_fashion, tmp_path):
     from droppick.train.rundir import RunDir
     from droppick.train.trainer import train
@@ -104,11 +104,12 @@ def test_trainer_records_what_each_policy_did(policy, fake_fashion, tmp_path):
     events = {r["event"] for r in rows} - {None}
     planned = DaPSchedule(6, 1, 1, 0.5, None, [3, 6]).plan(n)
     expected_events = {"dap": {"drop", "pick"}, "random": {"drop", "pick"}, "full": set(), "scaled": set(),
-                       "static": set(), "infobatch": {"prune", "pick"}}[policy]
+                       "static": set(), "infobatch": {"prune", "pick"}, "rs2": {"resample"}, "epsilon": {"drop", "pick"},
+                       "ema": {"drop", "pick"}}[policy]
     assert events == expected_events
-    if policy in ("dap", "random"):
+    if policy in ("dap", "random", "epsilon", "ema"):
         assert [r["subset_size"] for r in rows] == list(planned.subset_sizes)
-    if policy == "static":
+    if policy in ("static", "rs2"):
         assert summary["compute_fraction"] == pytest.approx(round(planned.compute_fraction * n) / n)
     if policy == "scaled":
         assert summary["epochs"] == len(rows) == round(6 * planned.compute_fraction)

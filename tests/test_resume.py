@@ -225,3 +225,23 @@ def test_a_checkpoint_of_droppick_0_1_is_refused_naming_its_format(fake_fashion,
     with pytest.raises(ValueError, match=r"DropAndPick state has format 2; this version reads format 4 "
                                          r"\(format 3 is droppick 0.2's, 2 is 0.1's\)"):
         dap.load_state_dict(state["dap"])
+
+
+@pytest.mark.parametrize("policy", ["rs2", "epsilon", "ema"])
+def test_a_run_of_a_policy_beyond_the_paper_stopped_and_resumed_equals_the_straight_one(policy, fake_fashion,
+                                                                                       tmp_path):
+    """Stopped after epoch 2 (a drop for epsilon and ema; rs2 mid-permutation) and resumed: the same
+    subsets, metrics, model and policy state (the EMA, RS2's permutation and position)."""
+    cfg = TrainConfig(data_dir=str(fake_fashion), **dict(SETTINGS, policy=policy))
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    train(cfg, straight)
+    assert train(cfg, run, stop_after=2) is None
+    train(None, run, resume=True)
+    assert without_timings(RunDir(run).read_metrics()) == without_timings(RunDir(straight).read_metrics())
+    a, b = RunDir(straight).latest_checkpoint(), RunDir(run).latest_checkpoint()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["dap"]["policy_state"].keys() == b["dap"]["policy_state"].keys()
+    for key, value in a["dap"]["policy_state"].items():
+        other = b["dap"]["policy_state"][key]
+        assert torch.equal(value, other) if torch.is_tensor(value) else value == other, key

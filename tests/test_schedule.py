@@ -1,5 +1,8 @@
 """The planner against the paper's computation columns, and the schedule's validation."""
 
+import dataclasses
+import re
+
 import pytest
 
 from droppick import DaPSchedule, keep_count
@@ -113,12 +116,63 @@ def test_plan_names_only_events_that_change_the_subset():
     (dict(reuse_at=[0]), "reuse_at entry must be >= 1"),
     (dict(reuse_at=[301]), "must lie in 1..epochs"),
     (dict(reuse_at=[150.0]), "reuse_at entry must be an integer"),
+    (dict(min_keep=-0.1), "min_keep must be a number in [0, 1]"),
+    (dict(min_keep=1.5), "min_keep must be a number in [0, 1]"),
+    (dict(min_keep=float("nan")), "min_keep must be a number in [0, 1]"),
+    (dict(min_keep=True), "min_keep must be a number in [0, 1]"),
+    (dict(min_keep="0.2"), "min_keep must be a number in [0, 1]"),
 ])
 def test_invalid_hyperparameters_are_refused(overrides, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("..", r"\.\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         DaPSchedule(**dict(CIFAR10, **overrides))
 
 
 def test_schedule_round_trips_through_dict():
     s = DaPSchedule(**IMAGENET)
     assert DaPSchedule.from_dict(s.to_dict()) == s
+
+
+# -- beyond the paper: a floor on the subset ---------------------------------------------------------
+
+def test_a_floor_stops_drops_at_ceil_f_n_exactly():
+    # N = 10, p = 0.5, f = 0.3: 10 -> 5 -> 3 (p alone: 2); at the floor a drop changes nothing, no event.
+    plan = DaPSchedule(epochs=7, warmup=1, interval=1, keep=0.5, reuse_at=[5], min_keep=0.3).plan(10)
+    assert plan.subset_sizes == (10, 10, 5, 3, 3, 10, 5)  # 0.3 * 10 is 3.0000000000000004: ceil would give 4
+    assert plan.drop_epochs == [2, 3, 6] and plan.pick_epochs == [5]
+    # f * N fractional: never fewer than 2.5 samples is 3; the floor never adds samples back.
+    assert DaPSchedule(epochs=4, warmup=0, interval=1, keep=0.2, min_keep=0.25).plan(10).subset_sizes == (10, 3, 3, 3)
+    assert DaPSchedule(epochs=3, warmup=0, interval=1, keep=0.9, min_keep=0.99).plan(10).subset_sizes == (10, 10, 10)
+    assert DaPSchedule(**CIFAR10, min_keep=0.0).plan(50000) == DaPSchedule(**CIFAR10).plan(50000)
+
+
+def test_engine_with_a_floor_trains_what_the_plan_says():
+    from droppick import DropAndPick
+
+    schedule = DaPSchedule(epochs=7, warmup=1, interval=1, keep=0.5, reuse_at=[5], min_keep=0.3)
+    for policy in ("dap", "random", "epsilon", "ema"):
+        dap = DropAndPick(40, schedule, policy=policy, seed=1)
+        while not dap.done:
+            order = dap.sampler().indices()
+            dap.record(order, ((order * 13 + dap.epoch) % 7).float())
+            dap.end_epoch()
+        assert dap.samples_per_epoch == list(schedule.plan(40).subset_sizes) == [40, 40, 20, 12, 12, 40, 20], policy
+
+
+def test_a_floor_serialises_only_when_set():
+    assert "min_keep" not in DaPSchedule(**CIFAR10).to_dict()  # states saved before the floor existed still load
+    s = DaPSchedule(**CIFAR10, min_keep=0.2)
+    assert s.to_dict()["min_keep"] == 0.2 and DaPSchedule.from_dict(s.to_dict()) == s
+
+
+def test_budget_solver_keeps_the_floor_and_spends_the_budget_with_it():
+    from droppick.budget import solve
+
+    base = DaPSchedule(epochs=30, warmup=4, interval=1, keep=0.9, reuse_at=[15, 25], min_keep=0.15)
+    schedule, compute = solve(base, 20000, 0.446, "keep")
+    plan = schedule.plan(20000)
+    assert schedule.min_keep == 0.15 and compute == plan.compute_fraction and abs(compute - 0.446) < 0.002
+    assert min(plan.subset_sizes) == 3000  # the floor binds: p alone would go below it
+    unfloored, _ = solve(dataclasses.replace(base, min_keep=0.0), 20000, 0.446, "keep")
+    assert schedule.keep < unfloored.keep  # the floor's samples are paid for with a lower p
+    floor, compute = solve(dataclasses.replace(base, keep=0.7), 20000, 0.5, "min_keep")
+    assert abs(compute - 0.5) < 0.002 and floor.keep == 0.7

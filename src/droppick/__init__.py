@@ -10,7 +10,8 @@ The few lines a training loop needs::
 
 from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
-from .policies import POLICIES, Full, InfoBatch, KeepHardest, KeepRandom, Policy, Scaled, Scheduled, Static
+from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage, KeepRandom,
+                       Policy, Scaled, Scheduled, Static)
 from .sampler import DaPSampler
 from .schedule import DaPSchedule, Plan, keep_count
 
@@ -18,11 +19,14 @@ __all__ = [
     "DaPSchedule",
     "DaPSampler",
     "DropAndPick",
+    "EpsilonGreedy",
     "Full",
     "InfoBatch",
     "KeepHardest",
+    "KeepHardestAverage",
     "KeepRandom",
     "Policy",
+    "RS2",
     "Scaled",
     "Scheduled",
     "Static",

@@ -9,7 +9,7 @@ import dataclasses
 
 from .schedule import DaPSchedule
 
-SOLVABLE = ("keep", "interval", "warmup", "active")
+SOLVABLE = ("keep", "interval", "warmup", "active", "min_keep")
 
 
 def candidates(schedule: DaPSchedule, param: str) -> list:
@@ -17,6 +17,8 @@ def candidates(schedule: DaPSchedule, param: str) -> list:
         return [round(0.3 + 0.001 * i, 3) for i in range(701)]  # 0.300 .. 1.000
     if param in ("interval", "active"):
         return list(range(1, schedule.epochs + 1))
+    if param == "min_keep":
+        return [round(0.001 * i, 3) for i in range(1001)]  # 0.000 .. 1.000
     if param == "warmup":
         return list(range(0, schedule.epochs))
     raise ValueError(f"--solve must be one of {', '.join(SOLVABLE)}; got {param!r}")
@@ -25,6 +27,8 @@ def candidates(schedule: DaPSchedule, param: str) -> list:
 def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str) -> tuple[DaPSchedule, float]:
     """The schedule with ``param`` changed so its planned compute is closest to ``target``.
 
+    The other hyper-parameters stay as given, a floor (``min_keep``) included: solving ``keep``
+    under a floor finds the p that spends the budget with that floor in place.
     Ties go to the larger compute (the cautious side: more data, never less than asked for when
     two values are equally close). Returns the schedule and its compute fraction.
     """

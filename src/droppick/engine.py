@@ -43,19 +43,22 @@ class DropAndPick:
     policy: a name from ``policies.POLICIES`` ("dap", the paper's, by default), a ``Policy``,
         or any object with ``select(subset, losses, k, generator)`` (``policies.Scheduled``).
     seed: seeds the sampler's order and every random choice, per epoch (see ``seeding``).
-    labels, target_compute, infobatch_ratio, infobatch_delta: the settings of the named
-        baselines "static", "scaled" and "infobatch" (``policies.build_policy``).
+    labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
+        the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
+        (``policies.build_policy``; None: that policy's documented default).
     """
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy="dap", seed: int = 0,
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
-                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False):
+                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
+                 epsilon: Optional[float] = None, ema_beta: Optional[float] = None):
         require_int("num_samples", num_samples, 1)
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
         self.num_samples, self.schedule, self.seed = num_samples, schedule, int(seed)
         self.policy: Policy = build_policy(policy, target_compute=target_compute, labels=labels,
-                                           infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta)
+                                           infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
+                                           epsilon=epsilon, ema_beta=ema_beta)
         self._plan = self.policy.plan(schedule, num_samples)
         self.exclude_nonfinite = bool(exclude_nonfinite)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
@@ -143,7 +146,7 @@ class DropAndPick:
 
     def end_epoch(self) -> Optional[str]:
         """Close the epoch: count it, let the policy decide the next subset, and return the event
-        that changed it ("drop", "pick", "prune", "exclude") or None when the subset stays."""
+        that changed it ("drop", "pick", "prune", "resample", "exclude") or None when the subset stays."""
         if self.done:
             raise RuntimeError(f"all {self._plan.epochs} epochs have already ended")
         self.flush()
@@ -253,10 +256,11 @@ class DropAndPick:
     def _set_subset(self, subset: torch.Tensor) -> bool:
         """Make ``subset`` current (sorted indices, or a bool mask over all samples), less any excluded
         samples; returns whether the subset changed."""
+        mask = None  # the subset as a bool mask, when given one: no scatter to rebuild it
         if subset.dtype == torch.bool:
-            subset = torch.arange(self.num_samples) if bool(subset.all()) else mask_indices(subset)
+            mask, subset = subset, torch.arange(self.num_samples) if bool(subset.all()) else mask_indices(subset)
         if self.excluded is not None and bool(self.excluded[subset].any()):
-            subset = subset[~self.excluded[subset]]
+            mask, subset = None, subset[~self.excluded[subset]]
             if subset.numel() == 0:
                 raise NonFiniteLossError(f"epoch {self.epoch}: every sample of the subset has been excluded for a "
                                          "non-finite loss; lower the learning rate or check the data")
@@ -266,6 +270,8 @@ class DropAndPick:
         self.subset = subset
         if subset.numel() == self.num_samples:  # all data (sorted and unique): no scatter
             self._in_subset = torch.ones(self.num_samples, dtype=torch.bool)
+        elif mask is not None:  # a copy: the policy may keep or reuse its mask
+            self._in_subset = mask.to("cpu", copy=True)
         else:
             self._in_subset = torch.zeros(self.num_samples, dtype=torch.bool)
             self._in_subset[subset] = True

@@ -27,6 +27,12 @@ Corner cases the paper leaves open:
 - Nothing is decided after the last epoch: no epoch would train on the result.
 - A plan names only what changes the subset: a drop that keeps every sample (p = 1) and a pick
   with nothing to pick up (no drop since the last pick) are no events.
+
+Beyond the paper: a floor on the subset (``min_keep = f``). A drop keeps
+``max(keep_count(n, p), min(n, ceil(f * N)))`` samples, so it never leaves fewer than f x N
+(rounded up: "never fewer than f x N" has to hold for a fractional f x N too) and never adds
+samples back. f = 0, the default, is the paper's schedule. A drop that the floor stops entirely
+(the subset is already at the floor) changes nothing, so it is no event, like p = 1.
 """
 
 from __future__ import annotations
@@ -63,13 +69,19 @@ def keep_count(n: int, keep: float) -> int:
     return max(1, (n * exact.numerator) // exact.denominator)
 
 
+def floor_count(num_samples: int, min_keep: float) -> int:
+    """ceil(num_samples * min_keep), computed exactly from the decimal written (as ``keep_count``)."""
+    exact = Fraction(repr(float(min_keep)))
+    return -((-num_samples * exact.numerator) // exact.denominator)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a schedule does to N samples, epoch by epoch (index 0 is epoch 1)."""
 
     num_samples: int
     subset_sizes: tuple[int, ...]  # samples trained on in each epoch
-    events: tuple[Optional[str], ...]  # decision taken after each epoch: "drop", "pick", "prune" or None
+    events: tuple[Optional[str], ...]  # decision taken after each epoch: "drop", "pick", "prune", "resample" or None
     reference_epochs: Optional[int] = None  # epochs of the all-data run compute is measured against;
     # None: as many as this plan's (only "scaled" trains fewer epochs than the run it is compared with)
 
@@ -121,6 +133,8 @@ class DaPSchedule:
     keep:     p, fraction of the *current* subset kept at each drop, in (0, 1].
     active:   alpha, a cycle only drops while ``tau - cycle_start < alpha``; None = infinity.
     reuse_at: R, epochs after which all data is picked back up (the LR decay epochs).
+    min_keep: f, beyond the paper: a drop never leaves fewer than ceil(f * N) samples, in [0, 1];
+              0 (the default) is no floor (module docstring).
     """
 
     epochs: int
@@ -129,6 +143,7 @@ class DaPSchedule:
     keep: float
     active: Optional[int] = None
     reuse_at: Sequence[int] = field(default_factory=tuple)
+    min_keep: float = 0.0
 
     def __post_init__(self):
         epochs = require_int("epochs", self.epochs, 1)
@@ -140,6 +155,10 @@ class DaPSchedule:
             raise ValueError(f"keep must be a number in (0, 1], got {self.keep!r}")
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1] (the fraction of the subset kept at a drop), got {self.keep}")
+        if (isinstance(self.min_keep, bool) or not isinstance(self.min_keep, numbers.Real)
+                or not 0.0 <= self.min_keep <= 1.0):  # NaN fails the comparison too
+            raise ValueError(f"min_keep must be a number in [0, 1] (the smallest subset a drop may leave, as a "
+                             f"fraction of all N samples; 0 = no floor), got {self.min_keep!r}")
         if self.active is not None:
             require_int("active", self.active, 1)
         reuse_at = tuple(self.reuse_at)
@@ -156,6 +175,7 @@ class DaPSchedule:
         object.__setattr__(self, "keep", float(self.keep))
         object.__setattr__(self, "active", None if self.active is None else int(self.active))
         object.__setattr__(self, "reuse_at", tuple(int(r) for r in reuse_at))
+        object.__setattr__(self, "min_keep", float(self.min_keep))
         object.__setattr__(self, "_events", _events(self))
 
     def event_after(self, epoch: int) -> Optional[str]:
@@ -164,19 +184,26 @@ class DaPSchedule:
             raise ValueError(f"epoch must lie in 1..{self.epochs}, got {epoch}")
         return self._events[epoch - 1]
 
+    def kept_at_drop(self, n: int, num_samples: int) -> int:
+        """How many of a subset of ``n`` (out of ``num_samples``) a drop keeps: p of them, but not
+        fewer than the floor ceil(min_keep * N), and never more than ``n``."""
+        return max(keep_count(n, self.keep), min(n, floor_count(num_samples, self.min_keep)))
+
     def plan(self, num_samples: int) -> Plan:
         """Subset size of every epoch for ``num_samples`` samples, and the events that change it."""
         n_all = require_int("num_samples", num_samples, 1)
         sizes, events, n = [], [], n_all
         for event in self._events:
             sizes.append(n)
-            after = n_all if event == PICK else keep_count(n, self.keep) if event == DROP else n
+            after = n_all if event == PICK else self.kept_at_drop(n, n_all) if event == DROP else n
             events.append(event if after != n else None)
             n = after
         return Plan(n_all, tuple(sizes), tuple(events))
 
     def to_dict(self) -> dict:
-        return {
+        """The hyper-parameters; ``min_keep`` only when set, so a schedule without a floor serialises
+        as it did before the floor existed (and the states saved then still load)."""
+        out = {
             "epochs": self.epochs,
             "warmup": self.warmup,
             "interval": self.interval,
@@ -184,10 +211,14 @@ class DaPSchedule:
             "active": self.active,
             "reuse_at": list(self.reuse_at),
         }
+        if self.min_keep:
+            out["min_keep"] = self.min_keep
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "DaPSchedule":
-        return cls(**{k: d[k] for k in ("epochs", "warmup", "interval", "keep", "active", "reuse_at")})
+        return cls(**{k: d[k] for k in ("epochs", "warmup", "interval", "keep", "active", "reuse_at")},
+                   min_keep=d.get("min_keep", 0.0))
 
 
 def _events(s: DaPSchedule) -> tuple[Optional[str], ...]:

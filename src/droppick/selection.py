@@ -20,19 +20,63 @@ def select_hardest(subset: torch.Tensor, losses: torch.Tensor, k: int) -> torch.
     the result depends on neither sort stability nor the order samples were seen in. O(n): one
     k-th order statistic and two comparisons, no full sort.
     """
+    return select_epsilon_greedy(subset, losses, k, 0, None)
+
+
+def select_epsilon_greedy(subset: torch.Tensor, losses: torch.Tensor, k: int, n_random: int,
+                          generator) -> torch.Tensor:
+    """``k - n_random`` members of ``subset`` with the highest loss (``select_hardest``'s rule, ties
+    included) plus ``n_random`` drawn uniformly without replacement from the other members, with
+    ``generator``; a sorted LongTensor. ``n_random = 0`` is ``select_hardest`` (no draw)."""
     n = subset.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k must lie in 1..{n} (the subset size), got {k}")
+    if not 0 <= n_random <= k:
+        raise ValueError(f"n_random must lie in 0..k ({k}), got {n_random}")
     # All data (the first drop after a pick, the largest one) needs no gather and no compaction.
     everything = n == losses.numel()
     values = (losses if everything else losses.index_select(0, subset)).detach().cpu().numpy()
-    threshold = np.partition(values, n - k)[n - k]  # the k-th largest
-    keep = values > threshold
+    keep = extreme_mask(values, k - n_random, largest=True)
+    if n_random:
+        rest = np.flatnonzero(~keep)
+        keep[rest[torch.randperm(rest.size, generator=generator)[:n_random].numpy()]] = True
+    kept = np.flatnonzero(keep) if everything else subset.numpy()[keep]
+    return torch.from_numpy(kept.astype(np.int64, copy=False))
+
+
+def extreme_mask(values: np.ndarray, k: int, largest: bool) -> np.ndarray:
+    """A bool mask of the ``k`` largest (or smallest) ``values``; ties at the threshold go to the
+    lowest positions. O(n): one k-th order statistic (on a copy) and two comparisons."""
+    n = values.size
+    if k == 0:
+        return np.zeros(n, dtype=bool)
+    at = n - k if largest else k - 1
+    threshold = np.partition(values, at)[at]  # the k-th largest / smallest
+    keep = values > threshold if largest else values < threshold
     missing = k - int(np.count_nonzero(keep))
     if missing:  # ties at the threshold: the lowest positions, i.e. the lowest sample indices
         keep[np.flatnonzero(values == threshold)[:missing]] = True
-    kept = np.flatnonzero(keep) if everything else subset.numpy()[keep]
-    return torch.from_numpy(kept.astype(np.int64, copy=False))
+    return keep
+
+
+def update_average(average: torch.Tensor, losses: torch.Tensor, beta: float) -> None:
+    """One epoch of an exponential moving average of per-sample losses, in place.
+
+    average: float32[N], +inf for a sample never observed (it ranks hardest, as an unrecorded
+    loss does); losses: the engine's float32[N] of this epoch (+inf: not trained this epoch,
+    -inf: non-finite). A finite loss l updates its sample's average to ``beta * average +
+    (1 - beta) * l``, or to ``l`` at the sample's first observation (starting from 0 would rank
+    new samples as easy). A non-finite loss sets the average to -inf: such a sample leaves the
+    subset for good, and ranking it last keeps it from taking a kept place at this drop. A sample
+    not trained keeps its average: not being trained says nothing about how hard it is. Whole
+    numpy passes, no index lists; the ranking needs no copy of the average.
+    """
+    a, values = average.numpy(), losses.detach().cpu().numpy()
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where masked out below
+        updated = a * np.float32(beta)
+        updated += np.float32(1.0 - beta) * values
+    np.copyto(updated, values, where=np.isposinf(a))  # first observation
+    np.copyto(a, updated, where=values != np.inf)  # trained this epoch (finite or non-finite)
 
 
 def mask_indices(mask: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..train.recipes import list_recipes, load_recipe, parse_overrides
 from ..schedule import DaPSchedule
 from .args import flag, given, int_list, optional_int
 
-SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at")
+SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at", "min_keep")
 PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
 
 
@@ -33,6 +33,13 @@ def _add_schedule_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--active", "alpha, epochs of a cycle that drop; 'none' = no limit", type=optional_int)
     flag(g, "--reuse-at", "R, comma-separated epochs after which all data is picked up ('none' for none)",
           type=int_list, dest="reuse_at")
+    flag(g, "--min-keep", "f, beyond the paper: a drop never leaves fewer than ceil(f x N) samples (default 0, "
+         "no floor)", type=float, dest="min_keep")
+
+
+def _schedule_values(config: dict) -> dict:
+    """The schedule's keys a config (a recipe's) sets; a key it leaves out takes DaPSchedule's default."""
+    return {k: config[k] for k in SCHEDULE_KEYS if k in config}
 
 
 def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
@@ -43,7 +50,7 @@ def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
 
 def cmd_plan(args) -> int:
     recipe = load_recipe(args.recipe_name) if args.recipe_name else None
-    base = {k: recipe.config[k] for k in SCHEDULE_KEYS} if recipe else PAPER_BASELINE
+    base = _schedule_values(recipe.config) if recipe else PAPER_BASELINE
     values, derived = follow_epochs(base, given(args, SCHEDULE_KEYS))
     if derived:
         print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
@@ -171,7 +178,7 @@ def cmd_models(args) -> int:
 
 def cmd_recipes(args) -> int:
     for r in list_recipes():
-        plan = _policy_plan(r.config, DaPSchedule(**{k: r.config[k] for k in SCHEDULE_KEYS}), r.num_samples)
+        plan = _policy_plan(r.config, DaPSchedule(**_schedule_values(r.config)), r.num_samples)
         paper = f"{100 * r.paper_compute:.0f}%" if r.paper_compute is not None else "-"
         print(f"{r.name:34s} compute {100 * plan.compute_fraction:5.1f}% (paper {paper:>4s})  {r.paper}")
     return 0
@@ -188,6 +195,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
     flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
     flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
+    flag(g, "--val-samples", "hold out this many training samples (seeded, class-stratified) as a validation "
+         "split, reported as val_top1 beside test_top1: tune on it, not on the test set", type=int, dest="val_samples")
     flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
     flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
     flag(g, "--skip-unreadable", "imagefolder: leave training images that cannot be read out of every subset (listed "
@@ -211,6 +220,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--compile-mode", f"torch.compile mode; reduce-overhead replays CUDA graphs (default {d.compile_mode})",
          choices=COMPILE_MODES, dest="compile_mode")
     flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    flag(g, "--epsilon", f"policy epsilon: share of a drop's kept samples drawn at random (default {d.epsilon})",
+         type=float)
+    flag(g, "--ema-beta", f"policy ema: weight of a sample's past loss average (default {d.ema_beta})", type=float,
+         dest="ema_beta")
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
           "stopping; skip optimiser steps with non-finite gradients", action="store_const", const=True,
           dest="exclude_nonfinite")
@@ -268,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train several policies at DaP's compute over seeds; write a report",
                        description="Finished runs are reused and interrupted ones resumed: rerun to continue.")
     _add_config_args(c)
-    c.add_argument("--policies", default="full,dap,random,scaled,static,infobatch",
+    c.add_argument("--policies", default="full,dap,random,scaled,static,infobatch,rs2",
                    help="comma-separated policies (default %(default)s)")
     c.add_argument("--seeds", type=int, default=3, help="seeds per policy, starting at --seed (default %(default)s)")
     c.add_argument("--out", default=None, help="report folder (default runs/compare-RECIPE)")

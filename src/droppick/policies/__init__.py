@@ -8,6 +8,12 @@
 "static"    one fixed stratified subset of target_compute * N samples (Table 2f, "63% data")
 "infobatch" InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024); with target_compute
             its ratio is calibrated to that compute
+"rs2"       a fresh chunk of target_compute * N samples every epoch, without replacement across
+            epochs (Okanovic et al., ICLR 2024)
+"epsilon"   the schedule's drops keep the hardest (1 - eps) k and eps k at random from the rest
+            (Raju et al. 2021); eps = epsilon.EPSILON unless given
+"ema"       the schedule's drops keep the highest moving average of each sample's losses across
+            epochs; beta = ema.BETA unless given
 =========== ==================================================================================
 """
 
@@ -17,19 +23,23 @@ from typing import Optional
 
 import torch
 
-from .base import DROP, EXCLUDE, PICK, PRUNE, Change, EpochEnd, Policy, checked_selection
+from .base import DROP, EXCLUDE, PICK, PRUNE, RESAMPLE, Change, EpochEnd, Policy, checked_selection
 from .dap import KeepHardest
+from .ema import BETA, KeepHardestAverage
+from .epsilon import EPSILON, EpsilonGreedy
 from .full import Full, Scaled
 from .infobatch import InfoBatch
 from .random import KeepRandom
+from .rs2 import RS2
 from .scheduled import Scheduled
 from .static import Static
 
-POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch")
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema")
 
 
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
-                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875) -> Policy:
+                 infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, epsilon: Optional[float] = None,
+                 ema_beta: Optional[float] = None) -> Policy:
     """A ``Policy`` from a name (with the settings that name uses), a ``Policy``, or a selection rule."""
     if isinstance(policy, Policy):
         return policy
@@ -41,6 +51,9 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "scaled": lambda: Scaled(target_compute),
             "static": lambda: Static(target_compute, labels),
             "infobatch": lambda: InfoBatch(infobatch_ratio, infobatch_delta, target_compute),
+            "rs2": lambda: RS2(target_compute),
+            "epsilon": lambda: Scheduled(EpsilonGreedy(EPSILON if epsilon is None else epsilon)),
+            "ema": lambda: Scheduled(KeepHardestAverage(BETA if ema_beta is None else ema_beta)),
         }
         if policy not in named:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)} or an object with a select() method; "
@@ -49,5 +62,6 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
     return Scheduled(policy)
 
 
-__all__ = ["DROP", "EXCLUDE", "PICK", "PRUNE", "POLICIES", "Change", "EpochEnd", "Full", "InfoBatch", "KeepHardest",
-           "KeepRandom", "Policy", "Scaled", "Scheduled", "Static", "build_policy", "checked_selection"]
+__all__ = ["DROP", "EXCLUDE", "PICK", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd", "EpsilonGreedy",
+           "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepRandom", "Policy", "Scaled", "Scheduled",
+           "Static", "build_policy", "checked_selection"]

@@ -5,10 +5,12 @@ Two kinds of object can be a ``DropAndPick`` policy:
 - a **selection rule**: any object with ``select(subset, losses, k, generator)``. The engine
   wraps it in ``Scheduled``, which follows the schedule (Algorithm 1): at each drop it asks
   the rule which ``k`` members to keep, at each pick it returns to all data. The built-in
-  rules are ``KeepHardest`` (the paper, ``"dap"``) and ``KeepRandom`` (``"random"``).
+  rules are ``KeepHardest`` (the paper, ``"dap"``), ``KeepRandom`` (``"random"``),
+  ``EpsilonGreedy`` (``"epsilon"``) and ``KeepHardestAverage`` (``"ema"``).
 - a **policy with its own timing** (a subclass of ``Policy``): the all-data baselines
-  ``Full`` and ``Scaled``, the fixed subset ``Static``, and ``InfoBatch``, which prunes
-  every epoch. It plans its own run and decides after every epoch but the last.
+  ``Full`` and ``Scaled``, the fixed subset ``Static``, ``RS2``, which samples a fresh chunk
+  every epoch, and ``InfoBatch``, which prunes every epoch. It plans its own run and decides
+  after every epoch but the last.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from ..schedule import DROP, PICK, DaPSchedule, Plan
 
 PRUNE = "prune"  # InfoBatch's every-epoch choice; DROP and PICK are the schedule's
+RESAMPLE = "resample"  # RS2's fresh chunk every epoch
 EXCLUDE = "exclude"  # samples with a non-finite loss left the subset (exclude_nonfinite), nothing else changed
 
 
@@ -60,7 +63,7 @@ class Policy:
         return Plan(num_samples, (num_samples,) * schedule.epochs, (None,) * schedule.epochs)
 
     def first_subset(self, schedule: DaPSchedule, num_samples: int, seed: int) -> Optional[torch.Tensor]:
-        """The subset of epoch 1; None for all data."""
+        """The subset of epoch 1 (sorted indices or a bool mask over all N); None for all data."""
         return None
 
     def end_epoch(self, end: EpochEnd) -> Optional[Change]:

@@ -19,6 +19,12 @@ def dap_compute(schedule: DaPSchedule, num_samples: int) -> float:
     return schedule.plan(num_samples).compute_fraction
 
 
+def matched_size(target_compute: Optional[float], schedule: DaPSchedule, num_samples: int) -> int:
+    """Samples per epoch of a run that trains the same number each epoch and costs
+    ``target_compute`` (default: the DaP plan's): round(compute * N), at least one."""
+    return max(1, round((target_compute or dap_compute(schedule, num_samples)) * num_samples))
+
+
 def check_target(target_compute: Optional[float]) -> Optional[float]:
     if target_compute is not None and not 0.0 < target_compute <= 1.0:
         raise ValueError(f"target_compute must lie in (0, 1], got {target_compute}")

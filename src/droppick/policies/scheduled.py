@@ -1,6 +1,7 @@
 """``Scheduled``: Algorithm 1's timing around any selection rule.
 
-At each drop of the schedule it keeps ``k = keep_count(len(subset), p)`` members, the ones
+At each drop of the schedule it keeps ``k = schedule.kept_at_drop(len(subset), N)`` members
+(``keep_count(len(subset), p)``, raised to the floor ``min_keep`` when one is set), the ones
 the rule selects; at each pick it returns to all data. Because ``k`` is fixed by the schedule
 and not by the rule, ``plan()`` and the measured compute are exact whatever the rule does.
 """
@@ -11,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DaPSchedule, Plan, keep_count
+from ..schedule import DaPSchedule, Plan
 from ..seeding import generator
 from .base import DROP, PICK, Change, EpochEnd, Policy, checked_selection
 
@@ -28,7 +29,10 @@ class Scheduled(Policy):
         recorded this epoch (+inf for a member with no loss this epoch, -inf for one whose
         loss was not finite), ``k`` how many to keep, and ``generator`` a ``torch.Generator``
         seeded by (seed, epoch). It returns ``k`` distinct members of ``subset``, in any order.
-        Optional: ``state_dict``/``load_state_dict`` for a rule with state of its own.
+        Optional: ``state_dict``/``load_state_dict`` for a rule with state of its own;
+        ``observe(losses)``, called with those losses after every epoch (the last excepted, where
+        nothing is decided) before any drop, for a rule that learns from every epoch
+        (``KeepHardestAverage``); ``params()``, the settings a saved state must match.
     """
 
     def __init__(self, rule):
@@ -42,11 +46,13 @@ class Scheduled(Policy):
         return schedule.plan(num_samples)
 
     def end_epoch(self, end: EpochEnd) -> Optional[Change]:
+        if hasattr(self.rule, "observe"):
+            self.rule.observe(end.losses)
         if end.scheduled == PICK:
             return Change(torch.ones(end.num_samples, dtype=torch.bool), PICK)
         if end.scheduled != DROP:
             return None
-        k = keep_count(end.subset.numel(), end.schedule.keep)
+        k = end.schedule.kept_at_drop(end.subset.numel(), end.num_samples)
         if k == end.subset.numel():
             return None
         if end.recorded == 0:
@@ -54,6 +60,9 @@ class Scheduled(Policy):
                                "call dap.record(indices, per_sample_losses) for every training batch.")
         chosen = self.rule.select(end.subset, end.losses, k, generator(end.seed, end.epoch, "select"))
         return Change(checked_selection(chosen, end, k, self.name), DROP)
+
+    def params(self) -> dict:
+        return self.rule.params() if hasattr(self.rule, "params") else {}
 
     def state_dict(self) -> dict:
         return self.rule.state_dict() if hasattr(self.rule, "state_dict") else {}

@@ -10,7 +10,7 @@ from ..schedule import DaPSchedule, Plan
 from ..seeding import generator
 from ..selection import stratified_choice
 from .base import Policy
-from .full import check_target, dap_compute
+from .full import check_target, matched_size
 
 
 class Static(Policy):
@@ -27,7 +27,7 @@ class Static(Policy):
         self.labels = labels
 
     def size(self, schedule: DaPSchedule, num_samples: int) -> int:
-        return max(1, round((self.target_compute or dap_compute(schedule, num_samples)) * num_samples))
+        return matched_size(self.target_compute, schedule, num_samples)
 
     def plan(self, schedule: DaPSchedule, num_samples: int) -> Plan:
         return Plan(num_samples, (self.size(schedule, num_samples),) * schedule.epochs, (None,) * schedule.epochs)

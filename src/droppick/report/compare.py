@@ -4,8 +4,9 @@ Each (policy, seed) run is an ordinary run directory under ``OUT/runs/``; a fini
 with a summary) is never rerun and an interrupted one is resumed, so a long comparison can be
 built over several sessions by calling the same command again.
 
-Matching compute (Table 2f): ``scaled`` and ``static`` match the DaP plan's compute exactly
-(``policies.Scaled`` and ``policies.Static`` derive their epochs / subset size from it). InfoBatch's compute depends on the
+Matching compute (Table 2f): ``scaled``, ``static`` and ``rs2`` match the DaP plan's compute exactly
+(``policies.Scaled``, ``policies.Static`` and ``policies.RS2`` derive their epochs / subset size
+from it; ``epsilon`` and ``ema`` follow DaP's schedule itself). InfoBatch's compute depends on the
 losses, so its runs get the target explicitly (``target_compute``) and ``policies.InfoBatch``
 calibrates its prune ratio after every epoch from the losses it observed; the report shows the
 compute each run really used.
@@ -134,5 +135,5 @@ def dataset_size(cfg: TrainConfig) -> int:
     """N of the training split as the trainer will see it (slices included), without a model."""
     from ..data.pipeline import build_splits
 
-    return len(build_splits(cfg)[0])
+    return len(build_splits(cfg)[0]) - (cfg.val_samples or 0)  # --val-samples: held out of training
 

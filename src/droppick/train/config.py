@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..policies import POLICIES
+from ..policies import BETA, EPSILON, POLICIES
 from ..schedule import DaPSchedule, require_int
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
@@ -32,6 +32,8 @@ class TrainConfig:
     data_dir: Optional[str] = None  # None: the standard locations (see data.find_fashion_mnist)
     train_samples: Optional[int] = None  # seeded class-stratified slice of the train split; None = all
     test_samples: Optional[int] = None  # same for the test split
+    val_samples: Optional[int] = None  # hold out this many training samples (seeded, class-stratified) as a
+    # validation split, evaluated beside the test split (val_top1): for tuning without the test set
     per_class: Optional[int] = None  # keep this many train samples per class (CIFAR10-5000: 500)
     image_size: int = 224  # imagefolder: random-resized-crop size in pixels
     eval_resize: int = 256  # imagefolder: evaluation resize before the centre crop of image_size
@@ -59,11 +61,16 @@ class TrainConfig:
     keep: float = 0.9  # p, fraction of the current subset
     active: Optional[int] = None  # alpha, epochs; None = no limit
     reuse_at: list[int] = field(default_factory=lambda: [15, 25])  # R, epochs
+    min_keep: float = 0.0  # f, beyond the paper: a drop never leaves fewer than f * N samples (0 = no floor)
     # matched-compute baselines (Table 2f) and InfoBatch
     target_compute: Optional[float] = None  # fraction of E*N that scaled/static match (None = the DaP plan's)
     # and that infobatch calibrates its ratio to (None = its fixed infobatch_ratio, as in its paper)
     infobatch_ratio: float = 0.5  # r: share of below-mean-loss samples pruned each epoch
     infobatch_delta: float = 0.875  # prune during the first delta*E epochs, all data after
+    # beyond the paper: policy "epsilon" keeps this share of a drop at random; "ema" ranks by a moving
+    # average of losses with this weight on the past (policies/epsilon.py and policies/ema.py)
+    epsilon: float = EPSILON
+    ema_beta: float = BETA
     # a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
     # nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped
     exclude_nonfinite: bool = False
@@ -92,7 +99,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
-        for name in ("train_samples", "test_samples", "per_class"):
+        for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
         for name in ("lr", "momentum", "weight_decay"):
@@ -123,10 +130,16 @@ class TrainConfig:
                              + (" (from reuse_at)" if self.lr_milestones is None else "")
                              + ": when changing epochs, set --lr-milestones and --reuse-at to match")
         self.schedule  # validates the DaP hyper-parameters with their own messages
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1] (the share of a drop's kept samples drawn at random), "
+                             f"got {self.epsilon}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ValueError(f"ema_beta must lie in [0, 1) (the weight of a sample's past average), got {self.ema_beta}")
 
     @property
     def schedule(self) -> DaPSchedule:
-        return DaPSchedule(self.epochs, self.warmup, self.interval, self.keep, self.active, self.reuse_at)
+        return DaPSchedule(self.epochs, self.warmup, self.interval, self.keep, self.active, self.reuse_at,
+                           self.min_keep)
 
     @property
     def milestones(self) -> list[int]:
@@ -156,7 +169,8 @@ class TrainConfig:
         """The schedule a run trains with and its planned compute, printed before the first epoch."""
         s = self.schedule
         return (f"{self.policy}: {plan.epochs} epochs on {plan.num_samples} samples; warm-up {s.warmup}, interval "
-                f"{s.interval}, keep {s.keep}, active {s.active}, picks after {list(s.reuse_at)}, LR /10 after "
+                f"{s.interval}, keep {s.keep}, {f'floor {s.min_keep}, ' if s.min_keep else ''}active {s.active}, "
+                f"picks after {list(s.reuse_at)}, LR /10 after "
                 f"{self.milestones}: planned compute {100 * plan.compute_fraction:.1f}%")
 
     def to_dict(self) -> dict:

@@ -33,6 +33,7 @@ from .config import TrainConfig
 from ..engine import DropAndPick
 from ..models import build_model
 from ..data.pipeline import build_splits
+from ..data.validation import hold_out
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
@@ -60,11 +61,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, pin_memory: bool = False):
         self.device = device
         self.rank, self.world = distributed.rank_and_world()
-        self.train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory, device=device)
+        train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory, device=device)
+        self.train_split, self.val_split = hold_out(train_split, cfg.val_samples, cfg.seed)  # val: None without
         n = len(self.train_split)
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
-                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite)
+                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite,
+                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta)
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)
@@ -187,13 +190,15 @@ class Trainer:
                 "wall_seconds": wall_seconds, **self.state_dict()}
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Top-1 and top-5 accuracy (%) on the whole test split; each rank scores a slice."""
+    def evaluate(self, split=None) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy (%) on the whole test split (or ``split``: the validation
+        split); each rank scores a slice."""
+        split = self.test_split if split is None else split
         distributed.broadcast_buffers(self.model)  # every rank scores rank 0's model, the one checkpointed
         self.model.eval()
-        order = torch.arange(len(self.test_split))[self.rank::self.world]
+        order = torch.arange(len(split))[self.rank::self.world]
         correct1 = correct5 = 0
-        for _, images, targets in self.test_split.batches(order, self.cfg.eval_batch_size, self.cfg.seed, 0):
+        for _, images, targets in split.batches(order, self.cfg.eval_batch_size, self.cfg.seed, 0):
             images, targets = self._to_device(images, targets)
             logits = self._forward(self.model, images)  # not the DDP wrapper: ranks run unequal batch counts
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -346,11 +351,15 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
         tick = time.perf_counter()
-        top1 = top5 = None  # --eval-every K: evaluated every K epochs and always after the last
+        top1 = top5 = val_top1 = None  # --eval-every K: evaluated every K epochs and always after the last
         if epoch % cfg.eval_every == 0 or dap.done:
             top1, top5 = t.evaluate()
+            if t.val_split is not None:
+                val_top1 = t.evaluate(t.val_split)[0]
         t.profiler.lap("eval")
         row.update(test_top1=top1, test_top5=top5, eval_seconds=time.perf_counter() - tick)
+        if t.val_split is not None:  # (absent without --val-samples: the rows of earlier runs stay as they were)
+            row["val_top1"] = val_top1
         history.append(row)
         if main:
             if dap.last_nonfinite.numel():  # only with exclude_nonfinite: otherwise end_epoch raised
@@ -396,6 +405,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "unreadable_skipped": run.count_listed(run.unreadable_path),
         "code": code_version(),
     }
+    if t.val_split is not None:
+        summary.update(num_val_samples=len(t.val_split), final_val_top1=history[-1]["val_top1"],
+                       best_val_top1=max(m["val_top1"] for m in history if m["val_top1"] is not None))
     run.write_summary(summary)
     if t.profiler.enabled:
         tqdm.write(t.profiler.report("run (this process)", run=True, samples=dap.samples_seen))
