@@ -87,7 +87,7 @@ def write_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
 def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: int = 32) -> dict:
     """Write hardest.png, easiest.png and inspect.json/.md for a run; return the per-class rows."""
     from ..train.config import TrainConfig
-    from ..data.pipeline import build_splits
+    from ..train.splits import build_splits
     from ..train.rundir import RunDir
 
     run = RunDir(run_dir)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write_text
 from ..policies import POLICIES
 from ..schedule import DaPSchedule, require_int
 
@@ -174,8 +175,6 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -33,7 +33,7 @@ from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, 
 from .config import TrainConfig
 from ..engine import DropAndPick
 from ..models import build_model
-from ..data.pipeline import build_splits
+from .splits import build_splits
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
