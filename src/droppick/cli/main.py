@@ -12,7 +12,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
+from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig,
+                            describe_schedule, follow_epochs, no_drop_warning)
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
 from ..distributed import RankDisagreementError
@@ -55,7 +56,10 @@ def cmd_plan(args) -> int:
         schedule, _ = solve(schedule, num_samples, args.target_compute, args.solve)
         print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
               file=sys.stderr)
-    plan = _policy_plan(recipe.config if recipe else {}, schedule, num_samples)
+    config = recipe.config if recipe else {}
+    plan = _policy_plan(config, schedule, num_samples)
+    # on stderr, like the derived-schedule note, so that --json output stays one object
+    warning = no_drop_warning(schedule, num_samples, config.get("policy", "dap"), config.get("target_compute"))
     if args.plot:
         from ..report.plot import plot_plan
 
@@ -67,6 +71,8 @@ def cmd_plan(args) -> int:
         if args.solve:
             out.update(schedule=schedule.to_dict(), solved=args.solve)
         print(json.dumps(out))
+        if warning:
+            print(warning, file=sys.stderr)
         return 0
     print(f"{'epoch':>6} {'subset':>10}  event")
     for epoch, (size, event) in enumerate(zip(plan.subset_sizes, plan.events), start=1):
@@ -77,6 +83,9 @@ def cmd_plan(args) -> int:
         print(f"paper: {100 * recipe.paper_compute:.0f}% ({recipe.paper})")
     if args.plot:
         print(f"plot written to {args.plot}")
+    if warning:
+        sys.stdout.flush()  # after the table it explains, also when both go to one terminal
+        print(warning, file=sys.stderr)
     return 0
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, rng_states
-from .config import TrainConfig
+from .config import TrainConfig, no_drop_warning
 from ..engine import DropAndPick
 from ..models import build_model
 from .splits import build_splits
@@ -298,6 +298,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
     if main and progress:
         tqdm.write(t.cfg.describe_plan(dap.plan()))
+    warning = no_drop_warning(cfg.schedule, len(t.train_split), cfg.policy, cfg.target_compute)
+    if main and warning and dap.epoch == 1:  # before training, not again at each resume
+        print(warning, file=sys.stderr)
     board = None
     if main and cfg.tensorboard:
         from ..integrations.tensorboard import EpochWriter
