@@ -141,6 +141,17 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from ..report.demo import demo, demo_table
+
+    if hasattr(args, "policy"):
+        raise ValueError("droppick demo trains policies full and dap; remove --policy "
+                         "(droppick compare --policies trains others)")
+    result = demo(_config_from_args(args), args.out, progress=not args.no_progress)
+    print(demo_table(result))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from ..report.inspection import inspect_run
 
@@ -276,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="report folder (default runs/compare-RECIPE)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_compare)
+
+    from ..report.demo import DEMO_RECIPE
+
+    d = sub.add_parser("demo", help="train all data and DaP with the same seed; table and picture of what DaP saved",
+                       description=f"Unset options take the recipe's value (default recipe {DEMO_RECIPE}). "
+                                   "Finished runs are reused and interrupted ones resumed.")
+    _add_config_args(d)
+    d.set_defaults(recipe_name=DEMO_RECIPE)
+    d.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("inspect", help="picture grids of the samples kept longest / dropped first, per-class keep rates")
     i.add_argument("run", help="a run directory")
