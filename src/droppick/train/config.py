@@ -106,11 +106,11 @@ class TrainConfig:
         for name in ("train_samples", "test_samples", "per_class"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
-        for name, low, high, shown in (("lr", 0, math.inf, "(0, inf)"), ("momentum", 0, 1, "[0, 1)"),
-                                       ("weight_decay", 0, math.inf, "[0, inf)")):
-            value = getattr(self, name)
-            if not (low <= value < high) or (name == "lr" and value == 0):
-                raise ValueError(f"{name} must be a finite number in {shown}, got {value!r}")
+        for name, ok, interval in (("lr", 0 < self.lr < math.inf, "(0, inf)"),  # NaN fails every comparison
+                                   ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
+                                   ("weight_decay", 0 <= self.weight_decay < math.inf, "[0, inf)")):
+            if not ok:
+                raise ValueError(f"{name} must be a finite number in {interval}, got {getattr(self, name)!r}")
         for name in ("infobatch_ratio", "infobatch_delta", "target_compute"):
             value = getattr(self, name)
             low_ok = value is None or (0 <= value if name == "infobatch_ratio" else 0 < value)
