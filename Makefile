@@ -1,15 +1,16 @@
-# Everything a fresh machine needs: `make demo` runs a DaP training on Fashion-MNIST,
-# `make test` runs the test suite. Both create .venv on first use and reuse it after.
+# Everything a fresh machine needs: `make demo` trains on Fashion-MNIST with all data and with DaP
+# and compares the two, `make test` runs the test suite. Both create .venv on first use and reuse it after.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-# The demo: the recipe src/droppick/train/recipes/fashion-mnist-tiny_cnn.json, variant dap: a tiny CNN
-# on all 60,000 Fashion-MNIST images for 6 epochs, with two drops and a pick.
-# `droppick plan --recipe fashion-mnist-tiny_cnn-dap` prints its compute before it runs;
+# The demo (`droppick demo`): the recipe src/droppick/train/recipes/fashion-mnist-tiny_cnn.json, a tiny
+# CNN on 20,000 Fashion-MNIST images for 6 epochs, trained with all data and with DaP (drops, a pick,
+# a drop), same seed; it ends with a table and runs/demo/demo.png.
+# `droppick plan --recipe fashion-mnist-tiny_cnn-dap` prints DaP's compute before it runs;
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
-DEMO_ARGS ?= --recipe fashion-mnist-tiny_cnn-dap --seed 0 --out runs/demo
+DEMO_ARGS ?= --seed 0 --out runs/demo
 
 .PHONY: install install-test data demo test bench clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
@@ -32,9 +33,10 @@ $(FASHION_MNIST):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"; exit 1; fi
 
+# rm: both runs train anew (`droppick demo` reuses finished runs in its folder, as `compare` does)
 demo: install data
 	rm -rf runs/demo
-	$(VENV)/bin/droppick train $(DEMO_ARGS)
+	$(VENV)/bin/droppick demo $(DEMO_ARGS)
 
 # Two pytest workers (pytest-xdist): many tests wait on child processes (torchrun, SIGKILL and
 # resume, the GPU script's CPU run), so on 2 cores the suite takes about 6 minutes instead of 10.

@@ -3,7 +3,8 @@
     python bench/demo_time.py            # about 5 minutes; rewrites the README's demo-time block
 
 A fresh machine runs three things: `make install` (a new .venv, PyTorch from the pinned wheels, the
-package), the Debian package `dataset-fashion-mnist`, and the training. This clones HEAD into a
+package), the Debian package `dataset-fashion-mnist`, and the demo's two trainings (all data and DaP,
+``droppick demo``), whose results it reads from runs/demo/demo.json. This clones HEAD into a
 temporary folder and times each: the install and the training as `make` runs them there, and the
 data as `apt-get update` plus a reinstall of the package (as root; otherwise it is reported as not
 measured), since the files already installed on this machine would make `make data` a no-op.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from _common import REPO, machine
 
+DEMO_JSON = "runs/demo/demo.json"  # what `make demo` (droppick demo --out runs/demo) writes
 START, END = "<!-- demo-time:start (written by bench/demo_time.py) -->", "<!-- demo-time:end -->"
 
 
@@ -29,6 +31,19 @@ def timed(argv: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def describe(result: dict, install: float, data: float | None, demo: float, m: dict, commit: str) -> str:
+    """The README's line: the seconds of each step, and from ``result`` (the demo's demo.json)
+    both runs' final test top-1, DaP's compute and its training time as a fraction of full's."""
+    total = install + (data or 0.0) + demo
+    data_text = f"data {data:.0f} s" if data is not None else "data not measured (not root)"
+    full, dap = result["policies"]["full"], result["policies"]["dap"]
+    return (f"Measured: `make demo` took **{total / 60:.1f} minutes** on a fresh clone (install {install:.0f} s, "
+            f"{data_text}, training and evaluation of both runs {demo:.0f} s; final test top-1 full "
+            f"{full['top1_mean']:.2f}%, DaP {dap['top1_mean']:.2f}% at {100 * dap['compute_fraction']:.1f}% compute "
+            f"in {100 * dap['train_time_vs_full']:.0f}% of full's training time), "
+            f"on {m['cpu']} ({m['nproc']} cores), {m['date']}, commit {commit}, by `python bench/demo_time.py`.")
 
 
 def main() -> int:
@@ -44,13 +59,8 @@ def main() -> int:
             data = timed(["sh", "-c", "apt-get update -qq && apt-get install --reinstall -y -qq "
                                       "dataset-fashion-mnist"], clone)
         demo = timed(["make", "demo"], clone)  # install and data are done: this is the training
-        summary = json.loads((clone / "runs" / "demo" / "summary.json").read_text())
-    total = install + (data or 0.0) + demo
-    data_text = f"data {data:.0f} s" if data is not None else "data not measured (not root)"
-    line = (f"Measured: `make demo` took **{total / 60:.1f} minutes** on a fresh clone (install {install:.0f} s, "
-            f"{data_text}, training and evaluation {demo:.0f} s; final test top-1 "
-            f"{summary['final_test_top1']:.2f}% at {100 * summary['compute_fraction']:.1f}% compute), "
-            f"on {m['cpu']} ({m['nproc']} cores), {m['date']}, commit {commit}, by `python bench/demo_time.py`.")
+        result = json.loads((clone / DEMO_JSON).read_text())
+    line = describe(result, install, data, demo, m, commit)
     print(line)
     readme = REPO / "README.md"
     text = readme.read_text()

@@ -21,7 +21,7 @@ import torch
 
 from _common import header, interleave, median_ratio, parse_args, spread, verdict
 from droppick.data.datasets import write_fake_imagefolder
-from droppick.data.pipeline import build_splits
+from droppick.train.splits import build_splits
 from droppick.train.config import TrainConfig
 
 BATCH = 128  # images per batch

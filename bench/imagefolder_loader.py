@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 
 from _common import header, parse_args, spread, verdict
 from droppick.data.datasets import write_fake_imagefolder
-from droppick.data.pipeline import build_splits
+from droppick.train.splits import build_splits
 from droppick.data.transforms import imagenet_train_transform
 from droppick.train.config import TrainConfig
 

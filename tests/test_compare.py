@@ -194,7 +194,7 @@ def test_inspect_keep_rates_equal_those_of_the_subsets_the_run_trained_on(fake_f
     counts = torch.zeros(240, dtype=torch.float64)
     for subset in trained:
         counts[subset] += 1
-    from droppick.data.pipeline import build_splits
+    from droppick.train.splits import build_splits
 
     y = build_splits(cfg)[0].labels
     for row in result["classes"]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from droppick.cli.main import main
 from droppick.data.datasets import write_fake_imagefolder
-from droppick.data.pipeline import build_splits
+from droppick.train.splits import build_splits
 from droppick.train.config import TrainConfig
 from droppick.train.rundir import RunDir
 

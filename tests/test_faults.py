@@ -205,7 +205,7 @@ def test_cli_reports_a_nan_loss_as_an_error_not_a_traceback(fake_fashion, tmp_pa
 
 @pytest.mark.parametrize("pair,message", [
     ("seed=1.5", "seed must be an integer, got 1.5"),
-    ("nesterov=maybe", "nesterov must be bool, got 'maybe'"),
+    ("nesterov=maybe", "nesterov must be true or false, got 'maybe'"),
     ("reuse_at=5", "reuse_at must be a list of integers"),
     ("infobatch_ratio=2", r"infobatch_ratio must lie in \[0, 0.95\]"),
     ("lr_milestones=[150,400]", r"lr_milestones must be increasing epochs in 1..300, got \[150, 400\]"),

@@ -8,7 +8,7 @@ import torch
 from droppick.cli.main import main
 from droppick.train.config import TrainConfig
 from droppick.data.datasets import write_fake_cifar, write_fake_imagefolder
-from droppick.data.pipeline import build_splits
+from droppick.train.splits import build_splits
 from droppick.train.rundir import RunDir
 from droppick.train.trainer import Trainer, planned_steps, train
 

@@ -1,4 +1,4 @@
-"""The ``droppick`` command line: ``main`` (plan, train, compare, inspect, eval, models, recipes)
+"""The ``droppick`` command line: ``main`` (plan, train, compare, demo, inspect, eval, models, recipes)
 and ``transfer`` (export, transfer, compare-transfer), with their shared ``args``."""
 
 from .main import main

@@ -12,7 +12,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig, describe_schedule, follow_epochs
+from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig,
+                            describe_schedule, follow_epochs, no_drop_warning)
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, solve
 from ..distributed import RankDisagreementError
@@ -62,7 +63,10 @@ def cmd_plan(args) -> int:
         schedule, _ = solve(schedule, num_samples, args.target_compute, args.solve)
         print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
               file=sys.stderr)
-    plan = _policy_plan(recipe.config if recipe else {}, schedule, num_samples)
+    config = recipe.config if recipe else {}
+    plan = _policy_plan(config, schedule, num_samples)
+    # on stderr, like the derived-schedule note, so that --json output stays one object
+    warning = no_drop_warning(schedule, num_samples, config.get("policy", "dap"), config.get("target_compute"))
     if args.plot:
         from ..report.plot import plot_plan
 
@@ -74,6 +78,8 @@ def cmd_plan(args) -> int:
         if args.solve:
             out.update(schedule=schedule.to_dict(), solved=args.solve)
         print(json.dumps(out))
+        if warning:
+            print(warning, file=sys.stderr)
         return 0
     print(f"{'epoch':>6} {'subset':>10}  event")
     for epoch, (size, event) in enumerate(zip(plan.subset_sizes, plan.events), start=1):
@@ -84,6 +90,9 @@ def cmd_plan(args) -> int:
         print(f"paper: {100 * recipe.paper_compute:.0f}% ({recipe.paper})")
     if args.plot:
         print(f"plot written to {args.plot}")
+    if warning:
+        sys.stdout.flush()  # after the table it explains, also when both go to one terminal
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -139,6 +148,17 @@ def cmd_compare(args) -> int:
     print(f"report: {out}/report.md")
     if base.tensorboard:
         print(f"curves of every run: tensorboard --logdir {out}/runs")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..report.demo import demo, demo_table
+
+    if hasattr(args, "policy"):
+        raise ValueError("droppick demo trains policies full and dap; remove --policy "
+                         "(droppick compare --policies trains others)")
+    result = demo(_config_from_args(args), args.out, progress=not args.no_progress)
+    print(demo_table(result))
     return 0
 
 
@@ -287,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="report folder (default runs/compare-RECIPE)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_compare)
+
+    from ..report.demo import DEMO_RECIPE
+
+    d = sub.add_parser("demo", help="train all data and DaP with the same seed; table and picture of what DaP saved",
+                       description=f"Unset options take the recipe's value (default recipe {DEMO_RECIPE}). "
+                                   "Finished runs are reused and interrupted ones resumed.")
+    _add_config_args(d)
+    d.set_defaults(recipe_name=DEMO_RECIPE)
+    d.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("inspect", help="picture grids of the samples kept longest / dropped first, per-class keep rates")
     i.add_argument("run", help="a run directory")

@@ -1,5 +1,9 @@
 """The trainer's data: which split to load, and how an epoch's sample order becomes batches.
 
+Everything here takes plain arguments: the data package stands below the trainer and imports
+nothing from it (``droppick.train.splits.build_splits`` reads a ``TrainConfig`` and calls
+``load_splits``).
+
 Two kinds of split share one interface, ``batches(order, batch_size, seed, epoch)`` yielding
 ``(indices, images, targets)``:
 
@@ -24,10 +28,11 @@ import torch
 from . import in_memory as dp_data
 from .folder_split import FolderSplit
 from . import datasets as dp_datasets
-from ..train.config import TrainConfig
 from ..seeding import derive_seed, generator
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# (labels, "train" or "test") -> the indices of the split to keep, or None for all of it
+Select = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 
 
 class InMemorySplit:
@@ -58,27 +63,29 @@ class InMemorySplit:
             yield indices, images, targets
 
 
-def _slice(labels: torch.Tensor, cfg: TrainConfig, split: str) -> Optional[torch.Tensor]:
-    """Indices to keep from a split: --per-class first (train only), then --train/test-samples."""
+def slice_split(labels: torch.Tensor, split: str, seed: int, per_class: Optional[int] = None,
+                samples: Optional[int] = None) -> Optional[torch.Tensor]:
+    """Indices to keep from a split with these ``labels``: ``per_class`` samples of each class
+    first, then a class-stratified ``samples`` of what is left, each drawn from ``seed``;
+    None when neither is set (all of the split)."""
     keep = None
-    if split == "train" and cfg.per_class is not None:
-        keep = dp_datasets.per_class_subsample(labels, cfg.per_class, derive_seed(cfg.seed, "per-class"))
-    n = cfg.train_samples if split == "train" else cfg.test_samples
-    if n is not None:
+    if per_class is not None:
+        keep = dp_datasets.per_class_subsample(labels, per_class, derive_seed(seed, "per-class"))
+    if samples is not None:
         pool = labels if keep is None else labels[keep]
-        if n > len(pool):
-            raise ValueError(f"{split}_samples={n} but the {split} split has only {len(pool)} samples")
-        inner = dp_data.stratified_slice(pool, n, derive_seed(cfg.seed, f"{split}-slice"))
+        if samples > len(pool):
+            raise ValueError(f"{split}_samples={samples} but the {split} split has only {len(pool)} samples")
+        inner = dp_data.stratified_slice(pool, samples, derive_seed(seed, f"{split}-slice"))
         keep = inner if keep is None else keep[inner]
     return keep
 
 
-def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                      device: torch.device):
+def _in_memory_splits(load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], num_classes: int, select: Select,
+                      device: torch.device, padding: int, flip: bool):
     train_images = test_images = None
     for split in ("train", "test"):
         images, labels = load(split)
-        keep = _slice(labels, cfg, split)
+        keep = select(labels, split)
         if keep is not None:
             images, labels = images[keep], labels[keep]
         if split == "train":
@@ -86,53 +93,60 @@ def _in_memory_splits(cfg: TrainConfig, load: Callable[[str], tuple[torch.Tensor
         else:  # normalise the test split with the training statistics
             test_images = dp_data.InMemoryImages(images, labels, mean=train_images.mean, std=train_images.std)
     train_images, test_images = train_images.to(device), test_images.to(device)  # once, for the whole run
-    return (InMemorySplit(train_images, True, num_classes=num_classes, padding=cfg.augment_padding, flip=cfg.augment_flip),
+    return (InMemorySplit(train_images, True, num_classes=num_classes, padding=padding, flip=flip),
             InMemorySplit(test_images, False, num_classes=num_classes))
 
 
-def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
-    """(train, test) splits for ``cfg.dataset``; in-memory data lives on ``device``."""
+def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device: torch.device | str = "cpu",
+                padding: int = 4, flip: bool = True, image_size: int = 224, eval_resize: int = 256,
+                decode: str = "workers", skip_unreadable: bool = False, num_workers: int = 0,
+                pin_memory: bool = False) -> tuple:
+    """(train, test) splits of ``dataset``, the samples ``select`` keeps; in-memory data lives on
+    ``device``. ``padding`` and ``flip`` are the in-memory training augmentation; the rest applies
+    to imagefolder only."""
     device = torch.device(device)
-    if cfg.dataset == "fashion-mnist":
-        root = dp_data.find_fashion_mnist(cfg.data_dir)
-        return _in_memory_splits(cfg, lambda split: dp_data.load_fashion_mnist(root, split),
-                                 dp_data.FASHION_MNIST_NUM_CLASSES, device)
-    if cfg.dataset in ("cifar10", "cifar100"):
-        root = dp_datasets.find_cifar(cfg.dataset, cfg.data_dir)
-        return _in_memory_splits(cfg, lambda split: dp_datasets.load_cifar(root, cfg.dataset, split),
-                                 dp_datasets.CIFAR_NUM_CLASSES[cfg.dataset], device)
-    if cfg.dataset == "imagefolder":
-        return _folder_splits(cfg, pin_memory, device)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}")
+    if dataset == "fashion-mnist":
+        root = dp_data.find_fashion_mnist(data_dir)
+        return _in_memory_splits(lambda split: dp_data.load_fashion_mnist(root, split),
+                                 dp_data.FASHION_MNIST_NUM_CLASSES, select, device, padding, flip)
+    if dataset in ("cifar10", "cifar100"):
+        root = dp_datasets.find_cifar(dataset, data_dir)
+        return _in_memory_splits(lambda split: dp_datasets.load_cifar(root, dataset, split),
+                                 dp_datasets.CIFAR_NUM_CLASSES[dataset], select, device, padding, flip)
+    if dataset == "imagefolder":
+        return _folder_splits(data_dir, select, image_size, eval_resize, decode, skip_unreadable, num_workers,
+                              pin_memory, device)
+    raise ValueError(f"unknown dataset {dataset!r}")
 
 
-def _folder_splits(cfg: TrainConfig, pin_memory: bool, device: torch.device):
+def _folder_splits(data_dir: Optional[str], select: Select, image_size: int, eval_resize: int, decode: str,
+                   skip_unreadable: bool, num_workers: int, pin_memory: bool, device: torch.device):
     # Imported here: torchvision (with torch._dynamo under it) adds about 3.5 s to the start of
     # every process, the CLI and each DDP rank, and in-memory datasets do not use it.
     from . import transforms as dp_transforms
     from .device_decode import DeviceDecoder
 
-    if cfg.data_dir is None:
+    if data_dir is None:
         raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
-    train_dir, val_dir = dp_datasets.find_imagefolder(cfg.data_dir)
-    on_device = cfg.decode == "device"  # the workers only read bytes; the device decodes and augments
+    train_dir, val_dir = dp_datasets.find_imagefolder(data_dir)
+    on_device = decode == "device"  # the workers only read bytes; the device decodes and augments
     pipelines = {  # (per image in the workers, geometry on the device)
-        "train": (dp_transforms.imagenet_train_transform, dp_transforms.imagenet_train_geometry, (cfg.image_size,)),
+        "train": (dp_transforms.imagenet_train_transform, dp_transforms.imagenet_train_geometry, (image_size,)),
         "test": (dp_transforms.imagenet_eval_transform, dp_transforms.imagenet_eval_geometry,
-                 (cfg.eval_resize, cfg.image_size)),
+                 (eval_resize, image_size)),
     }
     splits = []
     for split, root in (("train", train_dir), ("test", val_dir)):
         per_image, geometry, sizes = pipelines[split]
         transform = None if on_device else per_image(*sizes)
         decoder = DeviceDecoder(geometry(*sizes), device) if on_device else None
-        dataset = dp_datasets.FolderDataset(root, skip_unreadable=cfg.skip_unreadable and split == "train",
+        dataset = dp_datasets.FolderDataset(root, skip_unreadable=skip_unreadable and split == "train",
                                             encoded=on_device)
         num_classes = len(dataset.classes)  # class folders, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-        keep = _slice(labels, cfg, split)
+        keep = select(labels, split)
         if keep is not None:
             dataset, labels = torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
-        splits.append(FolderSplit(dataset, labels, transform, cfg.num_workers, pin_memory, num_classes,
+        splits.append(FolderSplit(dataset, labels, transform, num_workers, pin_memory, num_classes,
                                   decoder=decoder))
     return tuple(splits)

@@ -91,6 +91,14 @@ def list_models() -> list[str]:
 TIMM_PREFIX = "timm:"  # "timm:NAME" builds timm's architecture NAME (pip install 'droppick[timm]')
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a model name that is neither registered nor ``timm:NAME`` (timm's own names are
+    checked when the model is built: that needs timm, an optional extra)."""
+    if name.startswith(TIMM_PREFIX) and name != TIMM_PREFIX:
+        return
+    _check_known(name)
+
+
 def _check_known(name: str) -> None:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}, "

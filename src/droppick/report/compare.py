@@ -133,7 +133,7 @@ def compare(base: TrainConfig, policies: list[str], seeds: list[int], out: str |
 
 def dataset_size(cfg: TrainConfig) -> int:
     """N of the training split as the trainer will see it (slices included), without a model."""
-    from ..data.pipeline import build_splits
+    from ..train.splits import build_splits
 
     return len(build_splits(cfg)[0]) - (cfg.val_samples or 0)  # --val-samples: held out of training
 

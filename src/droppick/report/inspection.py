@@ -87,8 +87,7 @@ def write_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
 def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: int = 32) -> dict:
     """Write hardest.png, easiest.png and inspect.json/.md for a run; return the per-class rows."""
     from ..train.config import TrainConfig
-    from ..data.pipeline import build_splits
-    from ..data.validation import hold_out
+    from ..train.splits import build_run_splits
     from ..train.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -98,7 +97,7 @@ def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: in
     cfg = TrainConfig.from_dict(checkpoint["config"])
     retention = Retention(0)
     retention.load_state_dict(checkpoint["retention"])
-    split = hold_out(build_splits(cfg)[0], cfg.val_samples, cfg.seed)[0]
+    split = build_run_splits(cfg)[0]
     if len(split) != retention.epochs_trained.numel():
         raise ValueError(f"the dataset now has {len(split)} training samples, the run had "
                          f"{retention.epochs_trained.numel()}: inspect needs the data the run trained on")

@@ -36,6 +36,32 @@ def plot_plan(plan: Plan, path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _curves(ax, rows: dict, key: str, ylabel: str) -> None:
+    """One line per policy of ``rows[policy][key]`` (a value per epoch) against epoch."""
+    for policy, r in rows.items():  # None: an epoch --eval-every did not evaluate
+        points = [(e, v) for e, v in enumerate(r[key], start=1) if v is not None]
+        ax.plot(*zip(*points), label=policy, marker=".", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def plot_demo(rows: dict, path: str | Path, title: str = "") -> None:
+    """The demo's picture: test top-1 (top) and subset size (bottom) against epoch, one line per
+    policy, on a shared epoch axis, so a dip in DaP's accuracy lines up with its smallest subset."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    _curves(top, rows, "epoch_top1", "test top-1 (%)")
+    top.set_xlabel("")  # the shared axis is labelled once, below
+    _curves(bottom, rows, "epoch_subset", "samples trained on")
+    bottom.set_ylim(0, max(max(r["epoch_subset"]) for r in rows.values()) * 1.05)
+    bottom.xaxis.get_major_locator().set_params(integer=True)
+    top.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_compare(rows: dict, out: Path) -> list[Path]:
     """accuracy-vs-epoch, subset-vs-epoch and accuracy-vs-compute PNGs for ``compare``'s rows."""
     plt = _pyplot()
@@ -43,15 +69,10 @@ def plot_compare(rows: dict, out: Path) -> list[Path]:
     for name, ylabel, key in (("accuracy_vs_epoch", "test top-1 (%), mean over seeds", "epoch_top1"),
                               ("subset_vs_epoch", "samples trained on (first seed)", "epoch_subset")):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for policy, r in rows.items():  # None: an epoch --eval-every did not evaluate
-            points = [(e, v) for e, v in enumerate(r[key], start=1) if v is not None]
-            ax.plot(*zip(*points), label=policy, marker=".", markersize=3)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        _curves(ax, rows, key, ylabel)
         if key == "epoch_top1":  # the interesting part is the last few points, not the first epochs
             finals = [r[key][-1] for r in rows.values()]
             ax.set_ylim(min(finals) - 3, max(max(v for v in r[key] if v is not None) for r in rows.values()) + 0.5)
-        ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(Path(out) / f"{name}.png")
         fig.savefig(paths[-1], dpi=110)

@@ -15,12 +15,12 @@ import json
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .config import RESUME_MAY_CHANGE, TrainConfig
 
 DIGEST_SUFFIX = ".sha256"
@@ -46,36 +46,6 @@ def check_resumable(checkpoint: dict, cfg: TrainConfig) -> None:
         if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
             raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
                              f"restore {key} in config.json, or start a new run with the new value")
-
-
-def atomic_write_bytes(path: str | os.PathLike, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    rename() within one directory is atomic on POSIX, so readers see the old file or the new
-    one, never a mixture; the directory is fsynced so the rename itself survives a power cut.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes files 0600; run outputs are for everyone to read
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """``atomic_write_bytes`` of ``text`` in UTF-8."""
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def digest_path(path: str | os.PathLike) -> Path:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write_text
+from ..models import check_model_name
 from ..policies import BETA, EPSILON, POLICIES
 from ..schedule import DaPSchedule, require_int
 
@@ -23,6 +25,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 DECODE_MODES = ("workers", "device")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -89,27 +92,32 @@ class TrainConfig:
     recipe: Optional[str] = None  # the recipe this config came from, for the record
 
     def __post_init__(self):
+        """Refuse a setting that cannot train, naming the setting and what it accepts; the checks
+        run in the order a cause comes before its symptoms (the schedule before the LR milestones
+        that follow its picks, so ``epochs=0`` is refused as such)."""
         _check_types(self)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("lr_schedule", LR_SCHEDULES),
-                              ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
+        for name, allowed in (("dataset", DATASETS), ("policy", POLICIES), ("amp", AMP_MODES),
+                              ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        check_model_name(self.model)
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index); got {self.device!r}")
+        if self.data_dir is not None and not self.data_dir.strip():
+            raise ValueError("data_dir must name a folder; leave it unset (null) to search the standard locations")
+        self.schedule  # validates the DaP hyper-parameters (epochs first) with their own messages
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
+        require_int("augment_padding", self.augment_padding, 0)
         for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if self.lr == 0:
-            raise ValueError("lr must be > 0")
-        if self.augment_padding < 0:
-            raise ValueError(f"augment_padding must be >= 0, got {self.augment_padding}")
+        for name, ok, interval in (("lr", 0 < self.lr < math.inf, "(0, inf)"),  # NaN fails every comparison
+                                   ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
+                                   ("weight_decay", 0 <= self.weight_decay < math.inf, "[0, inf)")):
+            if not ok:
+                raise ValueError(f"{name} must be a finite number in {interval}, got {getattr(self, name)!r}")
         for name in ("infobatch_ratio", "infobatch_delta", "target_compute"):
             value = getattr(self, name)
             low_ok = value is None or (0 <= value if name == "infobatch_ratio" else 0 < value)
@@ -124,12 +132,10 @@ class TrainConfig:
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
                              "evaluation centre-crops image_size out of the resized image")
-        milestones = self.milestones
+        milestones = self.milestones  # reuse_at, already checked by the schedule, unless lr_milestones is set
         if list(milestones) != sorted(set(milestones)) or any(not 1 <= m <= self.epochs for m in milestones):
-            raise ValueError(f"lr_milestones must be increasing epochs in 1..{self.epochs}, got {milestones}"
-                             + (" (from reuse_at)" if self.lr_milestones is None else "")
-                             + ": when changing epochs, set --lr-milestones and --reuse-at to match")
-        self.schedule  # validates the DaP hyper-parameters with their own messages
+            raise ValueError(f"lr_milestones must be increasing epochs in 1..{self.epochs}, got {milestones}: "
+                             "when changing epochs, set --lr-milestones to match (or leave it unset to follow --reuse-at)")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1] (the share of a drop's kept samples drawn at random), "
                              f"got {self.epsilon}")
@@ -188,13 +194,26 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config in ``path``; a file that is not a JSON object of valid settings is a ValueError
+        naming it (droppick writes it whole and atomically, so such a file was edited or damaged)."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            raise ValueError(f"{path} is not valid JSON ({e}): it was edited or damaged since droppick wrote it; "
+                             "repair it (every checkpoint of the run holds a copy under 'config'), "
+                             "or start a new run") from e
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} holds a JSON {type(values).__name__}, not the object of settings droppick "
+                             "wrote: it was edited or damaged; repair it, or start a new run")
+        try:
+            return cls.from_dict(values)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
 
 
 # Keys a resumed run may change: where the data lives and how it is read or reported, not what is trained.
@@ -236,6 +255,26 @@ def follow_epochs(base: dict, given: dict) -> tuple[dict, list[str]]:
     return values, derived
 
 
+def no_drop_warning(schedule: DaPSchedule, num_samples: int, policy: str = "dap",
+                    target_compute: Optional[float] = None) -> Optional[str]:
+    """A warning when ``policy`` would train on all data every epoch because ``schedule`` drops
+    nothing (e.g. ``--epochs 3`` alone: warm-up 1 and a pick after epoch 2 leave no epoch to drop
+    after), else None.
+
+    A warning, not an error: a dap run on all data is a legitimate control. It concerns the
+    policies that drop on the schedule (dap, random) and those matched to its compute when no
+    ``target_compute`` is given (scaled, static); full and infobatch do not follow the drops.
+    """
+    follows = policy in ("dap", "random") or (policy in ("scaled", "static") and target_compute is None)
+    if not follows or schedule.plan(num_samples).drop_epochs:
+        return None
+    s = schedule
+    return (f"warning: this schedule drops nothing (epochs {s.epochs}, warm-up {s.warmup}, interval {s.interval}, "
+            f"keep {s.keep}, active {s.active}, picks after {list(s.reuse_at)}): policy {policy} will train on all data "
+            "every epoch, like policy full (100% compute). For drops, set --warmup, --interval or --keep (below 1) so "
+            "that a drop falls before the next --reuse-at pick, or train more --epochs.")
+
+
 def describe_schedule(values: dict, derived: list[str], base_epochs: int) -> str:
     """One line saying which epoch-valued settings followed ``epochs`` and what they became."""
     parts = ", ".join(f"{k} {values[k]}" for k in derived)
@@ -262,7 +301,9 @@ def _check_types(cfg: TrainConfig) -> None:
             ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
         elif base is int:
             ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif base is bool:
+            ok, expected = isinstance(value, bool), "true or false"
         else:
-            ok, expected = isinstance(value, base), base.__name__
+            ok, expected = isinstance(value, base), "a string" if base is str else base.__name__
         if not ok:
             raise ValueError(f"{f.name} must be {expected}, got {value!r} ({type(value).__name__})")

@@ -20,7 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import atomic_write_text, digest_path, load_checkpoint, save_checkpoint
+from ..atomic import atomic_write_text
+from .checkpoint import digest_path, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, TrainConfig
 
 KEEP_CHECKPOINTS = 2

@@ -29,11 +29,10 @@ from tqdm import tqdm
 
 from .. import distributed
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, rng_states
-from .config import TrainConfig
+from .config import TrainConfig, no_drop_warning
 from ..engine import DropAndPick
 from ..models import build_model
-from ..data.pipeline import build_splits
-from ..data.validation import hold_out
+from .splits import build_run_splits
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
@@ -61,8 +60,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, pin_memory: bool = False):
         self.device = device
         self.rank, self.world = distributed.rank_and_world()
-        train_split, self.test_split = build_splits(cfg, pin_memory=pin_memory, device=device)
-        self.train_split, self.val_split = hold_out(train_split, cfg.val_samples, cfg.seed)  # val: None without
+        self.train_split, self.val_split, self.test_split = build_run_splits(cfg, pin_memory=pin_memory, device=device)
         n = len(self.train_split)
         self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
                                target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
@@ -338,6 +336,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
     if main and progress:
         tqdm.write(t.cfg.describe_plan(dap.plan()))
+    warning = no_drop_warning(cfg.schedule, len(t.train_split), cfg.policy, cfg.target_compute)
+    if main and warning and dap.epoch == 1:  # before training, not again at each resume
+        print(warning, file=sys.stderr)
     board = None
     if main and cfg.tensorboard:
         from ..integrations.tensorboard import EpochWriter

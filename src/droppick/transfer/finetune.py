@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import coco
-from ..train.checkpoint import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .export import RESNETS, file_sha256, load_backbone, reference_backbone
 from ..seeding import generator, seeded_global_rng
 

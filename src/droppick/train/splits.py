@@ -1,0 +1,35 @@
+"""A run's data as its ``TrainConfig`` describes it: the bridge from the trainer's settings to
+``data.pipeline``, which takes plain arguments and knows nothing of the trainer."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..data.pipeline import load_splits, slice_split
+from ..data.validation import hold_out
+from .config import TrainConfig
+
+
+def select_samples(cfg: TrainConfig, labels: torch.Tensor, split: str) -> Optional[torch.Tensor]:
+    """Indices of a split the run keeps: --per-class first (train only), then --train/test-samples."""
+    if split == "train":
+        return slice_split(labels, split, cfg.seed, per_class=cfg.per_class, samples=cfg.train_samples)
+    return slice_split(labels, split, cfg.seed, samples=cfg.test_samples)
+
+
+def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
+    """(train, test) splits for ``cfg.dataset``; in-memory data lives on ``device``."""
+    return load_splits(cfg.dataset, cfg.data_dir, lambda labels, split: select_samples(cfg, labels, split),
+                       device=device, padding=cfg.augment_padding, flip=cfg.augment_flip, image_size=cfg.image_size,
+                       eval_resize=cfg.eval_resize, decode=cfg.decode, skip_unreadable=cfg.skip_unreadable,
+                       num_workers=cfg.num_workers, pin_memory=pin_memory)
+
+
+def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
+    """(train, val, test) of a run: ``build_splits`` with ``--val-samples`` held out of train (val is
+    None without it)."""
+    train, test = build_splits(cfg, pin_memory=pin_memory, device=device)
+    train, val = hold_out(train, cfg.val_samples, cfg.seed)
+    return train, val, test
