@@ -30,3 +30,12 @@ def flag(group, name: str, help: str, **kw) -> None:
 
 def given(args, keys) -> dict:
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+
+
+def dataset_name(text: str) -> str:
+    """--dataset: a known name or hf:PATH."""
+    from ..train.config import DATASETS
+
+    if text in DATASETS or (text.startswith("hf:") and len(text) > 3):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or hf:PATH; got {text!r}")

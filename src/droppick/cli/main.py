@@ -19,7 +19,7 @@ from ..budget import SOLVABLE, solve
 from ..distributed import RankDisagreementError
 from ..train.recipes import list_recipes, load_recipe, parse_overrides
 from ..schedule import DaPSchedule
-from .args import flag, given, int_list, optional_int
+from .args import dataset_name, flag, given, int_list, optional_int
 
 SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at", "min_keep")
 PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
@@ -211,7 +211,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (repeatable), e.g. --set epochs=2 --set reuse_at=[1]")
     g = p.add_argument_group("data")
-    flag(g, "--dataset", f"default {d.dataset}", choices=DATASETS)
+    flag(g, "--dataset", f"{', '.join(DATASETS)}, or hf:PATH: a Hugging Face dataset saved with save_to_disk or "
+                         f"parquet files in the Hub's layout (default {d.dataset})", type=dataset_name)
     flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
     flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
     flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")

@@ -238,6 +238,9 @@ class FolderDataset(Dataset):
             raise unreadable_image(path, err) from err
         return (self.transform(image) if self.transform else image), label
 
+    def path_of(self, index: int) -> str:
+        return self.samples[index][0]
+
     def _bytes_of(self, path: str) -> torch.Tensor | None:
         try:
             with open(path, "rb") as f:

@@ -113,7 +113,7 @@ class FolderSplit:
         dataset, index = self.dataset, int(index)
         if isinstance(dataset, Subset):
             dataset, index = dataset.dataset, dataset.indices[index]
-        return dataset.samples[index][0]
+        return dataset.path_of(index)
 
 
 class _EpochBatches(Sampler[list]):

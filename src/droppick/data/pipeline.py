@@ -29,6 +29,7 @@ from . import in_memory as dp_data
 from .folder_split import FolderSplit
 from . import datasets as dp_datasets
 from ..seeding import derive_seed, generator
+from .hf import HFImages, image_and_label_columns, is_hf, load_dataset_dict
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # (labels, "train" or "test") -> the indices of the split to keep, or None for all of it
@@ -100,10 +101,11 @@ def _in_memory_splits(load: Callable[[str], tuple[torch.Tensor, torch.Tensor]], 
 def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device: torch.device | str = "cpu",
                 padding: int = 4, flip: bool = True, image_size: int = 224, eval_resize: int = 256,
                 decode: str = "workers", skip_unreadable: bool = False, num_workers: int = 0,
-                pin_memory: bool = False) -> tuple:
+                pin_memory: bool = False, image_column: Optional[str] = None,
+                label_column: Optional[str] = None) -> tuple:
     """(train, test) splits of ``dataset``, the samples ``select`` keeps; in-memory data lives on
     ``device``. ``padding`` and ``flip`` are the in-memory training augmentation; the rest applies
-    to imagefolder only."""
+    to data read image by image, an ImageFolder tree or ``hf:PATH`` (whose columns the last two name)."""
     device = torch.device(device)
     if dataset == "fashion-mnist":
         root = dp_data.find_fashion_mnist(data_dir)
@@ -114,21 +116,32 @@ def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device
         return _in_memory_splits(lambda split: dp_datasets.load_cifar(root, dataset, split),
                                  dp_datasets.CIFAR_NUM_CLASSES[dataset], select, device, padding, flip)
     if dataset == "imagefolder":
-        return _folder_splits(data_dir, select, image_size, eval_resize, decode, skip_unreadable, num_workers,
-                              pin_memory, device)
-    raise ValueError(f"unknown dataset {dataset!r}")
+        if data_dir is None:
+            raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
+        roots = dict(zip(("train", "test"), dp_datasets.find_imagefolder(data_dir)))
+
+        def source(split: str, encoded: bool, skip: bool):
+            return dp_datasets.FolderDataset(roots[split], skip_unreadable=skip, encoded=encoded)
+    elif is_hf(dataset):
+        tables = load_dataset_dict(dataset)
+        columns = image_and_label_columns(tables["train"].features, image_column, label_column)
+
+        def source(split: str, encoded: bool, skip: bool):
+            return HFImages(tables[split], *columns, skip_unreadable=skip, encoded=encoded, name=f"{dataset} {split}")
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    return _streamed_splits(source, select, image_size, eval_resize, decode, skip_unreadable, num_workers,
+                            pin_memory, device)
 
 
-def _folder_splits(data_dir: Optional[str], select: Select, image_size: int, eval_resize: int, decode: str,
-                   skip_unreadable: bool, num_workers: int, pin_memory: bool, device: torch.device):
+def _streamed_splits(source: Callable, select: Select, image_size: int, eval_resize: int, decode: str,
+                     skip_unreadable: bool, num_workers: int, pin_memory: bool, device: torch.device):
+    """Splits read image by image: ``source(split, encoded, skip_unreadable)`` is the split's dataset."""
     # Imported here: torchvision (with torch._dynamo under it) adds about 3.5 s to the start of
     # every process, the CLI and each DDP rank, and in-memory datasets do not use it.
     from . import transforms as dp_transforms
     from .device_decode import DeviceDecoder
 
-    if data_dir is None:
-        raise ValueError("dataset imagefolder needs --data-dir pointing at a folder with train/ and val/")
-    train_dir, val_dir = dp_datasets.find_imagefolder(data_dir)
     on_device = decode == "device"  # the workers only read bytes; the device decodes and augments
     pipelines = {  # (per image in the workers, geometry on the device)
         "train": (dp_transforms.imagenet_train_transform, dp_transforms.imagenet_train_geometry, (image_size,)),
@@ -136,13 +149,12 @@ def _folder_splits(data_dir: Optional[str], select: Select, image_size: int, eva
                  (eval_resize, image_size)),
     }
     splits = []
-    for split, root in (("train", train_dir), ("test", val_dir)):
+    for split in ("train", "test"):
         per_image, geometry, sizes = pipelines[split]
         transform = None if on_device else per_image(*sizes)
         decoder = DeviceDecoder(geometry(*sizes), device) if on_device else None
-        dataset = dp_datasets.FolderDataset(root, skip_unreadable=skip_unreadable and split == "train",
-                                            encoded=on_device)
-        num_classes = len(dataset.classes)  # class folders, even if a slice leaves one empty
+        dataset = source(split, on_device, skip_unreadable and split == "train")
+        num_classes = len(dataset.classes)  # all classes, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         keep = select(labels, split)
         if keep is not None:

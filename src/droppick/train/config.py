@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..atomic import atomic_write_text
 from ..models import check_model_name
+from ..data.hf import is_hf
 from ..policies import BETA, EPSILON, POLICIES
 from ..schedule import DaPSchedule, require_int
 
@@ -31,8 +32,10 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "fashion-mnist"  # or cifar10, cifar100, imagefolder (a train/ + val/ tree)
+    dataset: str = "fashion-mnist"  # or cifar10, cifar100, imagefolder (a train/ + val/ tree), hf:PATH (data/hf.py)
     data_dir: Optional[str] = None  # None: the standard locations (see data.find_fashion_mnist)
+    image_column: Optional[str] = None  # hf:PATH: the image column; None: the one of type datasets.Image
+    label_column: Optional[str] = None  # hf:PATH: the label column; None: the one of type datasets.ClassLabel
     train_samples: Optional[int] = None  # seeded class-stratified slice of the train split; None = all
     test_samples: Optional[int] = None  # same for the test split
     val_samples: Optional[int] = None  # hold out this many training samples (seeded, class-stratified) as a
@@ -96,7 +99,10 @@ class TrainConfig:
         run in the order a cause comes before its symptoms (the schedule before the LR milestones
         that follow its picks, so ``epochs=0`` is refused as such)."""
         _check_types(self)
-        for name, allowed in (("dataset", DATASETS), ("policy", POLICIES), ("amp", AMP_MODES),
+        if self.dataset not in DATASETS and not is_hf(self.dataset):
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or hf:PATH (a Hugging Face dataset on "
+                             f"disk); got {self.dataset!r}")
+        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES),
                               ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -123,11 +129,14 @@ class TrainConfig:
             low_ok = value is None or (0 <= value if name == "infobatch_ratio" else 0 < value)
             if not low_ok or (value is not None and value > (0.95 if name == "infobatch_ratio" else 1)):
                 raise ValueError(f"{name} must lie in {'[0, 0.95]' if name == 'infobatch_ratio' else '(0, 1]'}, got {value}")
-        if self.skip_unreadable and self.dataset != "imagefolder":
-            raise ValueError(f"skip_unreadable applies to --dataset imagefolder (files read during training); "
+        if (self.image_column or self.label_column) and not is_hf(self.dataset):
+            raise ValueError(f"image_column and label_column name the columns of --dataset hf:PATH; {self.dataset} "
+                             "has none: remove them")
+        if self.skip_unreadable and not self.streamed:
+            raise ValueError(f"skip_unreadable applies to --dataset imagefolder or hf:PATH (images read during training); "
                              f"{self.dataset} is loaded whole before training, where a bad file stops the run")
-        if self.decode != "workers" and self.dataset != "imagefolder":
-            raise ValueError(f"decode applies to --dataset imagefolder (files decoded during training); {self.dataset} "
+        if self.decode != "workers" and not self.streamed:
+            raise ValueError(f"decode applies to --dataset imagefolder or hf:PATH (images decoded during training); {self.dataset} "
                              "is decoded once before training and already kept on the training device")
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
@@ -141,6 +150,11 @@ class TrainConfig:
                              f"got {self.epsilon}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1) (the weight of a sample's past average), got {self.ema_beta}")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the data is read image by image during training (imagefolder, hf:PATH), not held in memory."""
+        return self.dataset == "imagefolder" or is_hf(self.dataset)
 
     @property
     def schedule(self) -> DaPSchedule:
