@@ -30,6 +30,9 @@ def test_the_site_builds_in_strict_mode_with_the_reference_and_the_reports(tmp_p
     report = site / "reports" / "experiments" / "fashion-mnist" / "index.html"
     assert "table2f/accuracy_vs_epoch.png" in report.read_text()  # the generated report, its figures beside it
     assert (report.parent / "table2f" / "accuracy_vs_epoch.png").is_file()
+    own_loop = (site / "guide" / "own-loop" / "index.html").read_text()
+    assert "The test suite runs this block as written" in own_loop  # the README's example, included
+    assert "--8&lt;--" not in own_loop
 
 
 def test_the_build_stays_strict():
@@ -38,3 +41,12 @@ def test_the_build_stays_strict():
     config = load_config(str(ROOT / "mkdocs.yml"))
     assert config.strict
     assert config.validation.links.not_found >= 30 and config.validation.links.anchors >= 30  # WARNING: fails
+
+
+def test_the_readme_links_resolve():
+    """The README is not part of the site, so mkdocs does not check its links; this does."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
