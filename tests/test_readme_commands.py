@@ -1,5 +1,5 @@
-"""The documented command lines (the sections "Command line" and "Distributed" of the docs pages,
-docs/guide/cli.md and docs/guide/distributed.md), run as printed.
+"""The documented command lines (the sections "Command line", "Distributed" and "Comparing policies at
+the same compute" of the docs pages docs/guide/cli.md and docs/guide/distributed.md), run as printed.
 
 Every line is parsed completely, by droppick's parser and, for torchrun lines, by torchrun's own.
 Each runs in a fresh folder through the installed entry points (the console script, ``python -m``,
@@ -26,7 +26,7 @@ from droppick.cli.main import build_parser
 from test_library_api import doc_pages
 
 BIN = Path(sys.executable).parent
-SECTIONS = ("Command line", "Distributed")
+SECTIONS = ("Command line", "Distributed", "Comparing policies at the same compute")
 SECONDS_HERE = ("plan", "models", "recipes")  # droppick commands that finish in seconds on any data
 TIMEOUT_S = 240
 
