@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
 DEMO_ARGS ?= --seed 0 --out runs/demo
 
-.PHONY: install install-test data demo test bench clean
+.PHONY: install install-test install-docs data demo test docs bench clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -25,6 +25,12 @@ install-test: $(VENV)/.installed-test  # + the test extra (the optional integrat
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install-docs: $(VENV)/.installed-docs  # + the docs extra (mkdocs, mkdocs-material, mkdocstrings)
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
 data: $(FASHION_MNIST)
@@ -45,10 +51,15 @@ TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
+# The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or reference, a missing
+# snippet or a docstring mkdocstrings cannot render fails it (tests/test_docs.py runs the same build).
+docs: install-docs
+	$(PY) -m mkdocs build --strict
+
 # The benchmarks of bench/README.md (about 15 minutes on 2 cores): writes bench/results.md and the
 # results block of bench/README.md.
 bench: install-test data
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -1,4 +1,5 @@
-"""The README's few lines, run as written in a user's own loop with a DataLoader."""
+"""The README's few lines, run as written in a user's own loop with a DataLoader, and every ```python
+block of the README and of the docs pages (docs/), run as printed."""
 
 import math
 import re
@@ -41,13 +42,24 @@ def test_readme_loop_trains_on_the_planned_subsets():
     assert dap.subset.dtype == torch.int64 and bool((dap.subset[1:] > dap.subset[:-1]).all())
 
 
-# -- the README's code blocks, run as written ---------------------------------------------------
+# -- the code blocks of the README and the docs, run as written ----------------------------------
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def doc_pages() -> list[Path]:
+    """The README and every page of the documentation site, the README first."""
+    return [README] + sorted((ROOT / "docs").rglob("*.md"))
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```$", page.read_text(), flags=re.S | re.M)
 
 
 def readme_python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """Every ```python block of the README and the docs pages, in that order."""
+    return [block for page in doc_pages() for block in python_blocks(page)]
 
 
 def user_namespace(n: int = 60) -> dict:
@@ -59,14 +71,15 @@ def user_namespace(n: int = 60) -> dict:
             "F": F, "DataLoader": DataLoader, "torch": torch}
 
 
-def test_readme_has_the_library_and_selection_rule_examples():
-    blocks = readme_python_blocks()
-    assert len(blocks) >= 2 and "dap.record(indices, losses)" in blocks[0] and "class KeepEasiest" in blocks[1]
+def test_the_readme_opens_with_the_library_example():
+    blocks = python_blocks(README)
+    assert blocks and blocks[0] == readme_block("for indices, images, targets in loader")
+    assert "dap.record(indices, losses)" in blocks[0]
 
 
 def test_readme_library_example_runs_as_written():
     ns = user_namespace()
-    exec(readme_python_blocks()[0], ns)
+    exec(readme_block("for indices, images, targets in loader"), ns)
     dap = ns["dap"]
     assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)
     assert dap.compute_fraction == pytest.approx(dap.plan().compute_fraction) and dap.compute_fraction < 1.0
@@ -75,7 +88,7 @@ def test_readme_library_example_runs_as_written():
 
 def test_readme_selection_rule_example_runs_as_written_and_keeps_the_easiest():
     ns = user_namespace()
-    exec(readme_python_blocks()[1], ns)
+    exec(readme_block("class KeepEasiest"), ns)
     dap = ns["dap"]
     assert dap.policy.name == "KeepEasiest"
     for _ in range(5):  # the warm-up, then the first drop
@@ -103,8 +116,24 @@ def test_the_dap_core_imports_nothing_from_the_trainer_data_models_or_cli():
 
 
 def readme_block(marker: str) -> str:
-    (block,) = [b for b in readme_python_blocks() if marker in b]
-    return block
+    """The one ```python block of the README or the docs that contains ``marker``."""
+    found = [b for b in readme_python_blocks() if marker in b]
+    assert len(found) == 1, f"{len(found)} python blocks in the README and docs/ contain {marker!r}, not 1"
+    return found[0]
+
+
+def test_every_python_block_of_the_readme_and_the_docs_is_run_by_a_test():
+    """Each block holds exactly one marker that a test passes to readme_block (and execs), so a
+    block added, moved between pages or edited out of its marker fails here, not silently."""
+    calls = re.compile(r"""readme_block\(\s*["']([^"']+)["']\s*\)""")
+    markers = {m for path in Path(__file__).parent.glob("test_*.py") for m in calls.findall(path.read_text())}
+    blocks = readme_python_blocks()
+    fences = [line for page in doc_pages() for line in page.read_text().splitlines() if line.lstrip().startswith("```py")]
+    assert len(fences) == len(blocks) >= 6, "a python block this finder does not read (indented, or ```py ...)"
+    assert markers
+    for block in blocks:
+        matched = [m for m in markers if m in block]
+        assert len(matched) == 1, f"this block is matched by {matched}, not by one test's marker:\n{block}"
 
 
 def image_namespace(n: int = 60) -> dict:

@@ -1,4 +1,5 @@
-"""The README's command lines ("Command line" and "Distributed"), run as printed.
+"""The documented command lines (the sections "Command line", "Distributed" and "Comparing policies at
+the same compute" of the docs pages docs/guide/cli.md and docs/guide/distributed.md), run as printed.
 
 Every line is parsed completely, by droppick's parser and, for torchrun lines, by torchrun's own.
 Each runs in a fresh folder through the installed entry points (the console script, ``python -m``,
@@ -22,17 +23,21 @@ import pytest
 from torch.distributed.run import get_args_parser as torchrun_parser
 
 from droppick.cli.main import build_parser
+from test_library_api import doc_pages
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 BIN = Path(sys.executable).parent
-SECTIONS = ("Command line", "Distributed")
+SECTIONS = ("Command line", "Distributed", "Comparing policies at the same compute")
 SECONDS_HERE = ("plan", "models", "recipes")  # droppick commands that finish in seconds on any data
 TIMEOUT_S = 240
 
 
 def section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n## {title}\n")
+    """The section under the heading ``## title``, on whichever page of the README or docs/ holds it."""
+    heading = f"\n## {title}\n"
+    holders = {page: text for page in doc_pages() if heading in (text := page.read_text())}
+    assert len(holders) == 1, f"'## {title}' is a heading of {[str(p) for p in holders]}: expected one page"
+    [text] = holders.values()
+    start = text.index(heading)
     end = text.find("\n## ", start + 1)
     return text[start:end if end >= 0 else None]
 
@@ -52,7 +57,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def droppick_words(words: list[str]) -> list[str]:
-    """The droppick command line inside a README line: after `droppick`, `python -m droppick[.cli]`
+    """The droppick command line inside a documented line: after `droppick`, `python -m droppick[.cli]`
     or torchrun's `-m droppick[.cli]`."""
     if words[0] == "droppick":
         return words[1:]
@@ -62,11 +67,11 @@ def droppick_words(words: list[str]) -> list[str]:
         args = torchrun_parser().parse_args(words[1:])
         assert args.module and args.training_script in ("droppick", "droppick.cli"), words
         return args.training_script_args
-    raise AssertionError(f"a README command that no test knows how to run: {shlex.join(words)}")
+    raise AssertionError(f"a documented command that no test knows how to run: {shlex.join(words)}")
 
 
 def two_node_command(nproc_per_node: int, endpoint: str, rdzv_id: str, train: list[str]) -> list[str]:
-    """torchrun's arguments of the README's two-node line, with this machine's values: the
+    """torchrun's arguments of the documented two-node line, with this machine's values: the
     processes per node, the rendezvous endpoint and id, and the training arguments after `train`."""
     [words] = [w for w in readme_commands() if w[0] == "torchrun" and "--nnodes" in w]
     args = torchrun_parser().parse_args(words[1:])
@@ -111,8 +116,8 @@ def test_readme_command_parses_and_runs(words, tmp_path, request):
 
 
 def test_the_slurm_script_starts_one_torchrun_agent_per_node_that_auto_resumes(tmp_path):
-    """The README's sbatch script, run by bash with stand-ins: scontrol names two hosts, srun
-    records the command it would start on each node."""
+    """The documented sbatch script (docs/guide/distributed.md), run by bash with stand-ins:
+    scontrol names two hosts, srun records the command it would start on each node."""
     [script] = blocks(section("Distributed"), "bash")
     assert script.startswith("#!/bin/bash\n") and "#SBATCH --requeue\n" in script
     (tmp_path / "train-r50.sh").write_text(script)

@@ -6,6 +6,7 @@ attribute that ``state_dict`` saves; the decisions themselves are the policies' 
 functions of ``schedule`` and ``selection``.
 
 Rules the paper leaves open:
+
 - Only losses recorded in the current epoch count: Algorithm 1 empties L every epoch, so
   ``losses`` starts each epoch at +inf ("not recorded").
 - A subset member with no loss this epoch (``drop_last``, an interrupted loader) keeps +inf,
@@ -40,12 +41,12 @@ class NonFiniteLossError(FloatingPointError):
 class DropAndPick:
     """Drop-and-Pick over ``num_samples`` samples.
 
-    policy: a name from ``policies.POLICIES`` ("dap", the paper's, by default), a ``Policy``,
-        or any object with ``select(subset, losses, k, generator)`` (``policies.Scheduled``).
-    seed: seeds the sampler's order and every random choice, per epoch (see ``seeding``).
-    labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
-        the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
-        (``policies.build_policy``; None: that policy's documented default).
+    - policy: a name from ``policies.POLICIES`` ("dap", the paper's, by default), a ``Policy``,
+      or any object with ``select(subset, losses, k, generator)`` (``policies.Scheduled``).
+    - seed: seeds the sampler's order and every random choice, per epoch (see ``seeding``).
+    - labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
+      the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
+      (``policies.build_policy``; None: that policy's documented default).
     """
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy="dap", seed: int = 0,

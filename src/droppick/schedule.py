@@ -21,6 +21,7 @@ like the first cycle after warm-up. That is also what Section 3.3 describes ("re
 process of reducing training data"). ``tests/test_schedule.py`` checks each row.
 
 Corner cases the paper leaves open:
+
 - A pick and a drop due after the same epoch: the pick wins (the drop would be undone at once).
 - A pick inside the warm-up: the cycle and interval counters restart at max(tau, W), so the
   first drop still comes I epochs after the warm-up ends, as without the pick.
@@ -127,14 +128,14 @@ class Plan:
 class DaPSchedule:
     """The paper's hyper-parameters (Table 1), validated at construction.
 
-    epochs:   E, total training epochs.
-    warmup:   W, epochs on all data before the first drop (0 <= W < E).
-    interval: I, epochs between two drops within a cycle.
-    keep:     p, fraction of the *current* subset kept at each drop, in (0, 1].
-    active:   alpha, a cycle only drops while ``tau - cycle_start < alpha``; None = infinity.
-    reuse_at: R, epochs after which all data is picked back up (the LR decay epochs).
-    min_keep: f, beyond the paper: a drop never leaves fewer than ceil(f * N) samples, in [0, 1];
-              0 (the default) is no floor (module docstring).
+    - epochs:   E, total training epochs.
+    - warmup:   W, epochs on all data before the first drop (0 <= W < E).
+    - interval: I, epochs between two drops within a cycle.
+    - keep:     p, fraction of the *current* subset kept at each drop, in (0, 1].
+    - active:   alpha, a cycle only drops while ``tau - cycle_start < alpha``; None = infinity.
+    - reuse_at: R, epochs after which all data is picked back up (the LR decay epochs).
+    - min_keep: f, beyond the paper: a drop never leaves fewer than ceil(f * N) samples, in [0, 1];
+      0 (the default) is no floor (module docstring).
     """
 
     epochs: int

@@ -6,6 +6,7 @@
     trainer = pl.Trainer(max_epochs=schedule.epochs, callbacks=[cb], use_distributed_sampler=False)
 
 What the callback does, and why:
+
 - It records each batch's ``sample_losses`` against the batch's indices, and ends the DaP epoch
   (drop, pick or nothing) as soon as this rank's shard has been recorded: inside the last batch's
   ``on_train_batch_end``, before Lightning validates or writes a checkpoint, so a checkpoint never

@@ -9,6 +9,7 @@ The dataset's items are dicts in the image-classification convention (``"pixel_v
 the model sees the batch), so the dataset needs no index column.
 
 What the subclass changes, and why:
+
 - The Trainer sizes an epoch from the first epoch's dataloader, and on resume derives the epoch
   from ``global_step // steps_per_epoch``; both are wrong once the subset shrinks. Here every
   epoch is sized from its own dataloader (the DaP sampler's length), the run's optimiser steps

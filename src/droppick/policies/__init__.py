@@ -1,20 +1,18 @@
 """The policies ``DropAndPick`` accepts, by name or as objects (see ``base`` for the two kinds).
 
-=========== ==================================================================================
-"dap"       the schedule's drops keep the highest-loss samples (the paper)
-"random"    the same schedule, a uniform choice at each drop (Table 2f, "Random")
-"full"      all data every epoch (the 100% baseline)
-"scaled"    all data for round(E * target_compute) epochs (Table 2f, "All data 63% epochs")
-"static"    one fixed stratified subset of target_compute * N samples (Table 2f, "63% data")
-"infobatch" InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024); with target_compute
-            its ratio is calibrated to that compute
-"rs2"       a fresh chunk of target_compute * N samples every epoch, without replacement across
-            epochs (Okanovic et al., ICLR 2024)
-"epsilon"   the schedule's drops keep the hardest (1 - eps) k and eps k at random from the rest
-            (Raju et al. 2021); eps = epsilon.EPSILON unless given
-"ema"       the schedule's drops keep the highest moving average of each sample's losses across
-            epochs; beta = ema.BETA unless given
-=========== ==================================================================================
+- "dap": the schedule's drops keep the highest-loss samples (the paper)
+- "random": the same schedule, a uniform choice at each drop (Table 2f, "Random")
+- "full": all data every epoch (the 100% baseline)
+- "scaled": all data for round(E * target_compute) epochs (Table 2f, "All data 63% epochs")
+- "static": one fixed stratified subset of target_compute * N samples (Table 2f, "63% data")
+- "infobatch": InfoBatch's soft pruning and annealing (Qin et al., ICLR 2024); with target_compute
+  its ratio is calibrated to that compute
+- "rs2": a fresh chunk of target_compute * N samples every epoch, without replacement across epochs
+  (Okanovic et al., ICLR 2024)
+- "epsilon": the schedule's drops keep the hardest (1 - eps) k and eps k at random from the rest
+  (Raju et al. 2021); eps = epsilon.EPSILON unless given
+- "ema": the schedule's drops keep the highest moving average of each sample's losses across epochs;
+  beta = ema.BETA unless given
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ class Full(Policy):
 class Scaled(Policy):
     """All data for ``round(E * target_compute)`` epochs, compute still measured against E * N.
 
-    target_compute: default, the schedule's planned DaP compute. The trainer scales the learning
-    rate's milestones to the shorter run (``TrainConfig.scaled``); the engine ends after it.
+    - target_compute: default, the schedule's planned DaP compute. The trainer scales the learning
+      rate's milestones to the shorter run (``TrainConfig.scaled``); the engine ends after it.
     """
 
     name = "scaled"

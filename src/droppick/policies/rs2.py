@@ -21,8 +21,8 @@ SERVED = np.iinfo(np.int32).max  # the key of a sample already served in this cy
 class RS2(Policy):
     """Every epoch trains a fresh chunk of ``round(target_compute * N)`` samples (at least one).
 
-    target_compute: default, the schedule's planned DaP compute. There is no warm-up and no
-    scheduled drop or pick: only the schedule's epochs count.
+    - target_compute: default, the schedule's planned DaP compute. There is no warm-up and no
+      scheduled drop or pick: only the schedule's epochs count.
 
     The chunks are consecutive stretches of a stream of seeded random permutations of all N
     samples (cycles), so no sample repeats before every sample has been served, and every rank

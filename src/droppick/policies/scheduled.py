@@ -24,15 +24,15 @@ def rule_name(rule) -> str:
 class Scheduled(Policy):
     """The schedule's drops and picks, with ``rule.select`` deciding which samples a drop keeps.
 
-    rule: any object with ``select(subset, losses, k, generator)``, where ``subset`` is the
-        sorted LongTensor of current members, ``losses`` the float32 losses of all N samples
-        recorded this epoch (+inf for a member with no loss this epoch, -inf for one whose
-        loss was not finite), ``k`` how many to keep, and ``generator`` a ``torch.Generator``
-        seeded by (seed, epoch). It returns ``k`` distinct members of ``subset``, in any order.
-        Optional: ``state_dict``/``load_state_dict`` for a rule with state of its own;
-        ``observe(losses)``, called with those losses after every epoch (the last excepted, where
-        nothing is decided) before any drop, for a rule that learns from every epoch
-        (``KeepHardestAverage``); ``params()``, the settings a saved state must match.
+    - rule: any object with ``select(subset, losses, k, generator)``, where ``subset`` is the
+      sorted LongTensor of current members, ``losses`` the float32 losses of all N samples
+      recorded this epoch (+inf for a member with no loss this epoch, -inf for one whose
+      loss was not finite), ``k`` how many to keep, and ``generator`` a ``torch.Generator``
+      seeded by (seed, epoch). It returns ``k`` distinct members of ``subset``, in any order.
+      Optional: ``state_dict``/``load_state_dict`` for a rule with state of its own;
+      ``observe(losses)``, called with those losses after every epoch (the last excepted, where
+      nothing is decided) before any drop, for a rule that learns from every epoch
+      (``KeepHardestAverage``); ``params()``, the settings a saved state must match.
     """
 
     def __init__(self, rule):

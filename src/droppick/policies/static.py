@@ -16,8 +16,8 @@ from .full import check_target, matched_size
 class Static(Policy):
     """Every epoch trains on the same ``round(target_compute * N)`` samples, drawn once.
 
-    target_compute: default, the schedule's planned DaP compute.
-    labels: when given, the subset keeps every class's share (``selection.stratified_choice``).
+    - target_compute: default, the schedule's planned DaP compute.
+    - labels: when given, the subset keeps every class's share (``selection.stratified_choice``).
     """
 
     name = "static"
