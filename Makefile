@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
 DEMO_ARGS ?= --seed 0 --out runs/demo
 
-.PHONY: install install-test install-docs data demo test docs bench clean
+.PHONY: install install-test install-docs data demo test lint docs bench clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -50,6 +50,10 @@ demo: install data
 TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# ruff's checks for mistakes (the rule set and why: [tool.ruff] in pyproject.toml); .ci/run runs it.
+lint: install-test
+	$(PY) -m ruff check src tests bench experiments examples docs
 
 # The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or reference, a missing
 # snippet or a docstring mkdocstrings cannot render fails it (tests/test_docs.py runs the same build).

@@ -121,8 +121,8 @@ def main() -> int:
         subset = torch.arange(n)
         k = round(0.9 * n)
         assert torch.equal(select_hardest(subset, losses, k), select_hardest_previous(subset, losses, k))
-        times = interleave({"new": lambda: select_hardest(subset, losses, k),
-                            "previous": lambda: select_hardest_previous(subset, losses, k)}, repeats)
+        times = interleave({"new": lambda s=subset, x=losses: select_hardest(s, x, k),
+                            "previous": lambda s=subset, x=losses: select_hardest_previous(s, x, k)}, repeats)
         select_s = statistics.median(times["new"])
 
         print(f"N = {n:,} (keep {k:,}):")

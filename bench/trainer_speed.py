@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F

@@ -42,7 +42,7 @@ def main() -> None:
     dap = DropAndPick(num_samples=len(train_set), schedule=schedule, policy="dap", seed=0)
     loader = DataLoader(IndexedDataset(train_set), batch_size=32, sampler=dap.sampler())
     subsets = []
-    for epoch in range(1, schedule.epochs + 1):
+    for _ in range(schedule.epochs):  # dap.epoch counts them
         subsets.append(dap.subset.tolist())
         model.train()
         for indices, x, y in loader:

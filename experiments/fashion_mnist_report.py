@@ -17,7 +17,6 @@ I = 10 -> 1, p = 0.9, R = {150} -> {15}, LR /10 after 150, 225 -> 15, 22.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 

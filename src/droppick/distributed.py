@@ -31,7 +31,8 @@ def combine_losses(losses: torch.Tensor, status: torch.Tensor) -> tuple[torch.Te
     """Merge every rank's per-sample losses into one global vector, identical on all ranks.
 
     status: uint8 per sample, 0 = not recorded on this rank (its loss is +inf), 1 = recorded,
-    2 = recorded with a non-finite loss, 3 = skipped (its image could not be read). Each rank only saw its shard. A sample's merged status
+    2 = recorded with a non-finite loss, 3 = skipped (its image could not be read). Each rank only
+    saw its shard. A sample's merged status
     and loss are the maxima over the ranks that recorded it. The maximum (not a sum) means the
     padding duplicates of a sharded sampler, trained on two ranks, are not double counted, a
     non-finite loss on any rank wins, and every rank ends with bit-identical values, hence the

@@ -12,7 +12,7 @@ def int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 150,225; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 150,225; got {text!r}") from None
 
 
 def optional_int(text: str) -> Optional[int]:
@@ -21,7 +21,7 @@ def optional_int(text: str) -> Optional[int]:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none'; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none'; got {text!r}") from None
 
 
 def flag(group, name: str, help: str, **kw) -> None:

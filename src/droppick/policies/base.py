@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DROP, PICK, DaPSchedule, Plan
+from ..schedule import DROP as DROP, PICK as PICK, DaPSchedule, Plan  # DROP, PICK: re-exported
 
 PRUNE = "prune"  # InfoBatch's every-epoch choice; DROP and PICK are the schedule's
 RESAMPLE = "resample"  # RS2's fresh chunk every epoch

@@ -24,7 +24,9 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from .config import RESUME_MAY_CHANGE, TrainConfig
 
 DIGEST_SUFFIX = ".sha256"
-CHECKPOINT_FORMAT = 5  # 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG states, world size, LR schedule, digest files
+# 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG
+# states, world size, LR schedule, digest files
+CHECKPOINT_FORMAT = 5
 
 
 def check_format(checkpoint: dict) -> None:

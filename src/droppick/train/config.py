@@ -111,7 +111,7 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index); got {self.device!r}")
         if self.data_dir is not None and not self.data_dir.strip():
             raise ValueError("data_dir must name a folder; leave it unset (null) to search the standard locations")
-        self.schedule  # validates the DaP hyper-parameters (epochs first) with their own messages
+        _ = self.schedule  # building it validates the DaP hyper-parameters (epochs first) with their own messages
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
@@ -136,8 +136,8 @@ class TrainConfig:
             raise ValueError(f"skip_unreadable applies to --dataset imagefolder or hf:PATH (images read during training); "
                              f"{self.dataset} is loaded whole before training, where a bad file stops the run")
         if self.decode != "workers" and not self.streamed:
-            raise ValueError(f"decode applies to --dataset imagefolder or hf:PATH (images decoded during training); {self.dataset} "
-                             "is decoded once before training and already kept on the training device")
+            raise ValueError(f"decode applies to --dataset imagefolder or hf:PATH (images decoded during training); "
+                             f"{self.dataset} is decoded once before training and already kept on the training device")
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
                              "evaluation centre-crops image_size out of the resized image")

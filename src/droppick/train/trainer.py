@@ -402,7 +402,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
         "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world, "world_size_changes": t.world_size_changes, "excluded_nonfinite": run.count_listed(run.nonfinite_path),
+        "world_size": t.world, "world_size_changes": t.world_size_changes,
+        "excluded_nonfinite": run.count_listed(run.nonfinite_path),
         "unreadable_skipped": run.count_listed(run.unreadable_path),
         "code": code_version(),
     }
