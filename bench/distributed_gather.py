@@ -75,7 +75,8 @@ def worker(rank: int, world: int, n: int, repeats: int, port: int, out: str) -> 
         with open(out, "w") as f:
             for name, ts in times.items():
                 f.write(f"{name}\t{statistics.median(ts)}\t{min(ts)}\n")
-            f.write(f"ratio\t{statistics.median(a / b for a, b in zip(times['combine_losses'], times['one float32 all_reduce']))}\t0\n")
+            ratios = [a / b for a, b in zip(times["combine_losses"], times["one float32 all_reduce"])]
+            f.write(f"ratio\t{statistics.median(ratios)}\t0\n")
             f.write(f"lo_bytes\t{statistics.median(lo_bytes)}\t0\n")
             f.write(f"identical\t{int(identical)}\t0\n")
     dist.destroy_process_group()
