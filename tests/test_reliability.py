@@ -63,9 +63,14 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(fake_fashion, tmp_path):
 def test_a_lock_from_another_host_is_refused_with_how_to_remove_it(fake_fashion, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
-    (run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # dead here, so only the host check can refuse it: that PID may be alive on the other host
+    lock = json.dumps({"pid": dead.pid, "host": "elsewhere", "started": 0})
+    (run / LOCK_NAME).write_text(lock)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
-    assert f"delete {run / LOCK_NAME}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"process {dead.pid} on host elsewhere" in err and f"delete {run / LOCK_NAME}" in err
+    assert (run / LOCK_NAME).read_text() == lock and len(RunDir(run).read_metrics()) == 1  # nothing taken over
 
 
 # -- writes that fail ----------------------------------------------------------------------------
