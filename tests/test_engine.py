@@ -225,6 +225,12 @@ def test_sampler_yields_subset_in_seeded_fresh_order():
     run_epoch(dap, lambda i: i)
     second = list(dap.sampler())
     assert len(dap.sampler()) == 50 == len(second) and sorted(second) == dap.subset.tolist()
+    warm = DropAndPick(100, small_schedule(warmup=2), seed=7)  # the same (full) subset in epochs 1 and 2
+    epoch1 = list(warm.sampler())
+    run_epoch(warm, lambda i: i)
+    epoch2 = list(warm.sampler())
+    assert warm.epoch == 2 and sorted(epoch1) == sorted(epoch2) == list(range(100))
+    assert epoch1 != epoch2  # a fresh order each epoch, not one fixed order per seed
 
 
 def test_sampler_does_not_touch_global_rng():
