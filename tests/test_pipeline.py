@@ -30,16 +30,29 @@ def folder_config(folder, **kw):
 
 
 @pytest.mark.parametrize("decode", ["workers", "device"])
-def test_dropped_samples_are_never_read(folder, decode):
+def test_dropped_samples_are_never_read(folder, decode, monkeypatch):
+    """Which files are opened, not only how many: each epoch opens exactly its subset's files, once."""
+    import builtins
+
     t = Trainer(folder_config(folder, decode=decode), torch.device("cpu"))
     dataset = t.train_split.dataset
     sizes = t.dap.plan().subset_sizes
+    opened, real_open = [], builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        if str(file).startswith(str(folder / "train")):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)  # Pillow and the byte reader both open through it
     reads = []
     while not t.dap.done:
-        before = dataset.reads
+        before, subset = dataset.reads, t.dap.subset.tolist()
+        opened.clear()
         t.train_epoch(progress=False)
         t.dap.end_epoch()
         reads.append(dataset.reads - before)
+        assert sorted(opened) == sorted(dataset.samples[i][0] for i in subset)
     assert reads == list(sizes) == [18, 18, 9]  # one read per subset member, none for dropped ones
 
 
