@@ -46,13 +46,20 @@ def test_redundancy_steps_say_when_the_curve_is_not_monotone():
 def test_seed_filter_gives_processes_disjoint_runs(monkeypatch):
     trained = []
     monkeypatch.setattr(frontier, "run_all", lambda configs, folder, log: trained.append((folder, sorted(configs))))
-    frontier.train_missing(["redundancy"], seeds=[1])
-    names = [name for _, runs in trained for name in runs]
-    assert names and all(name.endswith("-seed1") for name in names)
 
-    trained.clear()
-    frontier.train_missing(["redundancy"], seeds=None)
-    assert {name for _, runs in trained for name in runs} >= {"full-seed0", "dap-seed1", "dap-seed2"}
+    def runs_of(seeds):
+        trained.clear()
+        frontier.train_missing(["redundancy"], seeds=seeds)
+        return {(folder, name) for folder, runs in trained for name in runs}
+
+    everything = runs_of(None)
+    assert {name for _, name in everything} >= {"full-seed0", "dap-seed1", "dap-seed2"}
+    shares = {seed: runs_of([seed]) for seed in (0, 1, 2)}
+    for seed, share in shares.items():
+        assert share and all(name.endswith(f"-seed{seed}") for _, name in share), seed
+    assert shares[0].isdisjoint(shares[1]) and shares[1].isdisjoint(shares[2]) and shares[0].isdisjoint(shares[2])
+    assert shares[0] | shares[1] | shares[2] == everything  # three processes together train every run, once
+    assert runs_of([0, 2]) == shares[0] | shares[2]
 
 
 def test_main_report_says_within_noise_only_when_it_is():
