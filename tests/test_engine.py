@@ -158,10 +158,14 @@ def test_state_saved_mid_epoch_holds_the_losses_recorded_so_far():
     straight.record(torch.arange(6), torch.arange(6, dtype=torch.float32))
     resumed = DropAndPick(12, small_schedule(warmup=0), policy="dap", seed=1)
     resumed.load_state_dict(straight.state_dict())
+    inf = float("inf")
+    assert resumed.losses.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] + [inf] * 6  # the first half's, carried over
     for dap in (straight, resumed):
         dap.record(torch.arange(6, 12), torch.arange(6, 0, -1, dtype=torch.float32))
+        assert torch.equal(dap.losses, torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 5, 4, 3, 2, 1]))
         assert dap.end_epoch() == "drop"
-    assert torch.equal(straight.subset, resumed.subset) and torch.equal(straight.losses, resumed.losses)
+    # losses 0..5 then 6..1: the six highest are 6, 5, 5, 4, 4 and the tie at 3 to the lower index
+    assert straight.subset.tolist() == resumed.subset.tolist() == [3, 4, 5, 6, 7, 8]
 
 
 def test_non_finite_loss_names_epoch_and_samples():
