@@ -208,7 +208,9 @@ def test_state_round_trip_continues_identically():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(num_samples=51), "num_samples=50 into one with num_samples=51 .has the dataset changed size"),
-    (dict(schedule=small_schedule(keep=0.6)), "schedule="),
+    (dict(schedule=small_schedule(keep=0.6)),
+     r"made for schedule=\{'epochs': 6, 'warmup': 1, 'interval': 1, 'keep': 0\.5, .*\} into one with schedule=\{"
+     r"'epochs': 6, 'warmup': 1, 'interval': 1, 'keep': 0\.6, "),
     (dict(policy="dap"), "policy='random' into one with policy='dap'"),
 ])
 def test_loading_a_state_for_another_setup_is_refused(kwargs, message):
