@@ -25,8 +25,10 @@ def train_all(dap, loss_of=lambda i: float(i)):
 
 def test_skipped_samples_count_as_untrained_and_leave_every_later_subset():
     dap = DropAndPick(10, schedule(), policy="dap", seed=0)
-    dap.record(torch.arange(8), torch.arange(8, dtype=torch.float32))
-    dap.skip(torch.tensor([8, 9]))  # unreadable images: no loss
+    dap.record(torch.arange(7), torch.arange(7, dtype=torch.float32))
+    dap.skip(torch.tensor([9]))  # an unreadable image: no loss
+    dap.record(torch.tensor([7]), torch.tensor([7.0]))
+    dap.skip([8])  # a list will do: skipped in another batch, excluded on top of the first
     assert dap.seen.tolist() == [1] * 8 + [3, 3] and dap.losses[8:].tolist() == [-INF, -INF]
     assert dap.end_epoch() == "exclude"  # a warm-up epoch: nothing else changed the subset
     assert dap.last_skipped.tolist() == [8, 9] and dap.last_nonfinite.tolist() == []
@@ -183,3 +185,69 @@ def test_a_state_of_another_format_or_setup_is_refused_with_what_to_do():
     with pytest.raises(ValueError) as err:
         DropAndPick(10, schedule(), policy="random").load_state_dict(state)
     assert str(err.value) == "cannot load a DropAndPick state made for policy='dap' into one with policy='random'"
+
+
+def test_a_fresh_engine_and_a_clean_epoch_report_nothing_excluded():
+    dap = DropAndPick(10, schedule())
+    assert dap.seed == 0 and dap.seen.dtype == torch.uint8
+    for attr in ("last_nonfinite", "last_skipped"):
+        assert getattr(dap, attr).tolist() == [] and getattr(dap, attr).dtype == torch.int64, attr
+    train_all(dap)
+    assert dap.last_nonfinite.tolist() == [] and dap.last_nonfinite.dtype == torch.int64 and dap.excluded is None
+    with pytest.raises(ValueError, match=r"^schedule must be a DaPSchedule, got dict$"):
+        DropAndPick(10, schedule().to_dict())
+
+
+def test_exclusions_add_up_over_epochs_until_none_is_left():
+    dap = DropAndPick(3, schedule(reuse_at=[]), exclude_nonfinite=True)
+    dap.record(torch.arange(3), torch.tensor([1.0, 1.0, INF]))
+    assert dap.end_epoch() == "exclude" and dap.subset.tolist() == [0, 1]
+    dap.record(torch.tensor([0, 1]), torch.tensor([float("nan"), 1.0]))
+    dap.end_epoch()  # one sample left is still a subset
+    assert dap.subset.tolist() == [1] and dap.excluded.tolist() == [True, False, True]
+    dap.record(torch.tensor([1]), torch.tensor([float("nan")]))
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 3: every sample of the subset has been excluded for a "
+                                                 r"non-finite loss; lower the learning rate or check the data$"):
+        dap.end_epoch()
+
+
+def test_non_finite_lists_mark_more_than_twenty():
+    dap = DropAndPick(30, schedule())
+    dap.record(torch.arange(21), torch.full((21,), INF))
+    with pytest.raises(NonFiniteLossError, match=re.escape(f"indices {list(range(20))} .... Lower")):
+        dap.end_epoch()
+
+
+def test_a_policy_may_answer_with_a_bool_mask():
+    from droppick.policies import Change, Policy
+
+    class EvenAfterEpochOne(Policy):
+        def end_epoch(self, end):
+            return Change(torch.arange(end.num_samples) % 2 == 0, "even")
+
+    dap = DropAndPick(6, schedule(), policy=EvenAfterEpochOne())
+    assert train_all(dap) == "even" and dap.subset.tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("subset,valid", [
+    ([0], True), ([0, 9], True), ([], False), ([0, 10], False), ([3, 2], False), ([2, 2], False), ([1, 3, 2], False),
+])
+def test_a_state_with_an_invalid_subset_is_refused(subset, valid):
+    state = DropAndPick(10, schedule()).state_dict() | {"subset": torch.tensor(subset, dtype=torch.int64)}
+    if valid:
+        DropAndPick(10, schedule()).load_state_dict(state)
+        return
+    with pytest.raises(ValueError, match=re.escape("DropAndPick state holds an invalid subset (must be sorted, "
+                                                   "unique, within 0..N-1)")):
+        DropAndPick(10, schedule()).load_state_dict(state)
+
+
+def test_loaded_tensors_take_the_engines_dtypes():
+    dap = DropAndPick(4, schedule(), exclude_nonfinite=True)
+    dap.record(torch.arange(4), torch.tensor([1.0, INF, 2.0, 3.0]))
+    dap.end_epoch()
+    state = dap.state_dict()
+    state |= {"losses": state["losses"].double(), "excluded": state["excluded"].to(torch.uint8)}
+    restored = DropAndPick(4, schedule(), exclude_nonfinite=True)
+    restored.load_state_dict(state)
+    assert restored.losses.dtype == torch.float32 and restored.excluded.dtype == torch.bool

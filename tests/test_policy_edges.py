@@ -272,3 +272,30 @@ def test_well_learned_is_strictly_below_the_mean_of_the_scored():
 ])
 def test_ratio_for_budget(args, ratio):
     assert ratio_for_budget(*args) == pytest.approx(ratio)
+
+
+def test_infobatch_scores_a_pruned_sample_by_its_last_loss():
+    dap = DropAndPick(40, SCHEDULE, policy="infobatch", seed=0)
+    for epoch in (1, 2):
+        order = dap.sampler().indices()
+        dap.record(order, (order % 8).float() + epoch * 10)  # epoch 1: 10..17, epoch 2: 20..27
+        trained = set(order.tolist())
+        dap.end_epoch()
+    pruned = [i for i in range(40) if i not in trained]
+    assert pruned  # epoch 2 trained a pruned subset; those samples keep their epoch-1 loss
+    assert dap.policy.last_losses[pruned].tolist() == [float(i % 8 + 10) for i in pruned]
+
+
+def test_build_policy_passes_each_baseline_its_settings():
+    from droppick.policies import build_policy
+
+    assert build_policy("infobatch").params() == InfoBatch().params()
+    assert DropAndPick(10, SCHEDULE, policy="scaled", target_compute=0.5).plan().epochs == 4
+    assert DropAndPick(10, SCHEDULE, policy="static", target_compute=0.3).plan().subset_sizes == (3,) * 8
+    firsts = [DropAndPick(50, SCHEDULE, policy="static", seed=s).subset.tolist() for s in (0, 0, 1)]
+    assert firsts[0] == firsts[1] != firsts[2]  # the engine's seed reaches the static draw
+
+
+def test_an_integer_setting_names_the_type_it_got():
+    with pytest.raises(ValueError, match=r"^epochs must be an integer, got 3\.0 \(float\)$"):
+        DaPSchedule(epochs=3.0, warmup=1, interval=1, keep=0.5)
