@@ -43,7 +43,9 @@ def run_mutmut(children: int) -> dict:
     command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
     started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
     proc = subprocess.run(command, cwd=REPO)
+    invocation = " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
     record = {"started": started, "minutes": (time.perf_counter() - t0) / 60, "children": children,
+              "invocation": invocation,
               "exit_status": proc.returncode, "machine": machine(), "commit": commit()}
     RUN_RECORD.write_text(json.dumps(record, indent=1))
     return record
@@ -123,9 +125,10 @@ def write_page(record: dict | None) -> float:
         "",
         "Written by `bench/mutation_report.py` from mutmut's results (`make mutate`); not part of CI.",
         "",
-        f"- command: `make mutate` (`nice -n 19 mutmut run --max-children {run.get('children', '?')}`, "
-        "then `python bench/mutation_report.py`)"
-        + (f"; the run took {run['minutes']:.0f} min" if "minutes" in run else ""),
+        f"- command: `make mutate`, which runs `{run.get('invocation', 'python bench/mutation_report.py --run')}`: "
+        f"`nice -n 19 mutmut run --max-children {run.get('children', '?')}` on a fresh mutants/, then this page"
+        + (f"; the run took {run['minutes']:.0f} min" if "minutes" in run else "")
+        + (f" and mutmut exited with status {run['exit_status']}" if run.get("exit_status") else ""),
         f"- date: {run.get('started', m['date'])}",
         f"- commit: {run.get('commit') or commit()}",
         f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; torch {m['torch']}; python {m['python']}; "

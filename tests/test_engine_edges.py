@@ -237,8 +237,8 @@ def test_a_state_with_an_invalid_subset_is_refused(subset, valid):
     if valid:
         DropAndPick(10, schedule()).load_state_dict(state)
         return
-    with pytest.raises(ValueError, match=re.escape("DropAndPick state holds an invalid subset (must be sorted, "
-                                                   "unique, within 0..N-1)")):
+    with pytest.raises(ValueError, match="^" + re.escape("DropAndPick state holds an invalid subset (must be "
+                                                         "sorted, unique, within 0..N-1)") + "$"):
         DropAndPick(10, schedule()).load_state_dict(state)
 
 
