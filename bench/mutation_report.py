@@ -41,12 +41,12 @@ def run_mutmut(children: int) -> dict:
     """A fresh ``mutmut run`` (a left-over mutants/ would reuse results of other tests)."""
     subprocess.run(["rm", "-rf", str(MUTANTS)], check=True)
     command = ["nice", "-n", "19", sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
-    started, t0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
+    started, t0, tested = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter(), commit()
     proc = subprocess.run(command, cwd=REPO)
     invocation = " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
     record = {"started": started, "minutes": (time.perf_counter() - t0) / 60, "children": children,
               "invocation": invocation,
-              "exit_status": proc.returncode, "machine": machine(), "commit": commit()}
+              "exit_status": proc.returncode, "machine": machine(), "commit": tested}
     RUN_RECORD.write_text(json.dumps(record, indent=1))
     return record
 
@@ -66,6 +66,28 @@ def results() -> dict[str, tuple[Path, int | None]]:
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             found[name] = (source, code)
     return found
+
+
+def tests_selected() -> str:
+    """The test files and deselections of ``[tool.mutmut]`` in pyproject.toml, as the page states them."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+    args = config.get("pytest_add_cli_args", [])
+    left_out = [args[i + 1] for i, a in enumerate(args) if a == "--deselect"]
+    files = ", ".join(Path(t).name for t in config["pytest_add_cli_args_test_selection"])
+    return f"those of {files} that reach the mutated function" + (
+        f" (left out: {', '.join(t.split('::')[-1] for t in left_out)}, a trainer-level test)" if left_out else "")
+
+
+def per_file(found: dict, equivalent: set) -> list[str]:
+    rows = []
+    for source in sorted({str(s) for s, _ in found.values()}):
+        names = [n for n, (s, _) in found.items() if str(s) == source]
+        eq = sum(n in equivalent for n in names)
+        killed = sum(found[n][1] in KILLED for n in names)
+        rows.append(f"| {source} | {len(names)} | {eq} | {killed} | {len(names) - eq - killed} |")
+    return rows
 
 
 def change_of(name: str, source: Path) -> str:
@@ -100,13 +122,14 @@ def write_page(record: dict | None) -> float:
     killed = [n for n, (_, c) in found.items() if c in KILLED]
     unchecked = [n for n, (_, c) in found.items() if c is NOT_CHECKED]
     alive = [n for n, (_, c) in found.items() if c not in KILLED and c is not NOT_CHECKED]
-    rows_eq, rows_gap, stale = [], [], []
+    rows_eq, rows_gap, stale, judged_equivalent = [], [], [], set()
     for name in sorted(alive):
         source, code = found[name]
         change = change_of(name, source)
         why = equivalent.get(name)
         status = "no test reaches it" if code in NO_TESTS else "survived" if code == SURVIVED else f"exit {code}"
         if why and why["change"] == change:
+            judged_equivalent.add(name)
             rows_eq.append(f"| {short(name)} | `{cell(change)}` | {cell(why['why'])} |")
         else:
             if why:
@@ -114,11 +137,10 @@ def write_page(record: dict | None) -> float:
             rows_gap.append(f"| {short(name)} | {status} | `{cell(change)}` |")
     counted = len(found) - len(rows_eq)
     score = len(killed) / counted if counted else 0.0
-    files = sorted({str(s) for s, _ in found.values()})
     run = record or {}
     m = run.get("machine") or machine()
     partial = (f"**Partial result: {len(unchecked)} of {len(found)} mutants were not checked** (the run was "
-               "stopped before it finished); the score counts only the checked ones as killed.\n"
+               "stopped before it finished); the score counts only the checked ones as killed."
                if unchecked else "")
     text = "\n".join([
         "# Mutation testing of the DaP core",
@@ -133,14 +155,16 @@ def write_page(record: dict | None) -> float:
         f"- commit: {run.get('commit') or commit()}",
         f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}; torch {m['torch']}; python {m['python']}; "
         f"load average {m['load_avg_1m']} at the start (the machine is shared)",
-        f"- mutated: {', '.join(files)}",
-        "- tests run against each mutant: those of tests/test_engine.py, test_schedule.py and test_policies.py "
-        "that reach the mutated function (the trainer-level test_trainer_records_what_each_policy_did excluded)",
+        f"- tests run against each mutant: {tests_selected()}",
         "",
-        partial,
+        *([partial, ""] if partial else []),
         f"**Score: {len(killed)} of {counted} non-equivalent mutants killed, {100 * score:.1f}%** "
         f"(target {100 * TARGET:.0f}%; {len(found)} mutants, {len(rows_eq)} equivalent, "
         f"{len(rows_gap)} not killed{', ' + str(len(unchecked)) + ' not checked' if unchecked else ''}).",
+        "",
+        "| file | mutants | equivalent | killed | not killed |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *per_file(found, judged_equivalent),
         "",
         f"## Mutants not killed ({len(rows_gap)})",
         "",
