@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
 DEMO_ARGS ?= --seed 0 --out runs/demo
 
-.PHONY: install install-test install-docs data demo test lint docs bench clean
+.PHONY: install install-test install-docs install-mutate data demo test lint docs bench mutate clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -65,5 +65,18 @@ docs: install-docs
 bench: install-test data
 	$(PY) bench/run_all.py
 
+# Mutation testing of the DaP core (schedule, selection, sampler, engine, policies) against its fast
+# tests: mutmut from the `mutate` extra, about 40 minutes on 2 cores at nice 19, so not part of CI.
+# Writes bench/mutation.md (score, survivors, command, date, commit, machine); exits 1 below 90 %.
+MUTATE_CHILDREN ?= 2
+install-mutate: $(VENV)/.installed-mutate
+
+$(VENV)/.installed-mutate: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[mutate]'
+	touch $@
+
+mutate: install-mutate
+	$(PY) bench/mutation_report.py --run --children $(MUTATE_CHILDREN)
+
 clean:
-	rm -rf $(VENV) runs site .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache mutants

@@ -13,20 +13,25 @@ from droppick.train.profiling import Profiler
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 
-def test_profiler_off_records_nothing_and_on_adds_up_laps():
+def test_profiler_off_records_nothing_and_on_adds_up_laps(monkeypatch):
     off = Profiler(enabled=False)
     off.start()
     off.lap("forward")
     assert off.seconds == {} and off.report("x").startswith("profile x: 0.00 s")
+    clock = iter(range(100))  # each clock read is 1 s after the previous one
+    monkeypatch.setattr(Profiler, "_now", lambda self: float(next(clock)))
     on = Profiler(enabled=True, device=torch.device("cpu"))
     for _ in range(2):
         on.start()
         for name in ("data", "forward", "data", "eval"):
             on.lap(name)
-    assert list(on.seconds) == ["data", "forward", "eval"] and on.counts == {"data": 2, "forward": 1, "eval": 1}
-    assert set(on.run_seconds) == {"data", "forward", "eval"}
-    report = on.report("epoch 1", samples=10)
-    assert "images/s" in report and all(name in report for name in ("data", "forward", "eval"))
+    assert on.seconds == {"data": 2.0, "forward": 1.0, "eval": 1.0}  # this epoch's laps, 1 s each
+    assert on.counts == {"data": 2, "forward": 1, "eval": 1}
+    assert on.run_seconds == {"data": 4.0, "forward": 2.0, "eval": 2.0}  # both epochs added up
+    report = on.report("epoch 1", samples=9)
+    # 4 s in all, eval is not training: 3 s for 9 images
+    assert report.startswith("profile epoch 1: 4.00 s; training 3.00 s, 3 images/s")
+    assert all(name in report for name in ("data", "forward", "eval"))
 
 
 def test_profile_and_compile_flags_reach_the_config():

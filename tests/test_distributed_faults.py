@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import socket
 
 import torch
 
@@ -65,6 +67,7 @@ def without_timings(rows):
 
 def test_a_two_process_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path):
     from droppick.data.in_memory import make_fake_fashion_mnist
+    from droppick.train.lock import LOCK_NAME
     from droppick.train.rundir import RunDir
 
     data = make_fake_fashion_mnist(tmp_path / "data", n_train=237, n_test=40, seed=0)  # odd: padded shards
@@ -73,8 +76,15 @@ def test_a_two_process_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path):
     assert torchrun(cli + ["--out", str(straight)]).returncode == 0
     killed = torchrun(cli + ["--out", str(run)], DROPPICK_TEST_KILL_AT="epoch:3:batch:2")  # every rank dies there
     assert killed.returncode != 0 and RunDir(run).checkpoints()[-1].name == "checkpoint-0002.pt"
+    # Killed by SIGKILL, not a clean exit: torchrun names the signal, and rank 0 (dead without its
+    # finally) left its lock behind, a dead PID of this host that the resume must take over.
+    sigkilled = {int(pid) for pid in re.findall(r"Signal 9 \(SIGKILL\) received by PID (\d+)", killed.stderr)}
+    assert len(sigkilled) == 2, killed.stderr[-3000:]
+    holder = json.loads((run / LOCK_NAME).read_text())
+    assert holder["pid"] in sigkilled and holder["host"] == socket.gethostname()
     resumed = torchrun(["-m", "droppick.cli.main", "train", "--resume", str(run), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (run / LOCK_NAME).exists()  # taken over, then released at the end
 
     assert without_timings(RunDir(run).read_metrics()) == without_timings(RunDir(straight).read_metrics())
     a, b = RunDir(straight).latest_checkpoint(), RunDir(run).latest_checkpoint()

@@ -158,10 +158,14 @@ def test_state_saved_mid_epoch_holds_the_losses_recorded_so_far():
     straight.record(torch.arange(6), torch.arange(6, dtype=torch.float32))
     resumed = DropAndPick(12, small_schedule(warmup=0), policy="dap", seed=1)
     resumed.load_state_dict(straight.state_dict())
+    inf = float("inf")
+    assert resumed.losses.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] + [inf] * 6  # the first half's, carried over
     for dap in (straight, resumed):
         dap.record(torch.arange(6, 12), torch.arange(6, 0, -1, dtype=torch.float32))
+        assert torch.equal(dap.losses, torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 5, 4, 3, 2, 1]))
         assert dap.end_epoch() == "drop"
-    assert torch.equal(straight.subset, resumed.subset) and torch.equal(straight.losses, resumed.losses)
+    # losses 0..5 then 6..1: the six highest are 6, 5, 5, 4, 4 and the tie at 3 to the lower index
+    assert straight.subset.tolist() == resumed.subset.tolist() == [3, 4, 5, 6, 7, 8]
 
 
 def test_non_finite_loss_names_epoch_and_samples():
@@ -204,7 +208,9 @@ def test_state_round_trip_continues_identically():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(num_samples=51), "num_samples=50 into one with num_samples=51 .has the dataset changed size"),
-    (dict(schedule=small_schedule(keep=0.6)), "schedule="),
+    (dict(schedule=small_schedule(keep=0.6)),
+     r"made for schedule=\{'epochs': 6, 'warmup': 1, 'interval': 1, 'keep': 0\.5, .*\} into one with schedule=\{"
+     r"'epochs': 6, 'warmup': 1, 'interval': 1, 'keep': 0\.6, "),
     (dict(policy="dap"), "policy='random' into one with policy='dap'"),
 ])
 def test_loading_a_state_for_another_setup_is_refused(kwargs, message):
@@ -225,6 +231,12 @@ def test_sampler_yields_subset_in_seeded_fresh_order():
     run_epoch(dap, lambda i: i)
     second = list(dap.sampler())
     assert len(dap.sampler()) == 50 == len(second) and sorted(second) == dap.subset.tolist()
+    warm = DropAndPick(100, small_schedule(warmup=2), seed=7)  # the same (full) subset in epochs 1 and 2
+    epoch1 = list(warm.sampler())
+    run_epoch(warm, lambda i: i)
+    epoch2 = list(warm.sampler())
+    assert warm.epoch == 2 and sorted(epoch1) == sorted(epoch2) == list(range(100))
+    assert epoch1 != epoch2  # a fresh order each epoch, not one fixed order per seed
 
 
 def test_sampler_does_not_touch_global_rng():

@@ -47,13 +47,20 @@ def test_redundancy_steps_say_when_the_curve_is_not_monotone():
 def test_seed_filter_gives_processes_disjoint_runs(monkeypatch):
     trained = []
     monkeypatch.setattr(frontier, "run_all", lambda configs, folder, log: trained.append((folder, sorted(configs))))
-    frontier.train_missing(["redundancy"], seeds=[1])
-    names = [name for _, runs in trained for name in runs]
-    assert names and all(name.endswith("-seed1") for name in names)
 
-    trained.clear()
-    frontier.train_missing(["redundancy"], seeds=None)
-    assert {name for _, runs in trained for name in runs} >= {"full-seed0", "dap-seed1", "dap-seed2"}
+    def runs_of(seeds):
+        trained.clear()
+        frontier.train_missing(["redundancy"], seeds=seeds)
+        return {(folder, name) for folder, runs in trained for name in runs}
+
+    everything = runs_of(None)
+    assert {name for _, name in everything} >= {"full-seed0", "dap-seed1", "dap-seed2"}
+    shares = {seed: runs_of([seed]) for seed in (0, 1, 2)}
+    for seed, share in shares.items():
+        assert share and all(name.endswith(f"-seed{seed}") for _, name in share), seed
+    assert shares[0].isdisjoint(shares[1]) and shares[1].isdisjoint(shares[2]) and shares[0].isdisjoint(shares[2])
+    assert shares[0] | shares[1] | shares[2] == everything  # three processes together train every run, once
+    assert runs_of([0, 2]) == shares[0] | shares[2]
 
 
 def test_main_report_says_within_noise_only_when_it_is():
@@ -101,7 +108,9 @@ def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_
     page = (tmp_path / "frontier" / "README.md").read_text()
     assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
     # every policy at every keep has a row; keep 0.95 loses 0.25 points, and the seeds spread 0.1
-    assert sum(line.startswith(f"| {k} | ") for line in page.splitlines() for k in frontier.KEEPS) == 12
+    rows = [line for line in page.splitlines() if line.startswith(("| 0.8 | ", "| 0.9 | ", "| 0.95 | "))]
+    assert sorted(tuple(line.split(" | ")[:2]) for line in rows) == sorted(
+        (f"| {k}", p) for k in ("0.8", "0.9", "0.95") for p in ("dap", "random", "scaled", "infobatch"))
     assert "| 0.95 | dap | 3 | 60.0% | 89.85 ± 0.10 | -0.25 | yes |" in page
     assert "| 6,000 | 2 |" in page and "## What the numbers say" in page
 

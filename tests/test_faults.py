@@ -195,6 +195,37 @@ def test_library_leaves_global_state_alone(fake_fashion, tmp_path):
         threads, benchmark, dtype)
 
 
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_train_restores_the_cudnn_benchmark_it_turns_on_for_cuda(fake_fashion, tmp_path, monkeypatch, ends):
+    """cudnn.benchmark is only turned on for a CUDA device, so a CPU run cannot see it left on:
+    here the device is reported as CUDA and the run itself is replaced by a probe."""
+    import types
+
+    import droppick.train.trainer as trainer
+
+    seen = []
+
+    def probe_run(*args):
+        seen.append(torch.backends.cudnn.benchmark)
+        if ends == "raises":
+            raise RuntimeError("the run failed")
+        return {}
+
+    monkeypatch.setattr(trainer.distributed, "setup_from_env", lambda device: types.SimpleNamespace(type="cuda"))
+    monkeypatch.setattr(trainer, "_run", probe_run)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    if ends == "raises":
+        with pytest.raises(RuntimeError, match="the run failed"):
+            train(tiny_config(fake_fashion), tmp_path / "run")
+    else:
+        assert train(tiny_config(fake_fashion), tmp_path / "run") == {}
+    assert seen == [True] and torch.backends.cudnn.benchmark is False
+    torch.backends.cudnn.benchmark = True  # the per-batch switch restores the caller's setting too
+    with trainer._cudnn_tuning(allowed=False):
+        assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is True
+
+
 def test_cli_reports_a_nan_loss_as_an_error_not_a_traceback(fake_fashion, tmp_path, monkeypatch, capsys):
 
     inject_nan(monkeypatch, epoch=1)

@@ -55,8 +55,9 @@ class Model(pl.LightningModule):
 
 def trainer(tmp_path, cb, max_epochs=SCHEDULE.epochs, extra=(), **kw):
     kw.setdefault("use_distributed_sampler", False)
+    kw.setdefault("logger", False)
     return pl.Trainer(max_epochs=max_epochs, callbacks=[cb, *extra], accelerator="cpu", devices=1,
-                      logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=str(tmp_path), **kw)
 
 
@@ -71,10 +72,32 @@ def expected_next(subset: list[int], losses: dict[int, float], event) -> list[in
     return subset
 
 
+class Recorder(pl.loggers.Logger):
+    """Keeps every metrics dict Lightning logs, in order (what a real logger would be sent)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[dict] = []
+
+    @property
+    def name(self):
+        return "recorder"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append(dict(metrics))
+
+
 def test_callback_subsets_are_the_top_k_of_the_modules_losses(tmp_path):
     cb = DropAndPickCallback(num_samples=N, schedule=SCHEDULE, policy="dap", seed=0)
-    model = Model(cb, dataset())
-    trainer(tmp_path, cb, enable_checkpointing=False).fit(model)
+    model, logger = Model(cb, dataset()), Recorder()
+    trainer(tmp_path, cb, enable_checkpointing=False, logger=logger).fit(model)
     trained = [sorted(model.losses[e]) for e in range(1, SCHEDULE.epochs + 1)]  # what each epoch served
     assert trained[0] == list(range(N))
     events = SCHEDULE.plan(N).events
@@ -84,6 +107,11 @@ def test_callback_subsets_are_the_top_k_of_the_modules_losses(tmp_path):
     assert [len(t) for t in trained] == list(SCHEDULE.plan(N).subset_sizes)
     assert cb.dap.done and cb.dap.compute_fraction == pytest.approx(SCHEDULE.plan(N).compute_fraction)
     assert trainer_logged(model) == {"dap/subset_size", "dap/compute_fraction"}
+    logged = [r for r in logger.rows if "dap/subset_size" in r]  # one row per epoch, the values themselves
+    sizes = list(SCHEDULE.plan(N).subset_sizes)
+    assert [r["dap/subset_size"] for r in logged] == sizes
+    assert [r["dap/compute_fraction"] for r in logged] == pytest.approx(
+        [sum(sizes[:e]) / (N * SCHEDULE.epochs) for e in range(1, SCHEDULE.epochs + 1)])
 
 
 def trainer_logged(model) -> set:

@@ -30,16 +30,29 @@ def folder_config(folder, **kw):
 
 
 @pytest.mark.parametrize("decode", ["workers", "device"])
-def test_dropped_samples_are_never_read(folder, decode):
+def test_dropped_samples_are_never_read(folder, decode, monkeypatch):
+    """Which files are opened, not only how many: each epoch opens exactly its subset's files, once."""
+    import builtins
+
     t = Trainer(folder_config(folder, decode=decode), torch.device("cpu"))
     dataset = t.train_split.dataset
     sizes = t.dap.plan().subset_sizes
+    opened, real_open = [], builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        if str(file).startswith(str(folder / "train")):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)  # Pillow and the byte reader both open through it
     reads = []
     while not t.dap.done:
-        before = dataset.reads
+        before, subset = dataset.reads, t.dap.subset.tolist()
+        opened.clear()
         t.train_epoch(progress=False)
         t.dap.end_epoch()
         reads.append(dataset.reads - before)
+        assert sorted(opened) == sorted(dataset.samples[i][0] for i in subset)
     assert reads == list(sizes) == [18, 18, 9]  # one read per subset member, none for dropped ones
 
 
@@ -99,7 +112,34 @@ def test_cifar_per_class_slice_and_eval_command(cifar10, tmp_path, capsys):
     assert result["top5_err"] == pytest.approx(100 - RunDir(out).read_metrics()[-1]["test_top5"])
 
 
-def test_bf16_channels_last_and_cosine_schedule(fake_fashion, tmp_path):
+def test_bf16_and_channels_last_reach_the_model_and_its_weights(cifar10, tmp_path, monkeypatch):
+    """Observed where they act: every training forward runs under bf16 autocast on a channels-last
+    batch, and the conv kernels are channels-last. Colour images (3 channels), because a 1-channel
+    NCHW tensor already counts as channels-last contiguous."""
+    import droppick.train.trainer as trainer
+
+    models, seen = [], []
+    real_build = trainer.build_seeded_model
+
+    def build(cfg, in_channels, num_classes):
+        model = real_build(cfg, in_channels, num_classes)
+        model.register_forward_hook(lambda m, args, out: seen.append(
+            (m.training, args[0].is_contiguous(memory_format=torch.channels_last), out.dtype)))
+        models.append(model)
+        return model
+
+    monkeypatch.setattr(trainer, "build_seeded_model", build)
+    cfg = TrainConfig(dataset="cifar10", data_dir=str(cifar10), model="tiny_cnn", epochs=2, warmup=1, interval=1,
+                      keep=0.5, reuse_at=[], amp="bf16", channels_last=True, batch_size=50, device="cpu")
+    train(cfg, tmp_path / "run")
+    trained = [(fmt, dtype) for training, fmt, dtype in seen if training]
+    assert len(trained) >= 6 and set(trained) == {(True, torch.bfloat16)}  # at least 200 + 100 images, batches of 50
+    kernels = [p for p in models[0].parameters() if p.dim() == 4]
+    assert kernels and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
+    assert not kernels[0].is_contiguous()  # 3 input channels: channels-last differs from NCHW here
+
+
+def test_cosine_schedule_under_bf16_and_channels_last(fake_fashion, tmp_path):
     cfg = TrainConfig(data_dir=str(fake_fashion), epochs=3, warmup=1, interval=1, keep=0.5, reuse_at=[],
                       amp="bf16", channels_last=True, lr_schedule="cosine", lr=0.1, batch_size=32, device="cpu")
     summary = train(cfg, tmp_path / "run")

@@ -24,19 +24,25 @@ def run(dap, loss_of):
 
 
 def test_static_keeps_one_stratified_subset_of_the_dap_compute():
-    labels = torch.arange(100) % 4
+    # Uneven classes (10, 40, 30, 20 samples, shuffled), so the spare places do not fall on the lowest ids.
+    labels = torch.tensor([0] * 10 + [1] * 40 + [2] * 30 + [3] * 20)[torch.randperm(100, generator=generator(5))]
     dap = DropAndPick(100, SCHEDULE, policy="static", seed=0, labels=labels)
     k = round(SCHEDULE.plan(100).compute_fraction * 100)
     first = dap.subset.clone()
     assert run(dap, lambda i: i) == [k] * 8 and torch.equal(dap.subset, first)
-    assert torch.bincount(labels[first]).tolist() == [k // 4 + (1 if c < k % 4 else 0) for c in range(4)]
+    # k = 69: quotas 6.9, 27.6, 20.7, 13.8; floors 6, 27, 20, 13 and the 3 spare places to fractions .9, .8, .7
+    assert k == 69 and torch.bincount(labels[first]).tolist() == [7, 27, 21, 14]
     assert dap.plan().subset_sizes == (k,) * 8
 
 
-def test_select_static_rounds_class_quotas_by_largest_remainder():
-    labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 2)
-    chosen = Static(target_compute=0.5, labels=labels).first_subset(SCHEDULE, 10, seed=0)
-    assert torch.bincount(labels[chosen], minlength=3).tolist() == [3, 1, 1]  # quotas 2.5, 1.5, 1.0: floors 2, 1, 1, the spare place to the 0-vs-1 tie at the lower id
+@pytest.mark.parametrize("counts,k,expected", [
+    ([5, 3, 2], 5, [3, 1, 1]),  # quotas 2.5, 1.5, 1.0: floors 2, 1, 1, the spare place to the 0-vs-1 tie at the lower id
+    ([2, 5, 3], 5, [1, 3, 1]),  # quotas 1.0, 2.5, 1.5: the spare place to the 1-vs-2 tie, not to class 0
+])
+def test_select_static_rounds_class_quotas_by_largest_remainder(counts, k, expected):
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    chosen = Static(target_compute=k / labels.numel(), labels=labels).first_subset(SCHEDULE, labels.numel(), seed=0)
+    assert torch.bincount(labels[chosen], minlength=3).tolist() == expected
 
 
 def test_scaled_policy_trains_all_data_for_fewer_epochs_and_config_shrinks_milestones():
@@ -58,6 +64,10 @@ def test_infobatch_prunes_only_below_mean_and_upweights_the_rest():
     for i in range(8):
         expected = 2.0 if below[i] and i in kept.tolist() else 1.0
         assert weights[i] == expected
+    # Each below-mean sample is pruned with probability `ratio`: over 400 seeds, 2000 such draws.
+    for ratio in (0.2, 0.5, 0.9):
+        pruned = sum(8 - select_infobatch(losses, generator(seed, "ib"), ratio)[0].numel() for seed in range(400))
+        assert abs(pruned / 2000 - ratio) < 0.05, ratio
 
 
 def test_infobatch_run_prunes_then_anneals_to_full_data():
@@ -77,7 +87,8 @@ def test_infobatch_state_round_trip_keeps_weights():
     b = DropAndPick(60, SCHEDULE, policy="infobatch", seed=2)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.subset, b.subset) and torch.equal(a.policy.weights, b.policy.weights)
-    with pytest.raises(ValueError, match="policy_params"):
+    with pytest.raises(ValueError, match=r"made for policy_params=\{'infobatch_ratio': 0\.5, .*\} into one with "
+                                         r"policy_params=\{'infobatch_ratio': 0\.3, "):
         DropAndPick(60, SCHEDULE, policy="infobatch", seed=2, infobatch_ratio=0.3).load_state_dict(a.state_dict())
 
 

@@ -63,9 +63,14 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(fake_fashion, tmp_path):
 def test_a_lock_from_another_host_is_refused_with_how_to_remove_it(fake_fashion, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
-    (run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 0}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # dead here, so only the host check can refuse it: that PID may be alive on the other host
+    lock = json.dumps({"pid": dead.pid, "host": "elsewhere", "started": 0})
+    (run / LOCK_NAME).write_text(lock)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
-    assert f"delete {run / LOCK_NAME}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"process {dead.pid} on host elsewhere" in err and f"delete {run / LOCK_NAME}" in err
+    assert (run / LOCK_NAME).read_text() == lock and len(RunDir(run).read_metrics()) == 1  # nothing taken over
 
 
 # -- writes that fail ----------------------------------------------------------------------------
@@ -142,17 +147,22 @@ def test_a_pickle_that_runs_code_is_refused_everywhere_and_runs_nothing(evil, fa
         old.unlink()
         (old.parent / (old.name + ".sha256")).unlink()
     (run / "checkpoint-0001.pt").write_bytes(path.read_bytes())  # no digest: loaded unverified, still refused
-    commands = {
-        "eval": ["eval", str(path)],
-        "export": ["export", str(path), "-o", str(tmp_path / "backbone.pth")],
-        "resume": ["train", "--resume", str(run), "--no-progress"],
-        "transfer": ["transfer", "--task", "detection", "--backbone", str(path), "--data", str(tmp_path / "coco"),
-                     "--out", str(tmp_path / "t")],
+    refused = "(UnpicklingError: Weights only load failed"
+    commands = {  # each command's own message: the file it names and why
+        "eval": (["eval", str(path)], f"droppick eval: error: checkpoint {path} cannot be read {refused}"),
+        "export": (["export", str(path), "-o", str(tmp_path / "backbone.pth")],
+                   f"droppick export: error: checkpoint {path} cannot be read {refused}"),
+        "resume": (["train", "--resume", str(run), "--no-progress"],
+                   f"droppick train: error: no readable checkpoint in {run}: checkpoint {run / 'checkpoint-0001.pt'} "
+                   f"cannot be read {refused}"),
+        "transfer": (["transfer", "--task", "detection", "--backbone", str(path), "--data", str(tmp_path / "coco"),
+                      "--out", str(tmp_path / "t")],
+                     f"droppick transfer: error: {path} is not a torch.save file {refused}"),
     }
-    for name, argv in commands.items():
+    for name, (argv, message) in commands.items():
         assert main(argv) == 2, name
         err = capsys.readouterr().err
-        assert "cannot be read" in err or "is not a torch.save file" in err, (name, err)
+        assert message in err, (name, err)
         assert "WeightsUnpickler" in err or "weights_only" in err.replace(" ", "_").lower(), (name, err)
         assert not marker.exists(), f"{name} ran the pickle's code"
     torch.load(path, weights_only=False)  # the unsafe way: the fixture really does run code

@@ -176,3 +176,33 @@ def test_budget_solver_keeps_the_floor_and_spends_the_budget_with_it():
     assert schedule.keep < unfloored.keep  # the floor's samples are paid for with a lower p
     floor, compute = solve(dataclasses.replace(base, keep=0.7), 20000, 0.5, "min_keep")
     assert abs(compute - 0.5) < 0.002 and floor.keep == 0.7
+
+
+def test_values_are_normalised_to_plain_python_so_they_serialise():
+    import json
+    from fractions import Fraction
+
+    import numpy as np
+
+    s = DaPSchedule(epochs=np.int64(8), warmup=np.int32(2), interval=np.int64(2), keep=Fraction(1, 2),
+                    active=np.int64(4), reuse_at=[np.int64(5)])
+    assert [type(getattr(s, k)) for k in ("epochs", "warmup", "interval", "keep", "active")] == [int, int, int, float, int]
+    assert type(s.reuse_at) is tuple and type(s.reuse_at[0]) is int
+    assert json.loads(json.dumps(s.to_dict())) == {"epochs": 8, "warmup": 2, "interval": 2, "keep": 0.5, "active": 4,
+                                                   "reuse_at": [5]}
+
+
+def test_plan_to_dict_and_the_planners_refusals():
+    plan = DaPSchedule(epochs=5, warmup=1, interval=1, keep=0.5, reuse_at=[3]).plan(10)
+    assert plan.to_dict() == {"num_samples": 10, "epochs": 5, "compute_fraction": 40 / 50, "total_samples": 40,
+                              "subset_sizes": [10, 10, 5, 10, 5], "drop_epochs": [2, 4], "pick_epochs": [3]}
+    one = DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.5).plan(1)  # one sample: nothing to drop
+    assert one.subset_sizes == (1, 1, 1) and one.events == (None, None, None)
+    with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0$"):
+        DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.5).plan(0)
+    with pytest.raises(ValueError, match=r"^cannot keep a fraction of an empty subset \(n=0\)$"):
+        keep_count(0, 0.5)
+    with pytest.raises(ValueError, match=r"^epoch must lie in 1\.\.3, got 4$"):
+        DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.5).event_after(4)
+    with pytest.raises(ValueError, match=r"^keep must be a number in \(0, 1\], got '0\.5'$"):
+        DaPSchedule(epochs=3, warmup=1, interval=1, keep="0.5")

@@ -48,22 +48,31 @@ def test_unknown_timm_model_is_a_clear_error(capsys):
 
 
 def test_tensorboard_event_file_holds_every_scalar_of_every_epoch(fake_fashion, tmp_path):
+    """Every scalar, by its tag spelled out here (not read back from the source's table), one point
+    per epoch; the points a killed process wrote past its last checkpoint are purged on resume."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
 
-    from droppick.integrations.tensorboard import SCALARS
-
+    tags = {"train_loss": "train/loss", "test_top1": "test/top1", "test_top5": "test/top5", "lr": "train/lr",
+            "subset_size": "dap/subset_size", "compute_fraction": "dap/compute_fraction",
+            "epoch_seconds": "time/epoch_seconds"}
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(fake_fashion), "--epochs", "3", "--warmup", "1", "--keep", "0.5",
             "--reuse-at", "none", "--batch-size", "64", "--device", "cpu", "--no-progress", "--tensorboard",
             "--out", str(out)]
     assert main(args + ["--stop-after", "1"]) == 0
+    killed = SummaryWriter(str(out / "tensorboard"))  # what a process killed in epoch 3 leaves past checkpoint 1
+    for tag in tags.values():
+        for epoch in (2, 3):
+            killed.add_scalar(tag, -1.0, global_step=epoch)
+    killed.close()
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # a resumed run appends, once
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
-    assert set(events.Tags()["scalars"]) == set(SCALARS.values())
+    assert set(events.Tags()["scalars"]) == set(tags.values())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for key, tag in SCALARS.items():
+    for key, tag in tags.items():
         points = events.Scalars(tag)
         assert [p.step for p in points] == [1, 2, 3], tag
         assert [p.value for p in points] == pytest.approx([r[key] for r in rows], rel=1e-6), tag

@@ -91,8 +91,11 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(fake_fashion, tmp_path
     train(cfg, tmp_path / "run", stop_after=3)
     newest = RunDir(tmp_path / "run").checkpoints()[-1]
     newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a crash of the disk
+    before = RunDir(tmp_path / "run").read_metrics()
     resumed = train(None, tmp_path / "run", resume=True)
     assert resumed["final_test_top1"] == straight["final_test_top1"]
+    # resumed from checkpoint 2, not started over: epochs 1-2 were not retrained (their timings are the first run's)
+    assert RunDir(tmp_path / "run").read_metrics()[:2] == before[:2] and len(before) == 3
     assert metrics_without_timings(tmp_path / "run") == metrics_without_timings(tmp_path / "straight")
 
 
