@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +21,21 @@ def torchrun(args: list[str], nproc: int = 2, **env) -> subprocess.CompletedProc
     """``python -m torch.distributed.run --nproc_per_node NPROC ARGS...`` on this machine's CPU."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", **env))
+    return run_group(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", **env))
+
+
+def run_group(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a process group of its own: on a hang the launcher *and* the workers it
+    started are killed (killing the launcher alone would leave them running after the test)."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **kw) as proc:
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def spawn(worker, args: tuple, nprocs: int = 2) -> None:

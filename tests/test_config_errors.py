@@ -62,7 +62,8 @@ def test_fraction_fields(values, message):
     ({"policy": "dapp"}, "policy must be one of dap, random, full, scaled, static, infobatch, rs2, epsilon, ema; got 'dapp'"),
     ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N .*; got 'gpu'"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; available models: .*tiny_cnn, or timm:NAME"),
-    ({"dataset": "mnist"}, r"dataset must be one of fashion-mnist, cifar10, cifar100, imagefolder or hf:PATH \(a Hugging Face dataset on disk\); got 'mnist'"),
+    ({"dataset": "mnist"}, r"dataset must be one of fashion-mnist, cifar10, cifar100, imagefolder or hf:PATH "
+                           r"\(a Hugging Face dataset on disk\); got 'mnist'"),
 ])
 def test_choice_fields(values, message):
     assert re.search(message, refused(values))

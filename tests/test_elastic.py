@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from launch import TIMEOUT_S, free_port, torchrun
+from launch import TIMEOUT_S, free_port, run_group, torchrun
 
 TRAIN = ["--model", "small_cnn", "--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.6",
          "--reuse-at", "3", "--batch-size", "32", "--device", "cpu", "--no-progress", "--lr-schedule", "cosine"]
@@ -132,12 +132,10 @@ def stop_after_one_epoch_then_resume(first: list[str], then: list[str], out):
     from droppick.train.rundir import RunDir
     from droppick.train.trainer import subset_sha256
 
-    started = subprocess.run(first + ["--out", str(out), "--stop-after", "1"], capture_output=True, text=True,
-                             timeout=TIMEOUT_S, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    started = run_group(first + ["--out", str(out), "--stop-after", "1"], env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert started.returncode == 0, started.stderr[-3000:]
     decided = subset_sha256(RunDir(out).latest_checkpoint()["dap"]["subset"])
-    resumed = subprocess.run(then + ["--resume", str(out)], capture_output=True, text=True, timeout=TIMEOUT_S,
-                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    resumed = run_group(then + ["--resume", str(out)], env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return decided, resumed.stderr
 

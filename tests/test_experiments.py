@@ -136,7 +136,7 @@ def test_the_rows_beyond_the_paper_match_dap_compute_and_train_only_when_asked(m
     frontier.train_missing(["beyond"], seeds=[0])
     runs = {(folder.name, name): cfg for folder, configs in trained for name, cfg in configs.items()}
     assert {name for _, name in runs} == {"rs2-seed0", "epsilon-seed0", "ema-seed0", "dap-seed0"}
-    for (folder, name), cfg in runs.items():
+    for (folder, _), cfg in runs.items():
         keep = 0.8 if folder.startswith("keep-0.8") else 0.9
         dap_compute = dataclasses.replace(frontier.BASE.schedule, keep=keep).plan(frontier.N).compute_fraction
         if "floor" in folder:

@@ -59,7 +59,8 @@ def test_columns_are_found_by_type_or_named():
     features = make_splits(3, 3)["train"].features
     assert image_and_label_columns(features, None, None) == ("img", "category")
     assert image_and_label_columns(features, "img", "category") == ("img", "category")
-    with pytest.raises(ValueError, match=r"label_column='kind' is not a column; the columns are \['caption', 'img', 'category'\]"):
+    with pytest.raises(ValueError, match=r"label_column='kind' is not a column; the columns are "
+                                         r"\['caption', 'img', 'category'\]"):
         image_and_label_columns(features, None, "kind")
     two = datasets.Features({"a": datasets.Image(), "b": datasets.Image(), "label": datasets.Value("int64")})
     assert image_and_label_columns(two, "b", None) == ("b", "label")  # an integer column named label

@@ -30,7 +30,9 @@ def test_readme_loop_trains_on_the_planned_subsets():
         for indices, x, y in loader:
             losses = F.cross_entropy(model(x), y, reduction="none")
             dap.record(indices, losses)
-            losses.mean().backward(); optimizer.step(); optimizer.zero_grad()
+            losses.mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
             seen += indices.tolist()
         assert sorted(seen) == dap.subset.tolist()  # the loader served exactly the subset
         seen_per_epoch.append(len(seen))

@@ -159,7 +159,8 @@ def test_flipped_byte_is_a_clear_error_and_auto_resume_falls_back(tmp_path):
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte changed: only the hash can tell
     newest.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt \(\d+ bytes\) does not match the SHA-256 in checkpoint-0002\.pt\.sha"):
+    with pytest.raises(ValueError, match=r"checkpoint-0002\.pt \(\d+ bytes\) does not match the SHA-256 in "
+                                         r"checkpoint-0002\.pt\.sha"):
         load_checkpoint(newest)
     assert run.latest_checkpoint()["epoch"] == 1
 
