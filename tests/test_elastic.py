@@ -8,6 +8,7 @@ of getting to the same end.
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -186,8 +187,13 @@ def test_two_torchrun_agents_equal_one_agent_with_two_processes(data, straight, 
                                train=["--data-dir", str(data), *TRAIN, "--out", str(out), "--auto-resume"])
     env = dict(os.environ, OMP_NUM_THREADS="1")
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *command], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    outputs = [agent.communicate(timeout=TIMEOUT_S) for agent in agents]
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) for _ in range(2)]
+    try:
+        outputs = [agent.communicate(timeout=TIMEOUT_S) for agent in agents]
+    finally:  # a hang: neither agent nor its worker outlives the test
+        for agent in agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
     for agent, (_, err) in zip(agents, outputs):
         assert agent.returncode == 0, err[-3000:]
     assert sum(o.count("final test top-1") for o, _ in outputs) == 1  # one rank 0 over both nodes
