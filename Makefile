@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # The demo (`droppick demo`): the recipe src/droppick/train/recipes/fashion-mnist-tiny_cnn.json, a tiny
-# CNN on 20,000 Fashion-MNIST images for 6 epochs, trained with all data and with DaP (drops, a pick,
+# CNN on all 60,000 Fashion-MNIST images for 6 epochs, trained with all data and with DaP (drops, a pick,
 # a drop), same seed; it ends with a table and runs/demo/demo.png.
 # `droppick plan --recipe fashion-mnist-tiny_cnn-dap` prints DaP's compute before it runs;
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.

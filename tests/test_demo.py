@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 @pytest.fixture(scope="module")
 def tiny_demo(fake_fashion, tmp_path_factory):
-    """The demo recipe as `make demo` runs it, on the 240 fake images instead of 20,000."""
+    """The demo recipe as `make demo` runs it, on the 240 fake images instead of 60,000."""
     out = tmp_path_factory.mktemp("demo") / "demo"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # capsys is per test; this fixture is per module
