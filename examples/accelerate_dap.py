@@ -58,6 +58,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"subsets-rank{accelerator.process_index}.json").write_text(json.dumps(
         {"subsets": subsets, "compute_fraction": dap.compute_fraction, "world_size": accelerator.num_processes}))
+    accelerator.end_training()  # destroys the process group: a gloo group left to the interpreter's exit can abort it
 
 
 if __name__ == "__main__":

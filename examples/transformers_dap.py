@@ -65,6 +65,8 @@ def main() -> None:
     digest = hashlib.sha256(dap.subset.numpy().tobytes()).hexdigest()[:16]
     print(f"rank {training.process_index}/{training.world_size}: trained {dap.samples_per_epoch} samples per epoch "
           f"(compute {100 * dap.compute_fraction:.1f}%), final subset {digest}, eval top-1 {100 * metrics['eval_top1']:.1f}%")
+    if torch.distributed.is_initialized():  # a gloo group left to the interpreter's exit can abort it
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
