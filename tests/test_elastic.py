@@ -84,6 +84,10 @@ def test_auto_resume_starts_continues_finishes_and_refuses_what_is_not_this_run(
     assert main(args) == 0  # finished: nothing is trained again, the summary stays as it was
     assert "holds this run, finished: nothing to train" in capsys.readouterr().err
     assert json.loads(RunDir(out).summary_path.read_text()) == summary
+    for path in RunDir(out).checkpoints():  # cleaned up after the run: still finished, not trained again
+        path.unlink()
+    assert main(args) == 0 and "holds this run, finished" in capsys.readouterr().err
+    assert json.loads(RunDir(out).summary_path.read_text()) == summary
 
     assert main(args[:-1] + ["--keep", "0.5", "--auto-resume"]) == 2  # another run's directory
     assert f"{out} holds another run: its config.json has keep=0.6 (this command: 0.5)" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,33 @@ def test_a_lock_from_another_host_is_refused_with_how_to_remove_it(fake_fashion,
     err = capsys.readouterr().err
     assert f"process {dead.pid} on host elsewhere" in err and f"delete {run / LOCK_NAME}" in err
     assert (run / LOCK_NAME).read_text() == lock and len(RunDir(run).read_metrics()) == 1  # nothing taken over
+
+
+def test_a_lock_from_an_earlier_attempt_of_the_same_slurm_job_on_another_host_is_taken_over(
+        fake_fashion, tmp_path, monkeypatch, capsys):
+    """A requeued SLURM job keeps its SLURM_JOB_ID and may start on other nodes: its earlier
+    attempt's lock is stale wherever it was taken. Another job's lock from another host is not."""
+    run = tmp_path / "run"
+    assert main(tiny_args(fake_fashion, run, "--stop-after", "1")) == 0
+    (run / LOCK_NAME).write_text(json.dumps({"pid": 4242, "host": "gpu07", "started": 0, "job": "815"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "816")
+    assert main(["train", "--resume", str(run), "--no-progress", "--stop-after", "2"]) == 2
+    assert "process 4242 on host gpu07" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_JOB_ID", "815")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert len(RunDir(run).read_metrics()) == 3 and not (run / LOCK_NAME).exists()
+
+
+def test_sigterm_ends_the_run_with_its_lock_released(fake_fashion, tmp_path):
+    """What SLURM sends a preempted job, and torchrun the workers it stops: the process exits and
+    the requeued run finds no lock, and continues from the last checkpoint."""
+    run = tmp_path / "run"
+    env = dict(os.environ, DROPPICK_TEST_TERM_AT="epoch:2:batch:1")
+    proc = subprocess.run([sys.executable, "-m", "droppick", *tiny_args(fake_fashion, run)], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert not (run / LOCK_NAME).exists() and [p.name for p in RunDir(run).checkpoints()] == ["checkpoint-0001.pt"]
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
 
 
 # -- writes that fail ----------------------------------------------------------------------------

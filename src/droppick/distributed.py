@@ -72,12 +72,14 @@ def setup_from_env(device_name: str) -> torch.device:
     if world > 1 and not is_initialized():
         backend = "nccl" if use_cuda else "gloo"
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-        if attempt is None:
+        if attempt is None or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
             dist.init_process_group(backend=backend)
         else:
             # torchrun's restarted workers meet on the agent's store, which still holds the failed
             # attempt's keys (every rank's gloo address): a restarted rank could dial a dead one and
-            # fail the restart. Each attempt gets keys of its own.
+            # fail the restart. Each attempt gets keys of its own. Only with one agent: several
+            # agents count their restarts apart (a membership change restarts workers uncounted),
+            # so their attempt numbers, hence prefixes, could differ and the ranks never meet.
             store, rank, size = next(dist.rendezvous("env://"))
             dist.init_process_group(backend=backend, store=dist.PrefixStore(f"droppick/attempt-{attempt}", store),
                                     rank=rank, world_size=size)

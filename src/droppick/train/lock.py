@@ -4,7 +4,9 @@
 two processes starting on the same directory one wins and the other is refused with a message
 naming the holder. A lock left by a process that no longer exists (killed, or its machine
 rebooted) is stale: on the same host the PID is checked and a dead holder's lock is taken over.
-On another host liveness cannot be checked, so the message says how to remove it by hand.
+On another host liveness cannot be checked, so the message says how to remove it by hand, unless
+the lock was taken by an earlier attempt of the same SLURM job (``SLURM_JOB_ID``, which a
+requeued job keeps): SLURM ends a job everywhere before it starts it again, so that holder is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _slurm_job() -> str | None:
+    return os.environ.get("SLURM_JOB_ID")
+
+
 class RunLock:
     """``with RunLock(run_dir):`` holds the directory's lock; it is removed on exit."""
 
@@ -47,7 +53,7 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "job": _slurm_job()}
         for _ in range(2):  # a second try after taking over a stale lock
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -81,8 +87,9 @@ class RunLock:
             return {}  # being written this instant, or damaged: treated as held
 
     def _stale(self, holder: dict) -> bool:
-        return holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-            and not _alive(holder["pid"])
+        if holder.get("host") != socket.gethostname():
+            return holder.get("job") is not None and holder.get("job") == _slurm_job()  # this job, requeued
+        return isinstance(holder.get("pid"), int) and not _alive(holder["pid"])
 
     def _refusal(self, holder: dict) -> str:
         who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}"

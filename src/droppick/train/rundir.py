@@ -92,7 +92,7 @@ class RunDir:
                 f"{self.path} holds another run: its config.json has {shown}{' and more' if len(differ) > 4 else ''}. "
                 f"--auto-resume continues only the run this command line started: choose another --out, or "
                 f"continue that run with droppick train --resume {self.path}")
-        return bool(self.checkpoints())
+        return self.summary_path.exists() or bool(self.checkpoints())  # finished, or stopped after a checkpoint
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, oldest first."""

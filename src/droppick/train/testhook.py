@@ -15,10 +15,11 @@ from .. import distributed
 # only (TORCHELASTIC_RESTART_COUNT 0), so a restarted worker gets past the point.
 KILL_AT = os.environ.get("DROPPICK_TEST_KILL_AT")
 KILL_RANK = os.environ.get("DROPPICK_TEST_KILL_RANK")
+TERM_AT = os.environ.get("DROPPICK_TEST_TERM_AT")  # the same points, with SIGTERM (what SLURM sends first)
 
 
 def kill_point(point: str) -> None:
-    if point != KILL_AT or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+    if point not in (KILL_AT, TERM_AT) or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return
     if KILL_RANK is None or int(KILL_RANK) == distributed.rank_and_world()[0]:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL if point == KILL_AT else signal.SIGTERM)

@@ -17,7 +17,9 @@ import contextlib
 import hashlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -237,7 +239,7 @@ class Trainer:
                              "was batch_size changed in config.json?")
         origin = tuple(state["lr_schedule"].get("origin", (1, 0.0)))  # checkpoints before world changes: (1, 0.0)
         self.world_size_changes = list(state.get("world_size_changes", []))
-        if saved_world == self.world:
+        if saved_world == self.world or self.dap.done:  # a finished run trains nothing: no change to record
             self.lr_origin = (int(origin[0]), float(origin[1]))
         else:
             epoch = self.dap.epoch
@@ -288,10 +290,30 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         if distributed.is_main_process():  # the only rank that writes the directory
             run.path.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        return _run(cfg, run, resume, device, progress, stop_after)
+        with _sigterm_exits():
+            return _run(cfg, run, resume, device, progress, stop_after)
     finally:
         lock.release()
         torch.backends.cudnn.benchmark = cudnn_benchmark  # the caller's setting, as it was
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM (SLURM preempting a job, torchrun stopping the other workers) ends the run as an
+    exception would, so ``finally`` releases the lock: the requeued job, maybe on another host,
+    then finds no lock to refuse it. Only in the main thread, and the caller's handler comes back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -325,7 +347,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         wall_before = checkpoint["wall_seconds"]
         if main:
             print(f"resuming {run.path} at epoch {dap.epoch} from {path.name}", file=sys.stderr)
-        if main and checkpoint["world_size"] != t.world:
+        if main and checkpoint["world_size"] != t.world and not dap.done:
             print(f"the world size changed: this run was trained by {checkpoint['world_size']} processes and continues "
                   f"with {t.world}. Epoch {dap.epoch} trains the subset decided before the stop, sharded over {t.world}; "
                   f"the plan and the compute are unchanged, but the per-rank batches differ, so the weights and later "
