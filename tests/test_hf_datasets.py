@@ -98,14 +98,27 @@ def test_trains_from_a_saved_dataset_dict_and_from_parquet_reading_only_the_subs
     assert summary["final_test_top1"] > 100 / 3  # colours are easy: better than chance
 
 
-def test_slicing_column_overrides_and_device_decoding_apply(saved, tmp_path, capsys):
+def test_slicing_column_overrides_and_device_decoding_apply(tmp_path, capsys, monkeypatch):
+    """Labels in a plain integer column named ``cls``: not found by type, so it must be named."""
+    from droppick.data.device_decode import DeviceDecoder
+
+    path = tmp_path / "plain"
+    plain = {name: split.cast_column("category", datasets.Value("int64")).rename_column("category", "cls")
+             for name, split in make_splits().items()}
+    datasets.DatasetDict(plain).save_to_disk(str(path))
+    args = ["train", "--dataset", f"hf:{path}", *TRAIN, "--train-samples", "30", "--decode", "device"]
+    assert main(args + ["--out", str(tmp_path / "unnamed")]) == 2
+    assert "cannot tell the label column by its type (found none among ['caption', 'img', 'cls'])" in capsys.readouterr().err
+
+    decoded = []  # batches the device decoder turned into images
+    real_call = DeviceDecoder.__call__
+    monkeypatch.setattr(DeviceDecoder, "__call__", lambda self, *a, **kw: decoded.append(1) or real_call(self, *a, **kw))
     out = tmp_path / "run"
-    assert main(["train", "--dataset", f"hf:{saved}", *TRAIN, "--train-samples", "30", "--set", "image_column=img",
-                 "--set", "label_column=category", "--decode", "device", "--out", str(out)]) == 0
+    assert main(args + ["--set", "label_column=cls", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_train_samples"] == 30 and summary["final_test_top1"] > 100 / 3
-    assert main(["train", "--dataset", f"hf:{saved}", *TRAIN, "--set", "label_column=caption",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert len(decoded) >= 3  # every epoch's batches went through the device decoder
+    assert main(args + ["--set", "label_column=caption", "--out", str(tmp_path / "bad")]) == 2
     assert "label_column='caption' holds Value('string'" in capsys.readouterr().err
 
 
@@ -119,5 +132,18 @@ def test_bad_paths_and_splits_are_refused_with_what_to_give(tmp_path, capsys):
     datasets.DatasetDict({"train": make_splits(3, 3)["train"]}).save_to_disk(str(only_train))
     assert main(["train", "--dataset", f"hf:{only_train}", *TRAIN, "--out", str(tmp_path / "c")]) == 2
     assert "has the splits ['train']; droppick needs 'train' and one of test, validation, val" in capsys.readouterr().err
+    unlabelled = tmp_path / "unlabelled-test"
+    splits = make_splits(6, 3)
+    datasets.DatasetDict({"train": splits["train"], "test": splits["test"].cast_column("category", datasets.Value("int64"))
+                          .map(lambda row: {"category": -1}), "validation": splits["test"]}).save_to_disk(str(unlabelled))
+    assert main(["train", "--dataset", f"hf:{unlabelled}", *TRAIN, "--epochs", "1", "--warmup", "0",
+                 "--out", str(tmp_path / "e")]) == 0  # evaluated on validation: test has no labels
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["num_test_samples"] == 3
+    no_labels = tmp_path / "no-labels"
+    datasets.DatasetDict({"train": splits["train"], "test": splits["test"].remove_columns("category")}).save_to_disk(
+        str(no_labels))
+    assert main(["train", "--dataset", f"hf:{no_labels}", *TRAIN, "--out", str(tmp_path / "f")]) == 2
+    assert ("no split to evaluate on with the columns 'img' and 'category' and real labels; looked at test (columns "
+            "['caption', 'img'])") in capsys.readouterr().err
     assert main(["train", "--set", "image_column=img", "--out", str(tmp_path / "d")]) == 2
     assert "image_column and label_column name the columns of --dataset hf:PATH" in capsys.readouterr().err

@@ -54,11 +54,26 @@ def load_dataset_dict(spec: str) -> dict:
     else:
         raise FileNotFoundError(f"--dataset {spec}: {path} holds neither a saved DatasetDict (dataset_dict.json) "
                                 "nor parquet files")
-    test = next((name for name in TEST_SPLITS if name in splits), None)
-    if "train" not in splits or test is None:
+    if "train" not in splits or not any(name in splits for name in TEST_SPLITS):
         raise ValueError(f"--dataset {spec} has the splits {sorted(splits)}; droppick needs 'train' and one of "
                          f"{', '.join(TEST_SPLITS)}")
-    return {"train": splits["train"], "test": splits[test]}
+    return dict(splits)
+
+
+def test_split(splits: dict, spec: str, image_column: str, label_column: str):
+    """The evaluation split: the first of ``TEST_SPLITS`` with both columns and labels (the Hub's
+    ImageNet copies hold a ``test`` split of unlabelled images, label -1, beside ``validation``)."""
+    seen = []
+    for name in (n for n in TEST_SPLITS if n in splits):
+        split = splits[name]
+        if image_column in split.column_names and label_column in split.column_names:
+            if min(split[label_column], default=0) >= 0:
+                return split
+            seen.append(f"{name} (labels of -1: unlabelled)")
+        else:
+            seen.append(f"{name} (columns {split.column_names})")
+    raise ValueError(f"--dataset {spec}: no split to evaluate on with the columns {image_column!r} and "
+                     f"{label_column!r} and real labels; looked at {'; '.join(seen)}")
 
 
 def image_and_label_columns(features, image_column: Optional[str], label_column: Optional[str]) -> tuple[str, str]:

@@ -29,7 +29,7 @@ from . import in_memory as dp_data
 from .folder_split import FolderSplit
 from . import datasets as dp_datasets
 from ..seeding import derive_seed, generator
-from .hf import HFImages, image_and_label_columns, is_hf, load_dataset_dict
+from .hf import HFImages, image_and_label_columns, is_hf, load_dataset_dict, test_split
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # (labels, "train" or "test") -> the indices of the split to keep, or None for all of it
@@ -125,6 +125,7 @@ def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device
     elif is_hf(dataset):
         tables = load_dataset_dict(dataset)
         columns = image_and_label_columns(tables["train"].features, image_column, label_column)
+        tables = {"train": tables["train"], "test": test_split(tables, dataset, *columns)}
 
         def source(split: str, encoded: bool, skip: bool):
             return HFImages(tables[split], *columns, skip_unreadable=skip, encoded=encoded, name=f"{dataset} {split}")
