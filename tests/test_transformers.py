@@ -91,23 +91,35 @@ def test_trains_the_plans_epochs_keeps_the_top_k_and_sizes_the_lr_by_the_plan(tm
     assert watch.lrs == pytest.approx([1e-2 * (1 - k / 28) for k in range(28)])
     assert set(trainer.lr_scheduler.get_last_lr()) == {0.0}  # every parameter group
     for step, epoch in {8: 2, 16: 3, 20: 4, 28: 5}.items():  # each checkpoint: the DaP state after its epoch
-        assert torch.load(tmp_path / "out" / f"checkpoint-{step}" / STATE_FILE, weights_only=True)["epoch"] == epoch
+        saved = torch.load(tmp_path / "out" / f"checkpoint-{step}" / STATE_FILE, weights_only=True)
+        assert saved["dap"]["epoch"] == epoch and saved["world_size"] == 1
 
 
-def test_resume_from_a_checkpoint_continues_with_the_same_subsets_and_weights(tmp_path):
-    straight, _ = make_trainer(tmp_path / "straight")
+@pytest.mark.parametrize("step,saving", [(16, {}), (10, {"save_strategy": "steps", "save_steps": 10})],
+                         ids=["after-the-drop", "mid-epoch"])
+def test_resume_from_a_checkpoint_continues_with_the_same_subsets_and_weights(tmp_path, step, saving):
+    straight, _ = make_trainer(tmp_path / "straight", **saving)
     straight.train()
-    # A fresh process's view: a new model and engine, resumed after the drop (epoch 2, step 16).
-    shutil.copytree(tmp_path / "straight" / "checkpoint-16", tmp_path / "resumed" / "checkpoint-16")
-    resumed, watch = make_trainer(tmp_path / "resumed", watch=True)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-16"))
+    # A fresh process's view: a new model and engine, resumed after the drop (epoch 2, step 16), or
+    # at step 10, two batches into epoch 2 (its recorded losses are in the saved DaP state).
+    shutil.copytree(tmp_path / "straight" / f"checkpoint-{step}", tmp_path / "resumed" / f"checkpoint-{step}")
+    resumed, watch = make_trainer(tmp_path / "resumed", watch=True, **saving)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / f"checkpoint-{step}"))
 
-    assert [s.numel() for s in watch.subsets] == [30, 60]  # epochs 3 and 4 only, the drop's subset first
+    assert [s.numel() for s in watch.subsets] == ([30, 60] if step == 16 else [60, 30, 60])
     assert resumed.state.global_step == 28
     assert resumed.dap.samples_per_epoch == straight.dap.samples_per_epoch
     assert torch.equal(resumed.dap.subset, straight.dap.subset)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_gradient_accumulation_plans_groups_of_batches(tmp_path):
+    trainer, _ = make_trainer(tmp_path, gradient_accumulation_steps=3, save_strategy="no")
+    trainer.train()
+    assert trainer.planned_updates() == [3, 3, 2, 3]  # 8, 8, 4, 8 batches in groups of 3, a last short group
+    assert trainer.state.global_step == trainer.state.max_steps == 11
+    assert set(trainer.lr_scheduler.get_last_lr()) == {0.0} and trainer.dap.samples_per_epoch == [60, 60, 30, 60]
 
 
 def test_a_custom_sample_loss_is_recorded_and_trained(tmp_path):
@@ -136,6 +148,10 @@ def test_refusals_name_the_fix(tmp_path):
         DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path, max_steps=5), train_dataset=train, dap=dap)
     with pytest.raises(ValueError, match=r"train_dataset has 50 samples but the DaP engine was made for 60"):
         DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=Images(50), dap=dap)
+
+    infobatch = DropAndPick(num_samples=60, schedule=SCHEDULE, policy="infobatch", seed=0)
+    with pytest.raises(ValueError, match=r"InfoBatch's subset sizes depend on the losses .* use a scheduled policy here"):
+        DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=train, dap=infobatch)
 
     tensors = torch.utils.data.TensorDataset(train.images, train.labels)
     trainer = DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=tensors, dap=dap)
@@ -171,4 +187,4 @@ def test_the_example_under_torchrun_two_processes_holds_one_subset(tmp_path):
     plan = DaPSchedule(epochs=4, warmup=2, interval=1, keep=0.8, active=None, reuse_at=[2]).plan(300)
     assert f"trained {list(plan.subset_sizes)} samples per epoch" in lines[0]
     saved = sorted((tmp_path / "out").glob(f"checkpoint-*/{STATE_FILE}"), key=lambda p: int(p.parent.name[11:]))
-    assert len(saved) == 2 and torch.load(saved[-1], weights_only=True)["epoch"] == 5
+    assert len(saved) == 2 and torch.load(saved[-1], weights_only=True)["dap"]["epoch"] == 5

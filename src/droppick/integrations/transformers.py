@@ -47,6 +47,15 @@ from ..engine import DropAndPick
 from ..sampler import DaPSampler, per_rank
 from ..train.trainer import subset_sha256
 
+# The Trainer's private hooks this subclass overrides (checked at import: a transformers release
+# that renamed one would otherwise skip the override silently, e.g. resume without the DaP state).
+HOOKS = ("set_initial_training_values", "_run_epoch", "_init_training_state", "_get_train_sampler",
+         "_set_signature_columns_if_needed", "_prepare_inputs")
+_missing = [name for name in HOOKS if not hasattr(transformers.Trainer, name)]
+if _missing:
+    raise ImportError(f"transformers {transformers.__version__}'s Trainer has no {', '.join(_missing)}, which "
+                      "DropAndPickTrainer overrides; it was written against transformers 5.25")
+
 INDEX_KEY = "dap_index"  # the key the trainer adds to every training item, removed before the forward
 STATE_FILE = "droppick_dap.pt"  # the DaP state, in each of the Trainer's checkpoint folders
 
@@ -86,9 +95,10 @@ class _EpochEnd(transformers.TrainerCallback):
             distributed.check_agreement(subset_sha256(self.dap.subset), self.dap.epoch - 1)
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if args.should_save:
             folder = os.path.join(args.output_dir, f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            atomic_write_bytes(os.path.join(folder, STATE_FILE), lambda f: torch.save(self.dap.state_dict(), f))
+            saved = {"dap": self.dap.state_dict(), "world_size": args.world_size}
+            atomic_write_bytes(os.path.join(folder, STATE_FILE), lambda f: torch.save(saved, f))
 
 
 class DropAndPickTrainer(transformers.Trainer):
@@ -108,6 +118,10 @@ class DropAndPickTrainer(transformers.Trainer):
         if self.args.max_steps > 0:
             raise ValueError(f"max_steps={self.args.max_steps} would cut the DaP schedule short: leave it unset (-1); "
                              "the run's length is the plan's epochs")
+        if dap.policy.name == "infobatch":
+            raise ValueError("InfoBatch's subset sizes depend on the losses (its plan is an upper bound), so the "
+                             "Trainer's steps and LR schedule cannot be sized from the plan: use a scheduled policy "
+                             "here, or InfoBatch in your own loop")
         if self.train_dataset is None or len(self.train_dataset) != dap.num_samples:
             found = None if self.train_dataset is None else len(self.train_dataset)
             raise ValueError(f"train_dataset has {found} samples but the DaP engine was made for {dap.num_samples}: "
@@ -123,7 +137,7 @@ class DropAndPickTrainer(transformers.Trainer):
     def planned_updates(self) -> list[int]:
         """Optimiser steps of every epoch, from the plan: each rank's shard in batches, then in
         groups of ``gradient_accumulation_steps`` (a last short group still steps)."""
-        batch, accumulate = self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps
+        batch, accumulate = self._train_batch_size, self.args.gradient_accumulation_steps  # what the loader batches
         rounding = math.floor if self.args.dataloader_drop_last else math.ceil
         batches = [rounding(per_rank(n, self.args.world_size) / batch) for n in self.dap.plan().subset_sizes]
         return [max(math.ceil(b / accumulate), 1) for b in batches]
@@ -149,10 +163,15 @@ class DropAndPickTrainer(transformers.Trainer):
         if not os.path.isfile(path):
             raise ValueError(f"{resume_from_checkpoint} holds no DaP state ({STATE_FILE}): it was not saved by "
                              "DropAndPickTrainer, so the subsets it trained are unknown; start a new run")
-        self.dap.load_state_dict(torch.load(path, weights_only=True))
+        saved = torch.load(path, weights_only=True)
+        if saved["world_size"] != self.args.world_size:
+            raise ValueError(f"{resume_from_checkpoint} was saved by {saved['world_size']} processes and is resumed by "
+                             f"{self.args.world_size}: the steps per epoch, hence where the Trainer resumes, depend on "
+                             f"it; resume with {saved['world_size']} processes")
+        self.dap.load_state_dict(saved["dap"])
         epochs_trained = self.dap.epoch - 1
         done = self.state.global_step - sum(self.planned_updates()[:epochs_trained])
-        return epochs_trained, done * self.args.gradient_accumulation_steps
+        return epochs_trained, 0 if self.args.ignore_data_skip else done * self.args.gradient_accumulation_steps
 
     # -- data: the DaP sampler, the index beside the batch -------------------------------------------
 
