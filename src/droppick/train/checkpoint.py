@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from .config import RESUME_MAY_CHANGE, TrainConfig
+from .config import TrainConfig, training_differences
 
 DIGEST_SUFFIX = ".sha256"
 # 5: retention records losses; 4: DaP state format 3 (policies as objects); 3: + retention, RNG
@@ -44,10 +44,11 @@ def check_resumable(checkpoint: dict, cfg: TrainConfig) -> None:
     # A key the checkpoint lacks came with a later droppick release of the same checkpoint format;
     # new keys default to the behaviour before them, so the checkpoint ran with the default.
     saved, now = TrainConfig().to_dict() | checkpoint["config"], cfg.to_dict()
-    for key in now:
-        if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]:
-            raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
-                             f"restore {key} in config.json, or start a new run with the new value")
+    differ = training_differences(saved, now)
+    if differ:
+        key = differ[0]
+        raise ValueError(f"checkpoint was made with {key}={saved.get(key)!r}, the run config says {now[key]!r}: "
+                         f"restore {key} in config.json, or start a new run with the new value")
 
 
 def digest_path(path: str | os.PathLike) -> Path:

@@ -233,6 +233,12 @@ class TrainConfig:
 # Keys a resumed run may change: where the data lives and how it is read or reported, not what is trained.
 RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every", "profile", "tensorboard")
 
+
+def training_differences(saved: dict, now: dict) -> list[str]:
+    """The keys of ``now`` whose values in ``saved`` differ, but for those a resume may change: the
+    settings under which ``saved``'s run would not train as ``now`` says."""
+    return [key for key in now if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]]
+
 # The schedule's keys counted in epochs: they follow --epochs when not given themselves.
 EPOCH_KEYS = ("warmup", "interval", "active", "reuse_at", "lr_milestones")
 

@@ -22,7 +22,7 @@ from typing import Optional
 
 from ..atomic import atomic_write_text
 from .checkpoint import digest_path, load_checkpoint, save_checkpoint
-from .config import RESUME_MAY_CHANGE, TrainConfig
+from .config import TrainConfig, training_differences
 
 KEEP_CHECKPOINTS = 2
 
@@ -85,7 +85,7 @@ class RunDir:
             self.check_new()
             return False
         saved, given = TrainConfig.load(self.config_path).to_dict(), cfg.to_dict()
-        differ = [k for k in given if k not in RESUME_MAY_CHANGE and saved.get(k) != given[k]]
+        differ = training_differences(saved, given)
         if differ:
             shown = ", ".join(f"{k}={saved.get(k)!r} (this command: {given[k]!r})" for k in differ[:4])
             raise FileExistsError(
