@@ -1,14 +1,16 @@
 """Policies beyond the paper: rs2, epsilon and ema; their exact choices, plans and state round trips."""
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from droppick import RS2, DaPSchedule, DropAndPick, EpsilonGreedy, KeepHardestAverage
 from droppick.policies.epsilon import random_count
 from droppick.seeding import generator
-from droppick.selection import select_epsilon_greedy, select_hardest, update_average
+from droppick.selection import extreme_mask, select_epsilon_greedy, select_hardest, update_average
 
 SCHEDULE = DaPSchedule(epochs=8, warmup=2, interval=1, keep=0.5, active=None, reuse_at=[5])
 
@@ -25,6 +27,15 @@ def scrambled(i, epoch):
 
 
 # -- rs2 ----------------------------------------------------------------------------------------
+
+def keys_of(seed, cycle, n):
+    return torch.randint(0, 2**30 - 1, (n,), generator=generator(seed, "rs2", cycle), dtype=torch.int32).tolist()
+
+
+def order(keys):
+    """A cycle's order: by (random 30-bit key, index)."""
+    return sorted(range(len(keys)), key=lambda i: (keys[i], i))
+
 
 @pytest.mark.parametrize("n,target", [(10, 0.3), (10, 0.7), (23, 0.5), (10, 1.0)])
 def test_rs2_serves_every_sample_once_before_any_repeats(n, target):
@@ -46,15 +57,9 @@ def test_rs2_chunks_follow_the_documented_stream():
     """N = 10, chunks of 4. A cycle's order is by (random 30-bit key, index): epochs 1-2 are the first
     cycle's first 8 samples; epoch 3 takes its 2 leftovers and the first 2 of the next cycle, whose
     keys put the leftovers last."""
-    def order(keys):
-        return sorted(range(10), key=lambda i: (keys[i], i))
-
-    def keys_of(cycle):
-        return torch.randint(0, 2**30 - 1, (10,), generator=generator(0, "rs2", cycle), dtype=torch.int32).tolist()
-
-    first = order(keys_of(1))
+    first = order(keys_of(0, 1, 10))
     leftover = first[8:]
-    second = order([k + (2**30 if i in leftover else 0) for i, k in enumerate(keys_of(2))])
+    second = order([k + (2**30 if i in leftover else 0) for i, k in enumerate(keys_of(0, 2, 10))])
     assert sorted(second[-2:]) == sorted(leftover)  # the leftovers wait until the end of the next cycle
     expected = [first[0:4], first[4:8], leftover + second[:2], second[2:6], second[6:10]]
     dap = DropAndPick(10, DaPSchedule(epochs=5, warmup=0, interval=1, keep=0.5), policy=RS2(0.4), seed=0)
@@ -202,3 +207,100 @@ def test_a_state_with_other_settings_is_refused(policy, kwargs, message):
     state = DropAndPick(20, SCHEDULE, policy=policy).state_dict()
     with pytest.raises(ValueError, match=message):
         DropAndPick(20, SCHEDULE, policy=policy, **kwargs).load_state_dict(state)
+
+
+# -- edges found by the mutation run (bench/mutation.md) ----------------------------------------
+
+def test_rs2_a_chunk_ending_its_cycle_exactly_leaves_the_next_cycle_unshifted():
+    """N = 10, chunks of 5: epoch 2 ends cycle 1 exactly (no leftovers), so epoch 3 is the first 5
+    of a fresh cycle 2 whose keys push nothing last."""
+    first, second = order(keys_of(0, 1, 10)), order(keys_of(0, 2, 10))
+    policy = RS2(0.5)
+    dap = DropAndPick(10, DaPSchedule(epochs=3, warmup=0, interval=1, keep=0.5), policy=policy, seed=0)
+    assert dap.subset.tolist() == sorted(first[:5])
+    run_epoch(dap, scrambled)
+    assert dap.subset.tolist() == sorted(first[5:])
+    assert (policy.position, policy.cycle) == (10, 1)  # cycle 1 served whole, cycle 2 not drawn yet
+    run_epoch(dap, scrambled)
+    assert dap.subset.tolist() == sorted(second[:5]) != sorted(first[:5])
+
+
+def test_rs2_leftovers_keep_their_new_cycles_key_order():
+    """N = 10, chunks of 6: epoch 2 takes cycle 1's 4 leftovers and 2 of cycle 2; epoch 3 then takes
+    cycle 2's next 6, which reach 2 of the 4 leftovers: those with the lower cycle-2 keys."""
+    first = order(keys_of(0, 1, 10))
+    leftover = first[6:]
+    second = order([k + (2**30 if i in leftover else 0) for i, k in enumerate(keys_of(0, 2, 10))])
+    dap = DropAndPick(10, DaPSchedule(epochs=3, warmup=0, interval=1, keep=0.5), policy=RS2(0.6), seed=0)
+    expected = [first[:6], leftover + second[:2], second[2:8]]
+    assert sorted(second[6:8]) != sorted(leftover)[:2]  # this seed tells key order from index order
+    for chunk in expected:
+        assert dap.subset.tolist() == sorted(chunk)
+        run_epoch(dap, scrambled)
+
+
+def test_rs2_params_plan_and_state_of_a_fresh_policy():
+    policy = RS2(0.3)
+    assert policy.params() == {"target_compute": 0.3}
+    assert policy.state_dict() == {"keys": None, "position": 0, "cycle": 0}
+    used = RS2(0.3)
+    used.first_subset(SCHEDULE, 10, 0)
+    assert used.state_dict()["keys"].dtype == torch.int32 and used.state_dict()["cycle"] == 1
+    used.load_state_dict(policy.state_dict())  # back to the start
+    assert used.state_dict() == {"keys": None, "position": 0, "cycle": 0}
+    # chunks of all N never change the subset: no event, as for "full"
+    assert RS2(1.0).plan(SCHEDULE, 10).events == (None,) * 8
+    assert RS2(0.9).plan(SCHEDULE, 10).events == ("resample",) * 7 + (None,)
+
+
+def test_epsilon_and_ema_bounds_include_their_ends_and_refuse_non_numbers():
+    for bad in (False, True, "0.1", None):
+        with pytest.raises(ValueError, match=r"epsilon must be a number in \[0, 1\]"):
+            EpsilonGreedy(bad)
+        with pytest.raises(ValueError, match=r"ema beta must be a number in \[0, 1\)"):
+            KeepHardestAverage(bad)
+    subset, losses = torch.arange(2, 12), torch.arange(12.0)
+    drawn = torch.randperm(10, generator=generator(3, "x"))[:4] + 2  # epsilon 1: all 4 at random
+    assert EpsilonGreedy(1.0).select(subset, losses, 4, generator(3, "x")).tolist() == sorted(drawn.tolist())
+    ema = KeepHardestAverage(0.0)  # beta 0: this epoch's losses only, i.e. "dap"
+    ema.observe(torch.tensor([5.0, 1.0, 3.0, 2.0]))
+    ema.observe(torch.tensor([1.0, 4.0, 2.0, 3.0]))
+    assert ema.select(torch.arange(4), None, 2, None).tolist() == [1, 3]
+
+
+def test_ema_state_loads_as_float32_and_from_a_fresh_policy():
+    ema = KeepHardestAverage(0.5)
+    ema.load_state_dict({"average": torch.tensor([1.0, 2.0], dtype=torch.float64)})
+    assert ema.average.dtype == torch.float32
+    ema.load_state_dict(KeepHardestAverage(0.5).state_dict())
+    assert ema.average is None
+
+
+def test_select_epsilon_greedy_refuses_with_the_bounds():
+    subset, losses = torch.arange(5), torch.arange(5.0)
+    with pytest.raises(ValueError, match=r"^k must lie in 1\.\.5 \(the subset size\), got 6$"):
+        select_epsilon_greedy(subset, losses, 6, 0, generator(0, "x"))
+    with pytest.raises(ValueError, match=r"^n_random must lie in 0\.\.k \(3\), got 4$"):
+        select_epsilon_greedy(subset, losses, 3, 4, generator(0, "x"))
+    drawn = torch.randperm(5, generator=generator(0, "x"))[:3].tolist()  # n_random = k: all at random
+    assert select_epsilon_greedy(subset, losses, 3, 3, generator(0, "x")).tolist() == sorted(drawn)
+
+
+def test_extreme_mask_ties_and_an_empty_choice():
+    values = np.array([3.0, 1.0, 1.0, 1.0, 2.0])
+    assert extreme_mask(values, 2, largest=False).tolist() == [False, True, True, False, False]
+    assert extreme_mask(values, 2, largest=True).tolist() == [True, False, False, False, True]
+    none = extreme_mask(values, 0, largest=True)
+    assert none.dtype == np.bool_ and none.tolist() == [False] * 5
+
+
+def test_moving_average_warns_about_nothing():
+    """inf - inf (a first loss that is non-finite) and -inf * 0 (beta 0 on a non-finite average)
+    are masked out: no RuntimeWarning reaches the user."""
+    inf = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        average = torch.tensor([inf, inf, 1.0])
+        update_average(average, torch.tensor([-inf, 2.0, -inf]), 0.5)  # +inf + -inf at 0
+        update_average(average, torch.tensor([inf, 3.0, inf]), 0.0)  # -inf * 0 at 0 and 2
+    assert average.tolist() == [-inf, 3.0, -inf]

@@ -251,3 +251,21 @@ def test_loaded_tensors_take_the_engines_dtypes():
     restored = DropAndPick(4, schedule(), exclude_nonfinite=True)
     restored.load_state_dict(state)
     assert restored.losses.dtype == torch.float32 and restored.excluded.dtype == torch.bool
+
+
+def test_the_engine_keeps_its_own_copy_of_a_policys_mask():
+    """A policy may keep the bool mask it answered with and reuse its buffer later; the engine's
+    membership check must not change with it."""
+    from droppick.policies import Policy
+
+    class KeepsItsMask(Policy):
+        def first_subset(self, schedule, num_samples, seed):
+            self.mask = torch.arange(num_samples) < 5
+            return self.mask
+
+    policy = KeepsItsMask()
+    dap = DropAndPick(10, schedule(), policy=policy)
+    policy.mask.fill_(False)  # the policy reuses its buffer
+    dap.record(torch.arange(5), torch.ones(5))  # still members
+    with pytest.raises(ValueError, match=re.escape("[7] are not in the current subset")):
+        dap.record(torch.tensor([7]), torch.ones(1))

@@ -206,3 +206,10 @@ def test_plan_to_dict_and_the_planners_refusals():
         DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.5).event_after(4)
     with pytest.raises(ValueError, match=r"^keep must be a number in \(0, 1\], got '0\.5'$"):
         DaPSchedule(epochs=3, warmup=1, interval=1, keep="0.5")
+
+
+def test_a_floor_given_as_an_integer_is_stored_as_a_float():
+    # min_keep=1 (keep everything) is accepted and held as 1.0, as keep is: the saved dict writes 1.0.
+    s = DaPSchedule(epochs=3, warmup=0, interval=1, keep=0.5, min_keep=1)
+    assert type(s.min_keep) is float and repr(s.to_dict()["min_keep"]) == "1.0"
+    assert s.plan(10).subset_sizes == (10, 10, 10)
