@@ -6,14 +6,16 @@
 The data is a seeded synthetic stand-in (--samples images of 1x28x28 in 10 classes, each class a
 brighter blob in its own place) so that the program runs anywhere; put your own dataset of
 {"pixel_values", "labels"} dicts in its place. Every rank prints the subset sizes it trained and
-a digest of its final subset: under DDP the ranks agree (DropAndPickTrainer also checks it after
-every epoch and stops if they do not).
+a digest of its final subset, and writes them to OUT/dap-rank{R}.json: under DDP the ranks agree
+(DropAndPickTrainer also checks it after every epoch and stops if they do not).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+from pathlib import Path
 
 import torch
 from transformers import ConvNextConfig, ConvNextForImageClassification, TrainingArguments
@@ -63,6 +65,9 @@ def main() -> None:
     trainer.train()
     metrics = trainer.evaluate()
     digest = hashlib.sha256(dap.subset.numpy().tobytes()).hexdigest()[:16]
+    result = {"rank": training.process_index, "world_size": training.world_size, "digest": digest,
+              "samples_per_epoch": dap.samples_per_epoch, "compute_fraction": dap.compute_fraction}
+    Path(args.out, f"dap-rank{training.process_index}.json").write_text(json.dumps(result))  # for tests/test_transformers.py
     print(f"rank {training.process_index}/{training.world_size}: trained {dap.samples_per_epoch} samples per epoch "
           f"(compute {100 * dap.compute_fraction:.1f}%), final subset {digest}, eval top-1 {100 * metrics['eval_top1']:.1f}%")
     if torch.distributed.is_initialized():  # a gloo group left to the interpreter's exit can abort it
