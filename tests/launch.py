@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,9 +13,20 @@ TIMEOUT_S = 240  # a hang (a rank waiting for another that died) fails the test 
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below Linux's ephemeral range (32768-60999), which gloo's connections and
+    every client socket draw from: a port taken from that range could be handed to another test's
+    socket before the launcher binds it. Not 29500, torchrun's default, which other tests use."""
+    rng = random.Random()  # the global RNG stays the tests' own
+    while True:
+        port = rng.randrange(20000, 32768)
+        if port == 29500:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def torchrun(args: list[str], nproc: int = 2, **env) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("accelerate")
 
 from droppick import DaPSchedule  # noqa: E402
-from launch import TIMEOUT_S  # noqa: E402
+from launch import TIMEOUT_S, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,7 @@ def test_accelerate_example_two_cpu_processes_agree(tmp_path):
     # 1.x runs multi-CPU through mpirun); its torchrun launcher with ACCELERATE_USE_CPU=1 needs nothing.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()),  # not 29500: tests running beside it use that
            str(ROOT / "examples" / "accelerate_dap.py"), "--out", str(tmp_path)]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)

@@ -23,6 +23,7 @@ import pytest
 from torch.distributed.run import get_args_parser as torchrun_parser
 
 from droppick.cli.main import build_parser
+from launch import free_port
 from test_library_api import doc_pages
 
 BIN = Path(sys.executable).parent
@@ -104,8 +105,10 @@ def test_readme_command_parses_and_runs(words, tmp_path, request):
     program = {"droppick": [str(BIN / "droppick")], "python": [sys.executable],
                "torchrun": [str(BIN / "torchrun")]}[words[0]]
     command = program + words[1:] + ([] if fast else ["--help"])
+    # torchrun's default port, 29500, may be in use by a test running beside this one: PET_MASTER_PORT
+    # (torchrun reads every option from PET_<NAME>) moves it without changing the printed line.
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PET_MASTER_PORT=str(free_port())))
     assert proc.returncode == 0, proc.stderr[-3000:]
     if not fast:
         assert f"usage: droppick {inner[0]}" in proc.stdout
