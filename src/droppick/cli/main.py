@@ -116,17 +116,17 @@ def cmd_train(args) -> int:
         cfg = _config_from_args(args)
         out = args.out or f"runs/{cfg.recipe or cfg.dataset + '-' + cfg.model + '-' + cfg.policy}-seed{cfg.seed}"
         summary = train(cfg, out, progress=progress, stop_after=args.stop_after, auto_resume=args.auto_resume)
-    main = distributed.is_main_process()
+    main, ranked = distributed.is_main_process(), distributed.is_initialized()
     distributed.shutdown()  # leave the process group train() joined under torchrun cleanly
-    if not main:
-        return 0
-    if summary is None:
+    if main and summary is None:
         again = "the same command line (--auto-resume)" if args.auto_resume else f"droppick train --resume {out}"
         print(f"stopped after epoch {args.stop_after} (or it had already passed it); continue with: {again}")
-        return 0
-    print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best {summary['best_test_top1']:.2f}%), "
-          f"compute {100 * summary['compute_fraction']:.1f}% (planned {100 * summary['planned_compute_fraction']:.1f}%), "
-          f"{summary['wall_seconds']:.0f} s -> {out}")
+    elif main:
+        print(f"{summary['policy']}: final test top-1 {summary['final_test_top1']:.2f}% (best "
+              f"{summary['best_test_top1']:.2f}%), compute {100 * summary['compute_fraction']:.1f}% (planned "
+              f"{100 * summary['planned_compute_fraction']:.1f}%), {summary['wall_seconds']:.0f} s -> {out}")
+    if ranked:
+        distributed.exit_done()
     return 0
 
 
