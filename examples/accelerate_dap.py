@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, TensorDataset
 
-from droppick import DaPSchedule, DropAndPick, IndexedDataset
+from droppick import DaPSchedule, DropAndPick, IndexedDataset, distributed
 
 
 def main() -> None:
@@ -58,7 +58,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"subsets-rank{accelerator.process_index}.json").write_text(json.dumps(
         {"subsets": subsets, "compute_fraction": dap.compute_fraction, "world_size": accelerator.num_processes}))
-    accelerator.end_training()  # destroys the process group: a gloo group left to the interpreter's exit can abort it
+    accelerator.end_training()  # destroys the process group
+    if accelerator.num_processes > 1:  # and leaves without the interpreter's teardown, which can abort
+        distributed.exit_done()        # a finished worker (see droppick.distributed.exit_done)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import ConvNextConfig, ConvNextForImageClassification, TrainingArguments
 
-from droppick import DaPSchedule, DropAndPick
+from droppick import DaPSchedule, DropAndPick, distributed
 from droppick.integrations.transformers import DropAndPickTrainer
 
 
@@ -70,8 +70,9 @@ def main() -> None:
     Path(args.out, f"dap-rank{training.process_index}.json").write_text(json.dumps(result))  # for tests/test_transformers.py
     print(f"rank {training.process_index}/{training.world_size}: trained {dap.samples_per_epoch} samples per epoch "
           f"(compute {100 * dap.compute_fraction:.1f}%), final subset {digest}, eval top-1 {100 * metrics['eval_top1']:.1f}%")
-    if torch.distributed.is_initialized():  # a gloo group left to the interpreter's exit can abort it
-        torch.distributed.destroy_process_group()
+    if torch.distributed.is_initialized():  # destroy the group, then leave without the interpreter's
+        torch.distributed.destroy_process_group()  # teardown, which can abort a finished worker
+        distributed.exit_done()  # (see droppick.distributed.exit_done)
 
 
 if __name__ == "__main__":
