@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from droppick import DaPSchedule, IndexedDataset
+from droppick import DaPSchedule, IndexedDataset, distributed
 from droppick.integrations.lightning import DropAndPickCallback
 
 
@@ -75,6 +75,9 @@ def main() -> None:
     (out / f"subsets-rank{trainer.global_rank}.json").write_text(json.dumps(
         {"subsets": log.subsets, "final": cb.dap.subset.tolist(), "compute_fraction": cb.dap.compute_fraction,
          "planned": cb.dap.plan().compute_fraction, "world_size": trainer.world_size}))
+    if torch.distributed.is_initialized():  # destroy the group, then leave without the interpreter's
+        torch.distributed.destroy_process_group()  # teardown, which can abort a finished worker
+        distributed.exit_done()  # (see droppick.distributed.exit_done)
 
 
 if __name__ == "__main__":

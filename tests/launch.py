@@ -50,6 +50,20 @@ def run_group(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _then_leave(rank: int, worker, *args) -> None:
+    """Run the worker, then leave as droppick's own torchrun workers do (``distributed.exit_done``):
+    a gloo process's interpreter teardown aborted now and then (SIGABRT) after its work was done.
+    A worker that raises still fails the way spawn reports it."""
+    import torch.distributed as dist
+
+    from droppick.distributed import exit_done
+
+    worker(rank, *args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    exit_done()
+
+
 def spawn(worker, args: tuple, nprocs: int = 2) -> None:
     """Run ``worker(rank, *args)`` in ``nprocs`` spawned processes; a hang fails the test."""
     import time
@@ -57,7 +71,7 @@ def spawn(worker, args: tuple, nprocs: int = 2) -> None:
     import pytest
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    ctx = mp.start_processes(_then_leave, args=(worker, *args), nprocs=nprocs, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
