@@ -3,7 +3,8 @@
     .venv/bin/python experiments/fashion_mnist_frontier.py            # train what is missing, then report
     .venv/bin/python experiments/fashion_mnist_frontier.py --report   # only rewrite the report
     .venv/bin/python experiments/fashion_mnist_frontier.py --part redundancy --seed 0   # one process's share
-    .venv/bin/python experiments/fashion_mnist_frontier.py --part beyond   # rs2 and the rules beyond the paper
+    .venv/bin/python experiments/fashion_mnist_frontier.py --part tune     # the rules beyond the paper, on validation
+    .venv/bin/python experiments/fashion_mnist_frontier.py --part beyond   # rs2 and those rules as tuned, 3 seeds
 
 Every run is an ordinary droppick run directory; finished runs are reused and interrupted ones
 resumed, so the command can be repeated (across sessions) until everything is trained: more than
@@ -18,9 +19,10 @@ Setting: the small CNN on the seeded class-stratified 20,000-image slice of expe
 (about 45%, 63% and 78% compute), and random (the same schedule, uniform choice), scaled (all data
 for that share of the epochs) and InfoBatch (its ratio calibrated to DaP's compute) at each DaP
 budget, 3 seeds each. Redundancy curve: full and DaP (p = 0.9) on 600, 2,000 and 6,000 (all)
-images per class with the same model and schedule. Beyond the paper (``--part beyond``, not
-trained by default; frontier_beyond.py): rs2, epsilon, ema and DaP with a floor on the subset at the
-compute of keep 0.8 and 0.9, 3 seeds each, each row reported once its seeds are trained.
+images per class with the same model and schedule. Beyond the paper (``--part tune`` then ``--part
+beyond``, not trained by default; frontier_beyond.py): rs2, epsilon, ema and DaP with a floor on the
+subset at the compute of keep 0.8 and 0.9, their hyper-parameters chosen on a validation split held
+out of the training data, 3 seeds each, each row reported once its seeds are trained.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def redundancy_configs(per_class: int) -> dict[str, TrainConfig]:
     return run_configs(TrainConfig.from_dict(values), ["full", "dap"], SEEDS_AT[per_class], 10 * per_class)
 
 
-def train_missing(parts: list[str], seeds: list[int] | None = None) -> None:
+def train_missing(parts: list[str], seeds: list[int] | None = None, keeps: list[float] | None = None) -> None:
     def train(configs: dict[str, TrainConfig], folder: Path) -> None:
         run_all({name: c for name, c in configs.items() if seeds is None or c.seed in seeds}, folder, log=log)
 
@@ -83,9 +85,14 @@ def train_missing(parts: list[str], seeds: list[int] | None = None) -> None:
     if "redundancy" in parts:
         for per_class in (600, 2000, 6000):
             train(redundancy_configs(per_class), PER_CLASS[per_class])
+    if "tune" in parts:
+        for c in frontier_beyond.tuning_candidates(BASE, N):
+            if keeps is None or c.keep in keeps:
+                train(frontier_beyond.tuning_configs(c, N), OUT / "beyond" / "tuning" / c.folder)
     if "beyond" in parts:
         for row in beyond_rows():
-            train(row.configs, row.folder)
+            if row.configs is not None and (keeps is None or row.keep in keeps):
+                train(row.configs, row.folder)
 
 
 def rows_of(configs: dict[str, TrainConfig], folder: Path) -> dict | None:
@@ -103,7 +110,8 @@ def used_runs() -> list[Path]:
     """The run directories this report reads (Table 2f's full runs appear in two of its parts)."""
     parts = [(frontier_configs(keep), FOLDERS[keep]) for keep in KEEPS]
     parts += [(redundancy_configs(pc), PER_CLASS[pc]) for pc in PER_CLASS]
-    parts += [(row.configs, row.folder) for row in beyond_rows() if rows_of(row.configs, row.folder) is not None]
+    parts += [(row.configs, row.folder) for row in beyond_rows()
+              if row.configs is not None and rows_of(row.configs, row.folder) is not None]
     return [folder / "runs" / name for configs, folder in parts for name in configs]
 
 
@@ -150,6 +158,7 @@ def write_report() -> bool:
               f"{full['seeds']} seeds (the band in the plot). \"> 2 SE?\": whether the difference of the seed means "
               "exceeds two standard errors of that difference (a rough line with 2 or 3 seeds).", "",
               *frontier_beyond.section(beyond_rows(), frontier, full, rows_of), "",
+              *frontier_beyond.tuning_section(BASE, N, OUT / "beyond" / "tuning"), "",
               "## What the budget solver proposes", "",
               "| budget | `droppick plan --target-compute X --solve keep` | its planned compute | trained keep | its compute |",
               "| ---: | --- | ---: | ---: | ---: |"]
@@ -249,16 +258,19 @@ def time_section(frontier: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", action="store_true", help="only rewrite the report from the runs that exist")
-    p.add_argument("--part", choices=["frontier", "redundancy", "beyond"], action="append",
-                   help="train only this part (repeatable; default frontier and redundancy: 'beyond' only when "
-                        "asked). The parts write disjoint run folders, so two processes, one per part, can train "
-                        "side by side.")
+    p.add_argument("--part", choices=["frontier", "redundancy", "tune", "beyond"], action="append",
+                   help="train only this part (repeatable; default frontier and redundancy: 'tune' and 'beyond' "
+                        "only when asked; 'beyond' trains a tuned rule once its tuning runs are done). The parts "
+                        "write disjoint run folders, so two processes, one per part, can train side by side.")
     p.add_argument("--seed", type=int, action="append",
                    help="train only this seed's runs (repeatable; default all). Processes given disjoint seeds "
                         "can train one part side by side: two processes on one run would overwrite its checkpoints.")
+    p.add_argument("--keep", type=float, action="append", choices=list(frontier_beyond.GRID),
+                   help="tune and beyond: train only the rows at this DaP keep (repeatable; default all), so that "
+                        "two processes can share the tuning runs, which all have one seed")
     args = p.parse_args()
     if not args.report:
-        train_missing(args.part or ["frontier", "redundancy"], args.seed)
+        train_missing(args.part or ["frontier", "redundancy"], args.seed, args.keep)
     write_report()
 
 

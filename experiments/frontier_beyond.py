@@ -1,21 +1,27 @@
 """The frontier's rows beyond the paper: rs2, epsilon, ema and DaP with a floor on the subset, at the
-compute of DaP's keep 0.8 and 0.9 (44.6% and 62.7% on the 20,000-image slice).
+compute of DaP's keep 0.8 and 0.9 (44.6% and 62.7% on the 20,000-image slice), with their
+hyper-parameters chosen on a validation split held out of the training data.
 
-Each row is its own folder of ordinary run directories (``frontier/beyond/``), so it is trained by
-``fashion_mnist_frontier.py --part beyond`` and reported as soon as its seeds are all there,
-without holding up the rest of the page. rs2 takes DaP's planned compute itself; epsilon and ema
-follow DaP's schedule, so their compute is DaP's; a floor row keeps ``min_keep = f`` and lowers p
-to the value ``droppick plan --target-compute X --solve keep --min-keep f`` gives for DaP's
-compute X. The floors differ per budget because at 62.7% DaP's subset never falls below 23% of
-the data, so a floor under that changes nothing.
+Each (rule, setting) is its own folder of ordinary run directories (``frontier/beyond/``), so it is
+trained by ``fashion_mnist_frontier.py --part tune`` (the validation runs) and ``--part beyond``
+(the chosen settings, 3 seeds) and reported as soon as its runs are there. rs2 takes DaP's
+planned compute itself; epsilon and ema follow DaP's schedule, so their compute is DaP's; a floor
+row keeps ``min_keep = f`` and lowers p to the value ``droppick plan --target-compute X --solve keep
+--min-keep f`` gives for DaP's compute X. The floors differ per budget: at 62.7% DaP's subset never
+falls below 23% of the data, so a floor under that changes nothing, and a floor above about 0.34
+(44.6%) or 0.55 (62.7%) spends more than the budget even with the smallest p.
 
-Hyper-parameters: the policies' documented defaults (epsilon 0.1, beta 0.8) and the floors
-below, not tuned on anything yet; the page says so beside the table.
+Tuning: one seed (``TUNE_SEED``) per candidate in ``GRID``, trained on 20,000 images of a seeded
+30,000-image slice whose other 10,000 are held out as the validation split (``--val-samples``), so
+the schedule, N and compute are those of the frontier runs; each rule's setting with the best final
+validation top-1 is the one trained on the frontier's slice with 3 seeds and reported on the test
+set. The script never reads a tuning run's test accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -24,35 +30,119 @@ from droppick.budget import solve
 from droppick.report.compare import run_configs
 from droppick.train.config import TrainConfig
 
-POLICIES = ("rs2", "epsilon", "ema")
-FLOORS = {0.8: (0.15, 0.25), 0.9: (0.4, 0.5)}  # min_keep candidates per DaP keep (module docstring)
+TUNE_VAL = 10_000  # images held out as the validation split; the tuning slice is N + TUNE_VAL images
+TUNE_SEED = 0
+TUNED = ("epsilon", "ema", "floor")  # the rules with a hyper-parameter; rs2 matches DaP's compute and has none
+# Candidates per DaP keep (the budget). The values the first, untuned runs used (epsilon 0.1, beta 0.8,
+# floors 0.15/0.25 and 0.4/0.5) are among them; the largest floors are the largest the budget allows.
+GRID: dict[float, dict[str, tuple[float, ...]]] = {
+    0.8: {"epsilon": (0.1, 0.25, 0.5), "ema": (0.5, 0.8, 0.95), "floor": (0.15, 0.25, 0.3)},
+    0.9: {"epsilon": (0.1, 0.25, 0.5), "ema": (0.5, 0.8, 0.95), "floor": (0.4, 0.5, 0.53)},
+}
+LABELS = {"rs2": "rs2", "epsilon": "epsilon", "ema": "ema", "floor": "dap + floor", "dap": "dap"}
+
+
+class Candidate(NamedTuple):
+    keep: float  # the DaP keep whose compute it matches
+    rule: str  # a key of LABELS
+    value: Optional[float]  # its hyper-parameter (None: rs2, dap)
+    setting: str  # the hyper-parameters, as the page names them
+    config: TrainConfig  # seed and slice still to be set
+    folder: str  # its folder's name under beyond/ or beyond/tuning/
 
 
 class Row(NamedTuple):
-    keep: float  # the DaP keep whose compute this row matches
+    keep: float
     label: str  # the rule, as the page names it
     setting: str  # its hyper-parameters
-    configs: dict[str, TrainConfig]  # one per seed, named like ``dap-seed0``
-    folder: Path
+    configs: Optional[dict[str, TrainConfig]]  # one per seed, named like ``dap-seed0``; None while tuning runs
+    folder: Optional[Path]
+
+
+def candidate(base: TrainConfig, keep: float, rule: str, value: Optional[float], n: int) -> Candidate:
+    """One rule at one setting, at the compute of DaP with ``keep`` on ``n`` samples."""
+    at_keep = base.to_dict() | {"keep": keep}
+    if rule == "floor":
+        schedule = TrainConfig.from_dict(at_keep).schedule
+        solved, _ = solve(dataclasses.replace(schedule, min_keep=value), n, schedule.plan(n).compute_fraction, "keep")
+        cfg = TrainConfig.from_dict(at_keep | {"policy": "dap", "keep": solved.keep, "min_keep": value})
+        return Candidate(keep, rule, value, f"min_keep {value}, p {solved.keep}", cfg, f"keep-{keep}-floor-{value}")
+    field, shown = {"epsilon": ("epsilon", "eps"), "ema": ("ema_beta", "beta")}.get(rule, (None, None))
+    cfg = TrainConfig.from_dict(at_keep | {"policy": rule} | ({field: value} if field else {}))
+    if field is None:
+        setting = "target = DaP's compute" if rule == "rs2" else "the paper's rule"
+        return Candidate(keep, rule, None, setting, cfg, f"keep-{keep}")
+    return Candidate(keep, rule, value, f"{shown} {value}", cfg, f"keep-{keep}-{rule}-{value}")
+
+
+def tuning_candidates(base: TrainConfig, n: int) -> list[Candidate]:
+    """Every validation run: the grid, and DaP itself at each budget for reference. Each trains
+    ``n`` images of an ``n + TUNE_VAL`` slice, the rest held out."""
+    tune = TrainConfig.from_dict(base.to_dict() | {"train_samples": n + TUNE_VAL, "val_samples": TUNE_VAL,
+                                                   "seed": TUNE_SEED})
+    out = []
+    for keep, grid in GRID.items():
+        out.append(candidate(tune, keep, "dap", None, n))
+        out += [candidate(tune, keep, rule, value, n) for rule in TUNED for value in grid[rule]]
+    return out
+
+
+def tuning_configs(c: Candidate, n: int) -> dict[str, TrainConfig]:
+    return run_configs(c.config, [c.config.policy], [TUNE_SEED], n)
+
+
+def val_top1(c: Candidate, tuning: Path, n: int) -> Optional[float]:
+    """The final validation top-1 of a tuning run, None while it is unfinished."""
+    (name,) = tuning_configs(c, n)
+    path = tuning / c.folder / "runs" / name / "summary.json"
+    return json.loads(path.read_text())["final_val_top1"] if path.exists() else None
+
+
+def chosen(candidates: list[Candidate], keep: float, rule: str, tuning: Path, n: int) -> Optional[Candidate]:
+    """The rule's candidate with the best validation top-1 at this budget (the first in the grid on a
+    tie), None until all of them are trained."""
+    scored = [(val_top1(c, tuning, n), c) for c in candidates if c.keep == keep and c.rule == rule]
+    if any(score is None for score, _ in scored):
+        return None
+    return max(scored, key=lambda sc: sc[0])[1]  # max keeps the first of equal scores
 
 
 def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[Row]:
-    """Every row beyond the paper, in page order: per keep, the three policies, then the floors."""
+    """Every row beyond the paper, in page order: per keep, rs2, then the tuned rules at their chosen
+    settings (a row without configs while its tuning runs are unfinished)."""
+    tuning = tuning_candidates(base, n)
     out_rows = []
-    for keep, floors in FLOORS.items():
-        at_keep = TrainConfig.from_dict(base.to_dict() | {"keep": keep})
-        defaults = {"rs2": "target = DaP's compute", "epsilon": f"eps {at_keep.epsilon}",
-                    "ema": f"beta {at_keep.ema_beta}"}
-        for policy in POLICIES:
-            out_rows.append(Row(keep, policy, defaults[policy], run_configs(at_keep, [policy], seeds, n),
-                                out / f"keep-{keep}"))
-        target = at_keep.schedule.plan(n).compute_fraction
-        for floor in floors:
-            solved, _ = solve(dataclasses.replace(at_keep.schedule, min_keep=floor), n, target, "keep")
-            cfg = TrainConfig.from_dict(at_keep.to_dict() | {"keep": solved.keep, "min_keep": floor})
-            out_rows.append(Row(keep, "dap + floor", f"min_keep {floor}, p {solved.keep}",
-                                run_configs(cfg, ["dap"], seeds, n), out / f"keep-{keep}-floor-{floor}"))
+    for keep in GRID:
+        rs2 = candidate(base, keep, "rs2", None, n)
+        out_rows.append(Row(keep, "rs2", rs2.setting, run_configs(rs2.config, ["rs2"], seeds, n), out / rs2.folder))
+        for rule in TUNED:
+            pick = chosen(tuning, keep, rule, out / "tuning", n)
+            if pick is None:
+                out_rows.append(Row(keep, LABELS[rule], "not tuned yet", None, None))
+                continue
+            final = candidate(base, keep, rule, pick.value, n)
+            out_rows.append(Row(keep, LABELS[rule], final.setting + " (tuned)",
+                                run_configs(final.config, [final.config.policy], seeds, n), out / final.folder))
     return out_rows
+
+
+def tuning_section(base: TrainConfig, n: int, tuning: Path) -> list[str]:
+    """The page's table of every validation run, the losers too, with the chosen settings marked."""
+    candidates = tuning_candidates(base, n)
+    lines = ["### Tuning on a validation split", "",
+             f"Seed {TUNE_SEED}, one run per candidate: {n:,} training images of a seeded {n + TUNE_VAL:,}-image "
+             f"slice, the other {TUNE_VAL:,} (class-stratified) held out as the validation split, the same schedule "
+             "and compute as the frontier's runs. Each rule's setting with the best final validation top-1 is "
+             "chosen (bold) and trained on the frontier's slice above; the tuning runs' test accuracy is not read. "
+             "The grid was fixed after the first untuned seed-0 runs (epsilon 0.1, beta 0.8, floors 0.15 and 0.25 "
+             "at keep 0.8, rs2) had been evaluated on the test set; the choice within it is made on validation only.",
+             "", "| DaP keep | rule | setting | final val top-1 (%) |", "| ---: | --- | --- | ---: |"]
+    for c in candidates:
+        score = val_top1(c, tuning, n)
+        pick = c.rule in TUNED and chosen(candidates, c.keep, c.rule, tuning, n) == c
+        cell = "not trained yet" if score is None else f"**{score:.2f}**" if pick else f"{score:.2f}"
+        lines.append(f"| {c.keep} | {LABELS[c.rule]} | {c.setting} | {cell} |")
+    return lines
 
 
 def section(beyond_rows: list[Row], frontier: dict, full: dict,
@@ -61,13 +151,13 @@ def section(beyond_rows: list[Row], frontier: dict, full: dict,
     ``frontier`` holds the paper's rows per keep, ``rows_of`` aggregates a row's runs (None while
     any is unfinished)."""
     lines = ["## Beyond the paper: rs2 and the candidate rules", "",
-             "The same setting and seeds; hyper-parameters are the policies' defaults and the floors named here, "
-             "not tuned on a validation split yet (experiments/frontier_beyond.py). vs DaP and vs rs2: the "
-             "difference of the seed means and whether it exceeds two standard errors."]
+             "The same setting and seeds; each rule's hyper-parameter chosen on a validation split (below, "
+             "experiments/frontier_beyond.py). vs DaP and vs rs2: the difference of the seed means and whether it "
+             "exceeds two standard errors."]
     finished: dict[float, list[tuple[Row, dict]]] = {}
     missing = []
     for row in beyond_rows:
-        aggregated = rows_of(row.configs, row.folder)
+        aggregated = None if row.configs is None else rows_of(row.configs, row.folder)
         if aggregated is None:
             missing.append(f"{row.label} ({row.setting}) at keep {row.keep}")
         else:
@@ -84,7 +174,8 @@ def section(beyond_rows: list[Row], frontier: dict, full: dict,
                          f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {cells} |")
     lines += [""] * bool(finished) + [winner(keep, done, frontier[keep]["dap"], full) for keep, done in finished.items()]
     if missing:
-        lines += ["", f"Not trained yet (`fashion_mnist_frontier.py --part beyond`): {'; '.join(missing)}."]
+        lines += ["", f"Not trained yet (`fashion_mnist_frontier.py --part tune`, then `--part beyond`): "
+                      f"{'; '.join(missing)}."]
     return lines
 
 
