@@ -108,11 +108,14 @@ def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_
     page = (tmp_path / "frontier" / "README.md").read_text()
     assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
     # every policy at every keep has a row; keep 0.95 loses 0.25 points, and the seeds spread 0.1
-    rows = [line for line in page.splitlines() if line.startswith(("| 0.8 | ", "| 0.9 | ", "| 0.95 | "))]
+    paper_part = page.split("## Beyond the paper")[0]
+    rows = [line for line in paper_part.splitlines() if line.startswith(("| 0.8 | ", "| 0.9 | ", "| 0.95 | "))]
     assert sorted(tuple(line.split(" | ")[:2]) for line in rows) == sorted(
         (f"| {k}", p) for k in ("0.8", "0.9", "0.95") for p in ("dap", "random", "scaled", "infobatch"))
     assert "| 0.95 | dap | 3 | 60.0% | 89.85 ± 0.10 | -0.25 | yes |" in page
     assert "| 6,000 | 2 |" in page and "## What the numbers say" in page
+    assert "### Tuning on a validation split" in page and "| 0.9 | dap + floor | min_keep 0.53, p 0.571 | not trained" \
+        in page  # nothing beyond the paper is trained in this folder: the page lists what is missing
 
 
 def test_pooled_check_repeats_the_redundancy_verdict_with_one_spread():
@@ -127,30 +130,85 @@ def test_pooled_check_repeats_the_redundancy_verdict_with_one_spread():
         {600: {"full": row(85.0, std=0.1), "dap": row(84.0, std=0.1)}, 6000: tight})
 
 
-def test_the_rows_beyond_the_paper_match_dap_compute_and_train_only_when_asked(monkeypatch):
+def dap_compute(keep: float) -> float:
+    return dataclasses.replace(frontier.BASE.schedule, keep=keep).plan(frontier.N).compute_fraction
+
+
+def test_tuning_runs_hold_out_validation_at_dap_compute_and_everything_trains_only_when_asked(tmp_path, monkeypatch):
+    import frontier_beyond
+
+    monkeypatch.setattr(frontier, "OUT", tmp_path)
     trained = []
     monkeypatch.setattr(frontier, "run_all", lambda configs, folder, log: trained.append((folder, configs)))
     frontier.train_missing(["frontier", "redundancy"])
     assert not any("beyond" in str(folder) for folder, _ in trained)
     trained.clear()
-    frontier.train_missing(["beyond"], seeds=[0])
-    runs = {(folder.name, name): cfg for folder, configs in trained for name, cfg in configs.items()}
-    assert {name for _, name in runs} == {"rs2-seed0", "epsilon-seed0", "ema-seed0", "dap-seed0"}
-    for (folder, _), cfg in runs.items():
-        keep = 0.8 if folder.startswith("keep-0.8") else 0.9
-        dap_compute = dataclasses.replace(frontier.BASE.schedule, keep=keep).plan(frontier.N).compute_fraction
-        if "floor" in folder:
-            assert cfg.policy == "dap" and cfg.min_keep == float(folder.rsplit("-", 1)[1]) and cfg.keep < keep
-            assert abs(cfg.schedule.plan(frontier.N).compute_fraction - dap_compute) < 0.001
-        else:
-            assert cfg.keep in (0.8, 0.9) and cfg.min_keep == 0.0 and cfg.policy in ("rs2", "epsilon", "ema")
-    assert len(runs) == 2 * (3 + 2)  # two budgets: three policies and two floors each
+    frontier.train_missing(["tune"], keeps=[0.8])
+    runs = {folder.name: cfg for folder, configs in trained for cfg in configs.values()}
+    grid = frontier_beyond.GRID[0.8]
+    assert len(runs) == 1 + sum(map(len, grid.values()))  # DaP for reference and every candidate
+    for folder, cfg in runs.items():
+        assert folder.startswith("keep-0.8") and all(f.parent == tmp_path / "beyond" / "tuning" for f, _ in trained)
+        assert (cfg.seed, cfg.val_samples, cfg.train_samples) == (frontier_beyond.TUNE_SEED, frontier_beyond.TUNE_VAL,
+                                                                   frontier.N + frontier_beyond.TUNE_VAL)
+        assert abs(cfg.schedule.plan(frontier.N).compute_fraction - dap_compute(0.8)) < 0.001
+        rule, _, value = folder.removeprefix("keep-0.8").removeprefix("-").partition("-")
+        if not rule:
+            assert (cfg.policy, cfg.keep, cfg.min_keep) == ("dap", 0.8, 0.0)  # the paper's rule, for reference
+        elif rule == "floor":
+            assert cfg.policy == "dap" and cfg.min_keep == float(value) and cfg.keep < 0.8
+        elif value:
+            assert cfg.keep == 0.8 and cfg.min_keep == 0.0 and cfg.policy == rule
+            assert float(value) == (cfg.epsilon if rule == "epsilon" else cfg.ema_beta) and float(value) in grid[rule]
+    assert {cfg.min_keep for cfg in runs.values()} == {0.0, *grid["floor"]}
+    trained.clear()
+    frontier.train_missing(["beyond"], seeds=[0])  # nothing is tuned yet: only rs2, which has nothing to tune
+    assert [(folder.name, list(configs)) for folder, configs in trained] == [("keep-0.8", ["rs2-seed0"]),
+                                                                          ("keep-0.9", ["rs2-seed0"])]
+
+
+def write_tuning(tuning: Path, keep: float, val_top1, test_top1=lambda c: 0.0) -> None:
+    """Finished tuning runs at ``keep``, each summary with the given val and test top-1 of its candidate."""
+    import frontier_beyond
+
+    for c in frontier_beyond.tuning_candidates(frontier.BASE, frontier.N):
+        if c.keep == keep:
+            (name,) = frontier_beyond.tuning_configs(c, frontier.N)
+            run = tuning / c.folder / "runs" / name
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({"final_val_top1": val_top1(c), "final_test_top1": test_top1(c)}))
+
+
+def test_each_rule_is_trained_at_its_best_validation_setting_whatever_the_tuning_runs_test_accuracy(tmp_path, monkeypatch):
+    import frontier_beyond
+
+    monkeypatch.setattr(frontier, "OUT", tmp_path)
+    middle = {rule: values[1] for rule, values in frontier_beyond.GRID[0.8].items()}
+    val = lambda c: 80.0 + (c.rule in middle and c.value == middle[c.rule])  # noqa: E731  the middle value wins
+    test = lambda c: 99.0 if c.value == frontier_beyond.GRID[0.8].get(c.rule, (None,))[0] else 1.0  # noqa: E731
+    write_tuning(tmp_path / "beyond" / "tuning", 0.8, val, test)
+    rows = {(r.keep, r.label): r for r in frontier.beyond_rows()}
+    eps, ema, floor = (rows[0.8, label] for label in ("epsilon", "ema", "dap + floor"))
+    assert {c.epsilon for c in eps.configs.values()} == {middle["epsilon"]} and eps.setting.endswith("(tuned)")
+    assert {c.ema_beta for c in ema.configs.values()} == {middle["ema"]}
+    assert {(c.min_keep, c.policy) for c in floor.configs.values()} == {(middle["floor"], "dap")}
+    assert sorted(c.seed for c in floor.configs.values()) == frontier.SEEDS
+    assert all(c.val_samples is None and c.train_samples == frontier.N for c in eps.configs.values())
+    assert floor.folder == tmp_path / "beyond" / f"keep-0.8-floor-{middle['floor']}"
+    assert rows[0.9, "epsilon"].configs is None and rows[0.9, "epsilon"].setting == "not tuned yet"
+
+    table = frontier_beyond.tuning_section(frontier.BASE, frontier.N, tmp_path / "beyond" / "tuning")
+    assert f"| 0.8 | epsilon | eps {middle['epsilon']} | **81.00** |" in table
+    assert "| 0.8 | epsilon | eps 0.1 | 80.00 |" in table and "| 0.8 | dap | the paper's rule | 80.00 |" in table
+    assert "| 0.9 | ema | beta 0.95 | not trained yet |" in table
+    assert not any("99.00" in line for line in table)  # the tuning runs' test accuracy is never shown or used
 
 
 def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(tmp_path, monkeypatch):
     import frontier_beyond
 
     monkeypatch.setattr(frontier, "OUT", tmp_path)
+    write_tuning(tmp_path / "beyond" / "tuning", 0.8, lambda c: 80.0 + (c.value or 0))  # the largest value wins
     beyond = frontier.beyond_rows()
     top1 = lambda cfg: 89.0 + 0.1 * cfg.seed + (cfg.policy == "ema") * 1.0  # noqa: E731
     for r in beyond:
@@ -159,9 +217,11 @@ def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(
     dap = {0.8: row(88.0, compute=0.446), 0.9: row(89.0, compute=0.627)}
     lines = frontier_beyond.section(beyond, {k: {"dap": v} for k, v in dap.items()}, row(90.0), frontier.rows_of)
     table = [line for line in lines if line.startswith("| 0.8 |")]
-    assert len(table) == 5 and not any(line.startswith("| 0.9 |") for line in lines)
-    assert "| 0.8 | ema | beta 0.8 | 3 | 60.0% | 90.10 ± 0.10 | +0.10 (within) | +2.10 (beyond) | +1.00 (beyond) |" \
-        in table
-    assert ("- At DaP keep 0.8 (44.6% compute) the best rule is ema (beta 0.8): +2.10 points over DaP (beyond two "
-            "standard errors), +0.10 from full (within two standard errors).") in lines
+    assert len(table) == 4 and not any(line.startswith("| 0.9 |") for line in lines)
+    assert ("| 0.8 | ema | beta 0.95 (tuned) | 3 | 60.0% | 90.10 ± 0.10 | +0.10 (within) | +2.10 (beyond) | "
+            "+1.00 (beyond) |") in table
+    assert "| 0.8 | dap + floor | min_keep 0.3, p 0.397 (tuned) | 3 |" in table[-1]
+    assert ("- At DaP keep 0.8 (44.6% compute) the best rule is ema (beta 0.95 (tuned)): +2.10 points over DaP "
+            "(beyond two standard errors), +0.10 from full (within two standard errors).") in lines
     assert lines[-1].startswith("Not trained yet") and "rs2 (target = DaP's compute) at keep 0.9" in lines[-1]
+    assert "epsilon (not tuned yet) at keep 0.9" in lines[-1]
