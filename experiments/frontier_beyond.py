@@ -39,6 +39,8 @@ GRID: dict[float, dict[str, tuple[float, ...]]] = {
     0.8: {"epsilon": (0.1, 0.25, 0.5), "ema": (0.5, 0.8, 0.95), "floor": (0.15, 0.25, 0.3)},
     0.9: {"epsilon": (0.1, 0.25, 0.5), "ema": (0.5, 0.8, 0.95), "floor": (0.4, 0.5, 0.53)},
 }
+ALL_DATA = 60_000  # every Fashion-MNIST training image
+ALL_SEEDS = [0, 1]
 LABELS = {"rs2": "rs2", "epsilon": "epsilon", "ema": "ema", "floor": "dap + floor", "dap": "dap"}
 
 
@@ -126,6 +128,67 @@ def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[Row]:
     return out_rows
 
 
+def best_rule(base: TrainConfig, n: int, tuning: Path, keep: float = 0.8) -> Optional[Candidate]:
+    """The rule beyond the paper that the validation split ranks first at this budget (its best
+    setting), None until every tuning run at the budget is trained: the rule that goes on to all
+    the data is chosen on validation too, not on the frontier's test accuracy."""
+    candidates = tuning_candidates(base, n)
+    picks = [chosen(candidates, keep, rule, tuning, n) for rule in TUNED]
+    if None in picks:
+        return None
+    return max(picks, key=lambda c: val_top1(c, tuning, n))
+
+
+def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[Row]:
+    """DaP, rs2 and the best rule at keep 0.8 (44.6% compute) on all 60,000 images, 2 seeds each
+    (the best rule's row has no configs while the tuning runs are unfinished). A floor keeps its
+    f and re-solves p for the larger N."""
+    everything = TrainConfig.from_dict(base.to_dict() | {"train_samples": None})
+    best = best_rule(base, n, out / "tuning")
+    out_rows = []
+    for rule, value in [("dap", None), ("rs2", None), (best.rule, best.value) if best else ("best", None)]:
+        if rule == "best":
+            out_rows.append(Row(0.8, "the best rule on validation", "not tuned yet", None, None))
+            continue
+        c = candidate(everything, 0.8, rule, value, ALL_DATA)
+        setting = c.setting + (" (tuned)" if rule in TUNED else "")
+        out_rows.append(Row(0.8, LABELS[rule], setting, run_configs(c.config, [c.config.policy], ALL_SEEDS, ALL_DATA),
+                            out / "all-60000" / c.folder))
+    return out_rows
+
+
+def all_data_section(all_rows: list[Row], full: Optional[dict],
+                     rows_of: Callable[[dict, Path], Optional[dict]]) -> list[str]:
+    """The page's table of the all-data rows, and which of them scores best; ``full`` is the
+    redundancy curve's full run on all 6,000 images per class (None while unfinished)."""
+    lines = ["### All 60,000 images", "",
+             f"DaP at keep 0.8, rs2 at its compute, and the rule beyond the paper that ranked first on the validation "
+             f"split at that budget (tuning table below), on every training image, seeds {ALL_SEEDS}; otherwise the "
+             "frontier's setting. vs full: the redundancy curve's full runs on all images."]
+    done = [(row, next(iter(r.values()))) for row in all_rows if row.configs is not None
+            for r in [rows_of(row.configs, row.folder)] if r is not None]
+    missing = [f"{row.label} ({row.setting})" for row in all_rows if row not in [d[0] for d in done]]
+    if done:
+        dap = next((r for row, r in done if row.label == "dap"), None)
+        rs2 = next((r for row, r in done if row.label == "rs2"), None)
+        lines += ["", "| rule | setting | seeds | compute (measured) | final top-1 (%) | vs full | vs DaP | vs rs2 |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row, r in done:
+            cells = " | ".join(compared(r, other) for other in (full, dap, rs2))
+            lines.append(f"| {row.label} | {row.setting} | {r['seeds']} | {100 * r['compute_fraction']:.1f}% | "
+                         f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {cells} |")
+        if not missing:
+            (best_row, best), *rest = sorted(done, key=lambda d: -d[1]["top1_mean"])
+            gaps = [f"{best['top1_mean'] - r['top1_mean']:+.2f} over {row.label} "
+                    f"({noise_word(best['top1_mean'] - r['top1_mean'], standard_error(best, r))} two standard errors)"
+                    for row, r in rest]
+            lines += ["", f"- On all 60,000 images at 44.6% compute the best is {best_row.label} ({best_row.setting}): "
+                          f"{', '.join(gaps)}."]
+    if missing:
+        lines += ["", f"Not trained yet (`fashion_mnist_frontier.py --part all-data`): {'; '.join(missing)}."]
+    return lines
+
+
 def tuning_section(base: TrainConfig, n: int, tuning: Path) -> list[str]:
     """The page's table of every validation run, the losers too, with the chosen settings marked."""
     candidates = tuning_candidates(base, n)
@@ -195,3 +258,28 @@ def winner(keep: float, done: list[tuple[Row, dict]], dap: dict, full: dict) -> 
                                        "two standard errors), ")
     return (f"- At DaP keep {keep} ({100 * dap['compute_fraction']:.1f}% compute) the best rule is {best_name}: "
             f"{over_dap}{d_full:+.2f} from full ({noise_word(d_full, standard_error(best, full))} two standard errors).")
+
+
+def budget_table(frontier: dict, full: dict, beyond_rows: list[Row],
+                 rows_of: Callable[[dict, Path], Optional[dict]]) -> list[str]:
+    """The README's "which policy for which budget" table: at each budget of the frontier, the rule
+    with the best mean test top-1 among the paper's policies and the finished rows beyond it, beside
+    DaP, rs2 and full, and whether its lead over DaP exceeds two standard errors."""
+    lines = ["| compute | best rule (its setting) | its top-1 (%) | DaP, the paper's rule | rs2 | full | best vs DaP |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    top1 = lambda r: f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"  # noqa: E731
+    for keep, paper in frontier.items():
+        named = [(policy, f"keep {keep}" if policy == "dap" else f"at DaP keep {keep}'s compute", r)
+                 for policy, r in paper.items()]
+        for row in beyond_rows:
+            aggregated = None if row.keep != keep or row.configs is None else rows_of(row.configs, row.folder)
+            if aggregated is not None:
+                named.append((row.label, row.setting, next(iter(aggregated.values()))))
+        label, setting, best = max(named, key=lambda n: n[2]["top1_mean"])
+        dap = paper["dap"]
+        rs2 = next((r for name, _, r in named if name == "rs2"), None)
+        lead = best["top1_mean"] - dap["top1_mean"]
+        verdict = "it is DaP" if best is dap else f"{lead:+.2f} ({noise_word(lead, standard_error(best, dap))} noise)"
+        lines.append(f"| {100 * dap['compute_fraction']:.1f}% | {label} ({setting}) | {top1(best)} | {top1(dap)} | "
+                     f"{top1(rs2) if rs2 else 'not run'} | {top1(full)} | {verdict} |")
+    return lines

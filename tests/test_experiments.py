@@ -94,6 +94,9 @@ def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_
     monkeypatch.setattr(frontier, "OUT", tmp_path / "frontier")
     monkeypatch.setattr(frontier, "FOLDERS", {k: tmp_path / f"keep-{k}" for k in frontier.KEEPS})
     monkeypatch.setattr(frontier, "PER_CLASS", {pc: tmp_path / f"pc-{pc}" for pc in frontier.PER_CLASS})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# droppick\n\nabove\n{frontier.START}\nold table\n{frontier.END}\nbelow\n")
+    monkeypatch.setattr(frontier, "README", readme)
     top1 = lambda cfg: 90.0 + 0.1 * cfg.seed - (cfg.policy != "full") * (1 - cfg.keep) * 5  # noqa: E731
     for keep in frontier.KEEPS:
         write_runs(frontier.FOLDERS[keep], frontier.frontier_configs(keep), top1)
@@ -114,6 +117,10 @@ def test_report_is_written_from_the_run_folders_and_only_when_all_are_there(tmp_
         (f"| {k}", p) for k in ("0.8", "0.9", "0.95") for p in ("dap", "random", "scaled", "infobatch"))
     assert "| 0.95 | dap | 3 | 60.0% | 89.85 ± 0.10 | -0.25 | yes |" in page
     assert "| 6,000 | 2 |" in page and "## What the numbers say" in page
+    block = readme.read_text().split(frontier.START)[1].split(frontier.END)[0]
+    assert readme.read_text().endswith(f"{frontier.END}\nbelow\n") and "old table" not in block
+    # at each budget all policies tie (each loses (1 - keep) * 5 points), so DaP, listed first, is best; no rs2 here
+    assert "| 60.0% | dap (keep 0.95) | 89.85 ± 0.10 | 89.85 ± 0.10 | not run | 90.10 ± 0.10 | it is DaP |" in block
     assert "### Tuning on a validation split" in page and "| 0.9 | dap + floor | min_keep 0.53, p 0.571 | not trained" \
         in page  # nothing beyond the paper is trained in this folder: the page lists what is missing
 
@@ -225,3 +232,41 @@ def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(
             "(beyond two standard errors), +0.10 from full (within two standard errors).") in lines
     assert lines[-1].startswith("Not trained yet") and "rs2 (target = DaP's compute) at keep 0.9" in lines[-1]
     assert "epsilon (not tuned yet) at keep 0.9" in lines[-1]
+
+
+def test_the_readme_table_names_a_rule_beyond_the_paper_where_it_scores_best(tmp_path, monkeypatch):
+    import frontier_beyond
+
+    monkeypatch.setattr(frontier, "OUT", tmp_path)
+    write_tuning(tmp_path / "beyond" / "tuning", 0.8, lambda c: 80.0)
+    beyond = [r for r in frontier.beyond_rows() if r.keep == 0.8 and r.label in ("rs2", "dap + floor")]
+    for r in beyond:
+        write_runs(r.folder, r.configs, lambda cfg: 88.0 + cfg.min_keep * 4 + 0.1 * cfg.seed)  # floor 0.15: 88.7
+    paper = {keep: {"dap": row(87.0 + keep, compute=0.446), "random": row(87.1, compute=0.446)} for keep in (0.8, 0.9)}
+    table = frontier_beyond.budget_table(paper, row(90.0), frontier.beyond_rows(), frontier.rows_of)
+    assert table[2] == ("| 44.6% | dap + floor (min_keep 0.15, p 0.782 (tuned)) | 88.70 ± 0.10 | 87.80 ± 0.10 | "
+                        "88.10 ± 0.10 | 90.00 ± 0.10 | +0.90 (beyond noise) |")
+    assert table[3] == ("| 44.6% | dap (keep 0.9) | 87.90 ± 0.10 | 87.90 ± 0.10 | not run | 90.00 ± 0.10 | "
+                        "it is DaP |")
+
+
+def test_all_data_rows_take_the_rule_validation_ranks_first_at_44_percent(tmp_path, monkeypatch):
+    import frontier_beyond
+
+    monkeypatch.setattr(frontier, "OUT", tmp_path)
+    assert [r.configs is None for r in frontier.all_data_rows()] == [False, False, True]  # nothing tuned yet
+    write_tuning(tmp_path / "beyond" / "tuning", 0.8, lambda c: 80.0 + (c.rule == "ema") * (c.value or 0))
+    dap, rs2, best = frontier.all_data_rows()
+    assert (best.label, best.setting) == ("ema", "beta 0.95 (tuned)")  # ema's best setting, not just ema's
+    for r in (dap, rs2, best):
+        assert r.folder.parent == tmp_path / "beyond" / "all-60000"
+        assert [(c.seed, c.train_samples, c.keep) for c in r.configs.values()] == [(0, None, 0.8), (1, None, 0.8)]
+    for r in (dap, rs2):
+        write_runs(r.folder, r.configs, lambda cfg: 91.0 + (cfg.policy == "dap") * 0.5)
+    lines = frontier_beyond.all_data_section([dap, rs2, best], row(91.0, seeds=2), frontier.rows_of)
+    assert "| dap | the paper's rule | 2 | 60.0% | 91.50 ± 0.00 | +0.50 (beyond) |  | +0.50 (beyond) |" in lines
+    assert lines[-1] == "Not trained yet (`fashion_mnist_frontier.py --part all-data`): ema (beta 0.95 (tuned))."
+    write_runs(best.folder, best.configs, lambda cfg: 90.0)
+    lines = frontier_beyond.all_data_section([dap, rs2, best], row(91.0, seeds=2), frontier.rows_of)
+    assert lines[-1] == ("- On all 60,000 images at 44.6% compute the best is dap (the paper's rule): +0.50 over rs2 "
+                         "(beyond two standard errors), +1.50 over ema (beyond two standard errors).")
