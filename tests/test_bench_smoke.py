@@ -109,3 +109,19 @@ def test_the_gpu_check_script_runs_end_to_end_on_the_cpu(real_fashion_dir, tmp_p
     report = (tmp_path / "fashion-mnist-gpu" / "README.md").read_text()
     assert "| dap |" in report and "| full |" in report
     assert not list(tmp_path.glob("fashion-mnist-gpu/runs/*/checkpoint-*.pt"))
+
+
+def test_a_partial_benchmark_rerun_replaces_only_its_rows_and_section_and_says_when():
+    import run_all
+
+    def results(rows: dict, note: str) -> str:
+        sections = [f"### {name}\n\n`python bench/{name}.py` (1 s)\n\n```\n{note} {name}\n```\n" for name in rows]
+        return "\n".join(["## Benchmark results", "", "- command: `c`", "", *run_all.TABLE_HEAD,
+                          *[f"| {name} | PASS | {v} |" for name, vs in rows.items() for v in vs], "", *sections])
+
+    old = results({"bookkeeping": ["b1"], "savings": ["s1", "s2"], "selection": ["x1"]}, "old")
+    fresh = results({"savings": ["s3"]}, "new")
+    merged = run_all.merge(old.rstrip("\n"), fresh, ["savings"], "- rerun since: savings")
+    expected = results({"bookkeeping": ["b1"], "savings": ["s3"], "selection": ["x1"]}, "old")
+    expected = expected.replace("old savings", "new savings").replace("`c`\n", "`c`\n- rerun since: savings\n")
+    assert merged == expected.rstrip("\n")
