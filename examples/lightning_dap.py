@@ -75,9 +75,8 @@ def main() -> None:
     (out / f"subsets-rank{trainer.global_rank}.json").write_text(json.dumps(
         {"subsets": log.subsets, "final": cb.dap.subset.tolist(), "compute_fraction": cb.dap.compute_fraction,
          "planned": cb.dap.plan().compute_fraction, "world_size": trainer.world_size}))
-    if torch.distributed.is_initialized():  # destroy the group, then leave without the interpreter's
-        torch.distributed.destroy_process_group()  # teardown, which can abort a finished worker
-        distributed.exit_done()  # (see droppick.distributed.exit_done)
+    if torch.distributed.is_initialized():  # destroy the group and leave without the interpreter's
+        distributed.exit_done()  # teardown, which can abort a finished worker (see its docstring)
 
 
 if __name__ == "__main__":

@@ -70,9 +70,8 @@ def main() -> None:
     Path(args.out, f"dap-rank{training.process_index}.json").write_text(json.dumps(result))  # for tests/test_transformers.py
     print(f"rank {training.process_index}/{training.world_size}: trained {dap.samples_per_epoch} samples per epoch "
           f"(compute {100 * dap.compute_fraction:.1f}%), final subset {digest}, eval top-1 {100 * metrics['eval_top1']:.1f}%")
-    if torch.distributed.is_initialized():  # destroy the group, then leave without the interpreter's
-        torch.distributed.destroy_process_group()  # teardown, which can abort a finished worker
-        distributed.exit_done()  # (see droppick.distributed.exit_done)
+    if torch.distributed.is_initialized():  # destroy the group and leave without the interpreter's
+        distributed.exit_done()  # teardown, which can abort a finished worker (see its docstring)
 
 
 if __name__ == "__main__":

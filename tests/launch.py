@@ -54,13 +54,9 @@ def _then_leave(rank: int, worker, *args) -> None:
     """Run the worker, then leave as droppick's own torchrun workers do (``distributed.exit_done``):
     a gloo process's interpreter teardown aborted now and then (SIGABRT) after its work was done.
     A worker that raises still fails the way spawn reports it."""
-    import torch.distributed as dist
-
     from droppick.distributed import exit_done
 
     worker(rank, *args)
-    if dist.is_initialized():
-        dist.destroy_process_group()
     exit_done()
 
 

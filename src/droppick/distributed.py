@@ -164,13 +164,15 @@ def shutdown() -> None:
 
 
 def exit_done() -> NoReturn:
-    """End a torchrun worker whose work is done and saved, without the interpreter's teardown.
+    """End a torchrun worker whose work is done and saved: destroy its process group (if it is
+    still in one), then leave without the interpreter's teardown.
 
     With two torchrun agents, a worker's teardown sometimes aborted after its process group was
     destroyed (``terminate called without an active exception``, SIGABRT: a store thread still
     joinable in a C++ destructor), and torchrun then reported the finished run as failed. Nothing
     is left to do at that point but flush the output, so the process leaves at once.
     """
+    shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
