@@ -136,7 +136,7 @@ def stop_after_one_epoch_then_resume(first: list[str], then: list[str], out):
     """Train epoch 1 with ``first`` (a launcher), resume the rest with ``then``; returns the
     checkpointed subset of epoch 1 (what epoch 2 must train) and the resume's stderr."""
     from droppick.train.rundir import RunDir
-    from droppick.train.trainer import subset_sha256
+    from droppick.distributed import subset_sha256
 
     started = run_group(first + ["--out", str(out), "--stop-after", "1"], env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert started.returncode == 0, started.stderr[-3000:]

@@ -11,7 +11,8 @@ import droppick
 from droppick.train.config import TrainConfig
 from droppick.data.in_memory import make_fake_fashion_mnist
 from droppick.train.rundir import RunDir
-from droppick.train.trainer import subset_sha256, train
+from droppick.distributed import subset_sha256
+from droppick.train.trainer import train
 
 
 def tiny_config(data_dir, **kw):

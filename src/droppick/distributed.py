@@ -7,6 +7,7 @@ DaP core runs unchanged on one device.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from typing import NoReturn
@@ -118,8 +119,14 @@ class RankDisagreementError(RuntimeError):
     """The ranks hold different DaP subsets: a bug or a corrupted state, never a user error."""
 
 
-def check_agreement(digest: str, epoch: int) -> None:
-    """Stop unless every rank holds the same subset after ``epoch`` (compared by digest).
+def subset_sha256(subset: torch.Tensor) -> str:
+    """The subset's digest: what the ranks compare, and what metrics.jsonl records per epoch."""
+    return hashlib.sha256(subset.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def check_agreement(subset: torch.Tensor, epoch: int) -> None:
+    """Stop unless every rank holds the same subset after ``epoch`` (compared by digest; one
+    process cannot disagree with itself, so alone it computes nothing).
 
     ``end_epoch`` merges the losses so that all ranks select alike; this checks it at run time
     (one all-gather of a 64-character string per epoch), so a divergence (a policy that draws
@@ -129,7 +136,7 @@ def check_agreement(digest: str, epoch: int) -> None:
     if not is_initialized() or dist.get_world_size() == 1:
         return
     digests: list = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, digest)
+    dist.all_gather_object(digests, subset_sha256(subset))
     groups: dict[str, list[int]] = {}
     for rank, d in enumerate(digests):
         groups.setdefault(d, []).append(rank)

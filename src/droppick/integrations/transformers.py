@@ -45,7 +45,6 @@ from .. import distributed
 from ..atomic import atomic_write_bytes
 from ..engine import DropAndPick
 from ..sampler import DaPSampler, per_rank
-from ..train.trainer import subset_sha256
 
 # The Trainer's private hooks this subclass overrides (checked at import: a transformers release
 # that renamed one would otherwise skip the override silently, e.g. resume without the DaP state).
@@ -91,8 +90,7 @@ class _EpochEnd(transformers.TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.dap.end_epoch()
-        if distributed.rank_and_world()[1] > 1:  # one process cannot disagree with itself: no digest to compute
-            distributed.check_agreement(subset_sha256(self.dap.subset), self.dap.epoch - 1)
+        distributed.check_agreement(self.dap.subset, self.dap.epoch - 1)
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:

@@ -14,7 +14,6 @@ the ranks' losses so all select the same subset; only rank 0 writes the run dire
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import signal
@@ -50,10 +49,6 @@ def build_seeded_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> 
     # Initialisation draws from the global RNG; fork it so the caller's RNG state is untouched.
     with seeded_global_rng(cfg.seed, "model-init"):
         return build_model(cfg.model, num_classes=num_classes, in_channels=in_channels)
-
-
-def subset_sha256(subset: torch.Tensor) -> str:
-    return hashlib.sha256(subset.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 class Trainer:
@@ -170,8 +165,7 @@ class Trainer:
         # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
         losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
         event = dap.end_epoch()
-        if self.world > 1:  # one process cannot disagree with itself: no digest to compute
-            distributed.check_agreement(subset_sha256(dap.subset), epoch)
+        distributed.check_agreement(dap.subset, epoch)
         self.profiler.lap("dap end_epoch")
         self.retention.update(trained_subset, dap.subset, epoch, losses)
         if not dap.done:  # ImageFolder: the workers start on the next epoch while we evaluate
@@ -181,7 +175,7 @@ class Trainer:
         return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-                "subset_sha256": subset_sha256(trained_subset)}
+                "subset_sha256": distributed.subset_sha256(trained_subset)}
 
     def checkpoint(self, epoch: int, wall_seconds: float) -> dict:
         """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
