@@ -1,5 +1,6 @@
-"""The documented command lines (the sections "Command line", "Distributed" and "Comparing policies at
-the same compute" of the docs pages docs/guide/cli.md and docs/guide/distributed.md), run as printed.
+"""The documented command lines (the sections "Command line", "The paper's recipes", "Distributed" and
+"Comparing policies at the same compute" of docs/guide/cli.md and docs/guide/distributed.md, the
+walk-through of docs/guide/transfer.md and the README's two set-up commands), run as printed.
 
 Every line is parsed completely, by droppick's parser and, for torchrun lines, by torchrun's own.
 Each runs in a fresh folder through the installed entry points (the console script, ``python -m``,
@@ -27,7 +28,7 @@ from launch import free_port
 from test_library_api import doc_pages
 
 BIN = Path(sys.executable).parent
-SECTIONS = ("Command line", "Distributed", "Comparing policies at the same compute")
+SECTIONS = ("Command line", "The paper's recipes", "Distributed", "Comparing policies at the same compute")
 SECONDS_HERE = ("plan", "models", "recipes")  # droppick commands that finish in seconds on any data
 TIMEOUT_S = 240
 
@@ -142,3 +143,40 @@ def test_the_slurm_script_starts_one_torchrun_agent_per_node_that_auto_resumes(t
     assert (args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id) == ("c10d", "gpu07:29500", "4242")
     train = build_parser().parse_args(droppick_words(words))
     assert train.command == "train" and train.auto_resume and train.out == "/shared/runs/r50"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_transfer_walkthrough_runs_under_bash_with_every_droppick_line_parsed(tmp_path):
+    """docs/guide/transfer.md's block needs ImageNet, COCO and days of GPU time: bash runs it as
+    printed (its variables, continuation lines and mkdir included) with a stand-in ``droppick`` that
+    records each command line, which droppick's own parser then reads completely."""
+    [block] = blocks((ROOT / "docs" / "guide" / "transfer.md").read_text())
+    stand_in = tmp_path / "bin" / "droppick"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/bash\nprintf "%q " "$@" >> "$CALLS"; echo >> "$CALLS"\n')
+    stand_in.chmod(0o755)
+    calls = tmp_path / "calls"
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=f"{stand_in.parent}:{os.environ['PATH']}", CALLS=str(calls)))
+    assert proc.returncode == 0, proc.stderr
+    recorded = [shlex.split(line) for line in calls.read_text().splitlines()]
+    printed = [words for words in command_lines(block) if words[0] == "droppick"]
+    assert [words[0] for words in recorded] == [words[1] for words in printed]  # every line ran, in order
+    assert {words[0] for words in recorded} == {"train", "export", "transfer", "compare-transfer"}
+    for words in recorded:
+        build_parser().parse_args(words)  # every flag known and of the right type, $INST and $KPTS expanded
+    assert (tmp_path / "backbones").is_dir()
+    assert sum("coco/annotations/person_keypoints_val2017.json" in words for words in recorded) == 1
+
+
+def test_the_readme_opens_with_the_two_set_up_commands_that_make_knows():
+    """CI runs ``make test`` itself and tests/test_demo.py runs ``droppick demo``'s path; this holds
+    the printed lines to those targets (``make -n`` resolves each target without running it)."""
+    [first, *_] = blocks((ROOT / "README.md").read_text())
+    assert [words for words in command_lines(first)] == [["make", "demo"], ["make", "test"]]
+    for target, runs in (("demo", "droppick demo"), ("test", "pytest")):
+        proc = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and runs in proc.stdout, proc.stderr
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
