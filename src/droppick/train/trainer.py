@@ -352,8 +352,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     history = run.truncate_metrics(before_epoch=dap.epoch) if main else []
     if main and progress:
         tqdm.write(t.cfg.describe_plan(dap.plan()))
-    warning = no_drop_warning(cfg.schedule, len(t.train_split), cfg.policy, cfg.target_compute)
-    if main and warning and dap.epoch == 1:  # before training, not again at each resume
+    warning = main and dap.epoch == 1 and no_drop_warning(cfg.schedule, len(t.train_split), cfg.policy,
+                                                          cfg.target_compute)
+    if warning:  # before training, by one process, not again at each resume
         print(warning, file=sys.stderr)
     board = None
     if main and cfg.tensorboard:
