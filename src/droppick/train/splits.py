@@ -34,3 +34,16 @@ def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.d
     train, test = build_splits(cfg, pin_memory=pin_memory, device=device)
     train, val = hold_out(train, cfg.val_samples, cfg.seed)
     return train, val, test
+
+
+def checked_num_classes(cfg: TrainConfig, train_split, test_split) -> int:
+    """The model's output count: the split's number of classes (imagefolder: its class folders).
+    A label outside it would index past the model's outputs, so it is refused here, by name."""
+    labels = torch.cat([train_split.labels, test_split.labels])
+    num_classes = train_split.num_classes
+    bad = labels[(labels < 0) | (labels >= num_classes)].unique()
+    if bad.numel():
+        raise ValueError(f"{cfg.dataset} has {num_classes} classes, so labels must lie in 0..{num_classes - 1}, "
+                         f"but the data in {cfg.data_dir or 'the default location'} has labels {bad[:10].tolist()}; "
+                         "fix its label files or choose the --dataset they belong to")
+    return num_classes

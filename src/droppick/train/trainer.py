@@ -33,12 +33,13 @@ from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, 
 from .config import TrainConfig, no_drop_warning
 from ..engine import DropAndPick
 from ..models import build_model
-from .splits import build_run_splits
+from .splits import build_run_splits, checked_num_classes
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
-from .rundir import RunDir, code_version
+from .rundir import RunDir
 from .steps import planned_steps, schedule_progress
+from .summary import run_summary
 from .testhook import kill_point as _test_kill_point
 from ..seeding import seeded_global_rng
 
@@ -67,7 +68,7 @@ class Trainer:
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)
         self.cfg = cfg
-        num_classes = _num_classes(cfg, self.train_split, self.test_split)
+        num_classes = checked_num_classes(cfg, self.train_split, self.test_split)
         self.model = build_seeded_model(cfg, self.train_split.in_channels, num_classes).to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -411,39 +412,11 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
 
     if not main:
         return None
-    summary = {
-        "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
-        "epochs": t.cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
-        "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
-        "best_test_top1": max(m["test_top1"] for m in history if m["test_top1"] is not None),
-        "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
-        "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),
-        "wall_seconds": wall_before + time.perf_counter() - started, "device": str(device),
-        "world_size": t.world, "world_size_changes": t.world_size_changes,
-        "excluded_nonfinite": run.count_listed(run.nonfinite_path),
-        "unreadable_skipped": run.count_listed(run.unreadable_path),
-        "code": code_version(),
-    }
-    if t.val_split is not None:
-        summary.update(num_val_samples=len(t.val_split), final_val_top1=history[-1]["val_top1"],
-                       best_val_top1=max(m["val_top1"] for m in history if m["val_top1"] is not None))
+    summary = run_summary(t, history, run, wall_before + time.perf_counter() - started, device)
     run.write_summary(summary)
     if t.profiler.enabled:
         tqdm.write(t.profiler.report("run (this process)", run=True, samples=dap.samples_seen))
     return summary
-
-
-def _num_classes(cfg: TrainConfig, train_split, test_split) -> int:
-    """The model's output count: the split's number of classes (imagefolder: its class folders).
-    A label outside it would index past the model's outputs, so it is refused here, by name."""
-    labels = torch.cat([train_split.labels, test_split.labels])
-    num_classes = train_split.num_classes
-    bad = labels[(labels < 0) | (labels >= num_classes)].unique()
-    if bad.numel():
-        raise ValueError(f"{cfg.dataset} has {num_classes} classes, so labels must lie in 0..{num_classes - 1}, "
-                         f"but the data in {cfg.data_dir or 'the default location'} has labels {bad[:10].tolist()}; "
-                         "fix its label files or choose the --dataset they belong to")
-    return num_classes
 
 
 def _grads_finite(model: torch.nn.Module) -> bool:
