@@ -232,6 +232,27 @@ def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(
             "(beyond two standard errors), +0.10 from full (within two standard errors).") in lines
     assert lines[-1].startswith("Not trained yet") and "rs2 (target = DaP's compute) at keep 0.9" in lines[-1]
     assert "epsilon (not tuned yet) at keep 0.9" in lines[-1]
+    # ema: +2.10 over DaP and +1.00 over rs2 (89.10), each beyond two standard errors (0.08); the floor ties rs2
+    assert ("- Target at 44.6% (a rule beyond the paper at least 1.0 point over DaP, beyond two standard errors of "
+            "both DaP and rs2): met by ema (beta 0.95 (tuned)).") in lines
+
+
+def test_the_targets_are_met_only_beyond_noise():
+    import frontier_beyond
+
+    def done(label: str, r: dict) -> tuple:
+        return frontier_beyond.Row(0.8, label, "s", {}, None), r
+
+    paper, full = {"dap": row(86.8, std=0.3)}, row(88.95, std=0.06)
+    noisy = frontier_beyond.verdict(0.8, [done("rs2", row(87.0)), done("ema", row(87.9, std=1.0))], paper, full)
+    assert noisy.endswith("not met by any rule trained here.")  # +1.1 over DaP, but within the noise of ema's seeds
+    clear = frontier_beyond.verdict(0.8, [done("rs2", row(87.0)), done("ema", row(87.9))], paper, full)
+    assert clear.endswith("met by ema (s).")
+    short = frontier_beyond.verdict(0.8, [done("rs2", row(87.0)), done("ema", row(87.7))], paper, full)
+    assert short.endswith("not met by any rule trained here.")  # beyond noise, but 0.9 < 1.0 point over DaP
+    near = frontier_beyond.verdict(0.9, [done("rs2", row(88.75, std=0.2))], {"dap": row(88.57, std=0.13)}, full)
+    assert near.endswith("met by rs2 (s).")  # -0.20 from full with se 0.12: within two standard errors
+    assert frontier_beyond.verdict(0.95, [], paper, full) is None
 
 
 def test_the_readme_table_names_a_rule_beyond_the_paper_where_it_scores_best(tmp_path, monkeypatch):
