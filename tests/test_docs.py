@@ -30,6 +30,14 @@ def test_the_site_builds_in_strict_mode_with_the_reference_and_the_reports(tmp_p
     report = site / "reports" / "experiments" / "fashion-mnist" / "index.html"
     assert "table2f/accuracy_vs_epoch.png" in report.read_text()  # the generated report, its figures beside it
     assert (report.parent / "table2f" / "accuracy_vs_epoch.png").is_file()
+    config = (site / "reference" / "config" / "index.html").read_text()
+    import dataclasses
+
+    from droppick.train.config import TrainConfig
+
+    for key in dataclasses.fields(TrainConfig):  # every key, with the docstring under it
+        assert f'id="droppick.train.config.TrainConfig.{key.name}"' in config, key.name
+    assert "p, fraction of the current subset" in config and "for tuning without the test set" in config
     own_loop = (site / "guide" / "own-loop" / "index.html").read_text()
     assert "The test suite runs this block as written" in own_loop  # the README's example, included
     assert "--8&lt;--" not in own_loop
@@ -50,3 +58,17 @@ def test_the_readme_links_resolve():
     assert len(local) >= 10
     missing = [link for link in local if not (ROOT / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_every_config_key_has_a_docstring_for_the_reference():
+    """The API reference renders attribute docstrings, not comments: each TrainConfig field is
+    followed by its string."""
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "droppick" / "train" / "config.py").read_text())
+    [cls] = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "TrainConfig"]
+    body = cls.body
+    undocumented = [node.target.id for node, after in zip(body, body[1:] + [None]) if isinstance(node, ast.AnnAssign)
+                    and not (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                             and isinstance(after.value.value, str))]
+    assert not undocumented, f"TrainConfig keys without a docstring under them: {undocumented}"

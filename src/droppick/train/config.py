@@ -32,67 +32,115 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "fashion-mnist"  # or cifar10, cifar100, imagefolder (a train/ + val/ tree), hf:PATH (data/hf.py)
-    data_dir: Optional[str] = None  # None: the standard locations (see data.find_fashion_mnist)
-    image_column: Optional[str] = None  # hf:PATH: the image column; None: the one of type datasets.Image
-    label_column: Optional[str] = None  # hf:PATH: the label column; None: the one of type datasets.ClassLabel
-    train_samples: Optional[int] = None  # seeded class-stratified slice of the train split; None = all
-    test_samples: Optional[int] = None  # same for the test split
-    val_samples: Optional[int] = None  # hold out this many training samples (seeded, class-stratified) as a
-    # validation split, evaluated beside the test split (val_top1): for tuning without the test set
-    per_class: Optional[int] = None  # keep this many train samples per class (CIFAR10-5000: 500)
-    image_size: int = 224  # imagefolder: random-resized-crop size in pixels
-    eval_resize: int = 256  # imagefolder: evaluation resize before the centre crop of image_size
-    num_workers: int = 0  # DataLoader worker processes (imagefolder only; in-memory data needs none)
-    skip_unreadable: bool = False  # imagefolder: leave unreadable training images out (listed in unreadable.jsonl)
-    # instead of stopping at the first one
-    decode: str = "workers"  # imagefolder: "workers" decode and augment with Pillow in the DataLoader workers;
-    # "device": the workers read bytes, the training device decodes (nvJPEG on a GPU) and augments
+    dataset: str = "fashion-mnist"
+    """or cifar10, cifar100, imagefolder (a train/ + val/ tree), hf:PATH (data/hf.py)"""
+    data_dir: Optional[str] = None
+    """None: the standard locations (see data.find_fashion_mnist)"""
+    image_column: Optional[str] = None
+    """hf:PATH: the image column; None: the one of type datasets.Image"""
+    label_column: Optional[str] = None
+    """hf:PATH: the label column; None: the one of type datasets.ClassLabel"""
+    train_samples: Optional[int] = None
+    """seeded class-stratified slice of the train split; None = all"""
+    test_samples: Optional[int] = None
+    """same for the test split"""
+    val_samples: Optional[int] = None
+    """hold out this many training samples (seeded, class-stratified) as a validation split, evaluated beside
+    the test split (val_top1): for tuning without the test set"""
+    per_class: Optional[int] = None
+    """keep this many train samples per class (CIFAR10-5000: 500)"""
+    image_size: int = 224
+    """imagefolder: random-resized-crop size in pixels"""
+    eval_resize: int = 256
+    """imagefolder: evaluation resize before the centre crop of image_size"""
+    num_workers: int = 0
+    """DataLoader worker processes (imagefolder only; in-memory data needs none)"""
+    skip_unreadable: bool = False
+    """imagefolder: leave unreadable training images out (listed in unreadable.jsonl) instead of stopping at the
+    first one"""
+    decode: str = "workers"
+    """imagefolder: "workers" decode and augment with Pillow in the DataLoader workers; "device": the workers
+    read bytes, the training device decodes (nvJPEG on a GPU) and augments"""
     # model and optimiser (SGD with momentum, as in the paper's CIFAR recipes)
     model: str = "small_cnn"
-    batch_size: int = 128  # samples per step
-    lr: float = 0.05  # initial learning rate
+    """a name of the model registry (`droppick models`), or timm:NAME"""
+    batch_size: int = 128
+    """samples per step"""
+    lr: float = 0.05
+    """initial learning rate"""
     momentum: float = 0.9
+    """SGD momentum"""
     nesterov: bool = False
-    weight_decay: float = 5e-4  # L2 coefficient
-    lr_schedule: str = "step"  # "step": /10 after each milestone; "cosine": per step, sized by the planner
-    lr_milestones: Optional[list[int]] = None  # LR /10 after these epochs; None = reuse_at (Section 3.3)
-    augment_padding: int = 4  # pixels of zero padding for the random crop
-    augment_flip: bool = True  # random horizontal flip
+    """Nesterov momentum"""
+    weight_decay: float = 5e-4
+    """L2 coefficient"""
+    lr_schedule: str = "step"
+    """"step": /10 after each milestone; "cosine": per step, sized by the planner"""
+    lr_milestones: Optional[list[int]] = None
+    """LR /10 after these epochs; None = reuse_at (Section 3.3)"""
+    augment_padding: int = 4
+    """pixels of zero padding for the random crop"""
+    augment_flip: bool = True
+    """random horizontal flip"""
     # Drop-and-Pick (the paper's Table 1)
     policy: str = "dap"
-    epochs: int = 30  # E
-    warmup: int = 4  # W, epochs
-    interval: int = 1  # I, epochs
-    keep: float = 0.9  # p, fraction of the current subset
-    active: Optional[int] = None  # alpha, epochs; None = no limit
-    reuse_at: list[int] = field(default_factory=lambda: [15, 25])  # R, epochs
-    min_keep: float = 0.0  # f, beyond the paper: a drop never leaves fewer than f * N samples (0 = no floor)
+    """which samples the run trains on: dap (the paper), random, full, scaled, static, infobatch, rs2, epsilon,
+    ema (the policies guide)"""
+    epochs: int = 30
+    """E"""
+    warmup: int = 4
+    """W, epochs"""
+    interval: int = 1
+    """I, epochs"""
+    keep: float = 0.9
+    """p, fraction of the current subset"""
+    active: Optional[int] = None
+    """alpha, epochs; None = no limit"""
+    reuse_at: list[int] = field(default_factory=lambda: [15, 25])
+    """R, epochs"""
+    min_keep: float = 0.0
+    """f, beyond the paper: a drop never leaves fewer than f * N samples (0 = no floor)"""
     # matched-compute baselines (Table 2f) and InfoBatch
-    target_compute: Optional[float] = None  # fraction of E*N that scaled/static match (None = the DaP plan's)
-    # and that infobatch calibrates its ratio to (None = its fixed infobatch_ratio, as in its paper)
-    infobatch_ratio: float = 0.5  # r: share of below-mean-loss samples pruned each epoch
-    infobatch_delta: float = 0.875  # prune during the first delta*E epochs, all data after
-    # beyond the paper: policy "epsilon" keeps this share of a drop at random; "ema" ranks by a moving
-    # average of losses with this weight on the past (policies/epsilon.py and policies/ema.py)
+    target_compute: Optional[float] = None
+    """fraction of E*N that scaled/static match (None = the DaP plan's) and that infobatch calibrates its ratio
+    to (None = its fixed infobatch_ratio, as in its paper)"""
+    infobatch_ratio: float = 0.5
+    """r: share of below-mean-loss samples pruned each epoch"""
+    infobatch_delta: float = 0.875
+    """prune during the first delta*E epochs, all data after"""
+    # beyond the paper (policies/epsilon.py and policies/ema.py)
     epsilon: float = EPSILON
+    """policy "epsilon": the share of a drop's kept samples drawn at random from the rest of the subset"""
     ema_beta: float = BETA
-    # a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
-    # nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped
+    """policy "ema": the weight of a sample's past average in the moving average of its losses (what it is
+    ranked by)"""
     exclude_nonfinite: bool = False
+    """a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
+    nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped"""
     # run
     seed: int = 0
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-    amp: str = "none"  # mixed precision: "bf16", or "fp16" with a GradScaler; losses are recorded in fp32
-    channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
-    compile: bool = False  # torch.compile the training forward (static shapes; a last partial batch runs eagerly)
-    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" replays CUDA graphs, for small
-    # models whose kernel launches cost more than their arithmetic
-    profile: bool = False  # print where each epoch's time goes (data, forward, backward, optimizer, DaP)
-    tensorboard: bool = False  # also write the per-epoch metrics as a TensorBoard event file (RUN/tensorboard)
-    eval_batch_size: int = 1000  # samples per evaluation step
-    eval_every: int = 1  # evaluate after every K-th epoch (and always after the last): evaluation is not free
-    recipe: Optional[str] = None  # the recipe this config came from, for the record
+    """seeds the model's initialisation, the data order, the slices and every policy's draws"""
+    device: str = "auto"
+    """"auto" = cuda when available, else cpu"""
+    amp: str = "none"
+    """mixed precision: "bf16", or "fp16" with a GradScaler; losses are recorded in fp32"""
+    channels_last: bool = False
+    """NHWC memory format: faster convolutions on tensor-core GPUs"""
+    compile: bool = False
+    """torch.compile the training forward (static shapes; a last partial batch runs eagerly)"""
+    compile_mode: str = "default"
+    """torch.compile's mode; "reduce-overhead" replays CUDA graphs, for small models whose kernel launches cost
+    more than their arithmetic"""
+    profile: bool = False
+    """print where each epoch's time goes (data, forward, backward, optimizer, DaP)"""
+    tensorboard: bool = False
+    """also write the per-epoch metrics as a TensorBoard event file (RUN/tensorboard)"""
+    eval_batch_size: int = 1000
+    """samples per evaluation step"""
+    eval_every: int = 1
+    """evaluate after every K-th epoch (and always after the last): evaluation is not free"""
+    recipe: Optional[str] = None
+    """the recipe this config came from, for the record"""
 
     def __post_init__(self):
         """Refuse a setting that cannot train, naming the setting and what it accepts; the checks
