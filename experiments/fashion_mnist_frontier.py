@@ -206,7 +206,8 @@ def write_readme_table(table: list[str]) -> None:
         raise SystemExit(f"{README} has no {START} ... {END} block to write into")
     head, rest = text.split(START, 1)
     note = (f"Fashion-MNIST, the small CNN on a 20,000-image slice, 30 epochs, 3 seeds (mean ± std); rules beyond the "
-            f"paper tuned on a validation split. Written by `python experiments/fashion_mnist_frontier.py` on "
+            f"paper tuned on a validation split; within or beyond noise: whether the difference exceeds two standard "
+            f"errors. Written by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
             f"{utc_now()} UTC at commit {code_version()['git_commit']} from the runs of "
             "[its page](experiments/fashion-mnist/frontier/README.md), which says where each run trained.")
     README.write_text(head + START + "\n" + "\n".join([*table, "", note]) + "\n" + END + rest.split(END, 1)[1])
