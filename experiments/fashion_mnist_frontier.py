@@ -170,7 +170,8 @@ def write_report() -> bool:
               "exceeds two standard errors of that difference (a rough line with 2 or 3 seeds).", "",
               *frontier_beyond.section(beyond_rows(), frontier, full, rows_of), "",
               *frontier_beyond.all_data_section(all_data_rows(), redundancy[6000]["full"], rows_of), "",
-              *frontier_beyond.tuning_section(BASE, N, OUT / "beyond" / "tuning"), "",
+              *frontier_beyond.tuning_section(BASE, N, OUT / "beyond" / "tuning",
+                                              {k: frontier[k]["dap"]["top1_std"] for k in frontier_beyond.GRID}), "",
               "## What the budget solver proposes", "",
               "| budget | `droppick plan --target-compute X --solve keep` | its planned compute | trained keep | its compute |",
               "| ---: | --- | ---: | ---: | ---: |"]

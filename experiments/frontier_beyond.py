@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -189,22 +190,32 @@ def all_data_section(all_rows: list[Row], full: Optional[dict],
     return lines
 
 
-def tuning_section(base: TrainConfig, n: int, tuning: Path) -> list[str]:
-    """The page's table of every validation run, the losers too, with the chosen settings marked."""
+def tuning_section(base: TrainConfig, n: int, tuning: Path, seed_std: dict[float, float]) -> list[str]:
+    """The page's table of every validation run, the losers too, with the chosen settings marked and
+    each one's difference from DaP's validation run. One seed per candidate gives no spread of its
+    own, so the verdict borrows DaP's seed std at that budget on the frontier (``seed_std``): two
+    single runs differ by noise of std x sqrt(2)."""
     candidates = tuning_candidates(base, n)
+    dap = {c.keep: val_top1(c, tuning, n) for c in candidates if c.rule == "dap"}
     lines = ["### Tuning on a validation split", "",
              f"Seed {TUNE_SEED}, one run per candidate: {n:,} training images of a seeded {n + TUNE_VAL:,}-image "
              f"slice, the other {TUNE_VAL:,} (class-stratified) held out as the validation split, the same schedule "
              "and compute as the frontier's runs. Each rule's setting with the best final validation top-1 is "
              "chosen (bold) and trained on the frontier's slice above; the tuning runs' test accuracy is not read. "
              "The grid was fixed after the first untuned seed-0 runs (epsilon 0.1, beta 0.8, floors 0.15 and 0.25 "
-             "at keep 0.8, rs2) had been evaluated on the test set; the choice within it is made on validation only.",
-             "", "| DaP keep | rule | setting | final val top-1 (%) |", "| ---: | --- | --- | ---: |"]
+             "at keep 0.8, rs2) had been evaluated on the test set; the choice within it is made on validation only. "
+             "vs DaP: the difference from DaP's validation run at the same budget, within or beyond two standard "
+             "errors of a difference of two single runs, std x sqrt(2) with DaP's seed std on the frontier "
+             f"({', '.join(f'{std:.2f} at keep {keep}' for keep, std in seed_std.items())}): one seed cannot tell "
+             "settings apart by less than that.",
+             "", "| DaP keep | rule | setting | final val top-1 (%) | vs DaP |", "| ---: | --- | --- | ---: | ---: |"]
     for c in candidates:
         score = val_top1(c, tuning, n)
         pick = c.rule in TUNED and chosen(candidates, c.keep, c.rule, tuning, n) == c
         cell = "not trained yet" if score is None else f"**{score:.2f}**" if pick else f"{score:.2f}"
-        lines.append(f"| {c.keep} | {LABELS[c.rule]} | {c.setting} | {cell} |")
+        d = None if score is None or dap[c.keep] is None or c.rule == "dap" else score - dap[c.keep]
+        vs = "" if d is None else f"{d:+.2f} ({noise_word(d, seed_std[c.keep] * math.sqrt(2))})"
+        lines.append(f"| {c.keep} | {LABELS[c.rule]} | {c.setting} | {cell} | {vs} |")
     return lines
 
 

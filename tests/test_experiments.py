@@ -204,10 +204,11 @@ def test_each_rule_is_trained_at_its_best_validation_setting_whatever_the_tuning
     assert floor.folder == tmp_path / "beyond" / f"keep-0.8-floor-{middle['floor']}"
     assert rows[0.9, "epsilon"].configs is None and rows[0.9, "epsilon"].setting == "not tuned yet"
 
-    table = frontier_beyond.tuning_section(frontier.BASE, frontier.N, tmp_path / "beyond" / "tuning")
-    assert f"| 0.8 | epsilon | eps {middle['epsilon']} | **81.00** |" in table
-    assert "| 0.8 | epsilon | eps 0.1 | 80.00 |" in table and "| 0.8 | dap | the paper's rule | 80.00 |" in table
-    assert "| 0.9 | ema | beta 0.95 | not trained yet |" in table
+    table = frontier_beyond.tuning_section(frontier.BASE, frontier.N, tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})
+    # one seed each: noise std 0.3 x sqrt(2) = 0.42, so +1.00 is beyond two standard errors (0.85)
+    assert f"| 0.8 | epsilon | eps {middle['epsilon']} | **81.00** | +1.00 (beyond) |" in table
+    assert "| 0.8 | epsilon | eps 0.1 | 80.00 | +0.00 (within) |" in table
+    assert "| 0.8 | dap | the paper's rule | 80.00 |  |" in table and "| 0.9 | ema | beta 0.95 | not trained yet |  |" in table
     assert not any("99.00" in line for line in table)  # the tuning runs' test accuracy is never shown or used
 
 
