@@ -124,7 +124,7 @@ def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[Row]:
                 out_rows.append(Row(keep, LABELS[rule], "not tuned yet", None, None))
                 continue
             final = candidate(base, keep, rule, pick.value, n)
-            out_rows.append(Row(keep, LABELS[rule], final.setting + " (tuned)",
+            out_rows.append(Row(keep, LABELS[rule], final.setting + ", tuned",
                                 run_configs(final.config, [final.config.policy], seeds, n), out / final.folder))
     return out_rows
 
@@ -152,7 +152,7 @@ def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[Row]:
             out_rows.append(Row(0.8, "the best rule on validation", "not tuned yet", None, None))
             continue
         c = candidate(everything, 0.8, rule, value, ALL_DATA)
-        setting = c.setting + (" (tuned)" if rule in TUNED else "")
+        setting = c.setting + (", tuned" if rule in TUNED else "")
         out_rows.append(Row(0.8, LABELS[rule], setting, run_configs(c.config, [c.config.policy], ALL_SEEDS, ALL_DATA),
                             out / "all-60000" / c.folder))
     return out_rows

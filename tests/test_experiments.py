@@ -196,7 +196,7 @@ def test_each_rule_is_trained_at_its_best_validation_setting_whatever_the_tuning
     write_tuning(tmp_path / "beyond" / "tuning", 0.8, val, test)
     rows = {(r.keep, r.label): r for r in frontier.beyond_rows()}
     eps, ema, floor = (rows[0.8, label] for label in ("epsilon", "ema", "dap + floor"))
-    assert {c.epsilon for c in eps.configs.values()} == {middle["epsilon"]} and eps.setting.endswith("(tuned)")
+    assert {c.epsilon for c in eps.configs.values()} == {middle["epsilon"]} and eps.setting.endswith(", tuned")
     assert {c.ema_beta for c in ema.configs.values()} == {middle["ema"]}
     assert {(c.min_keep, c.policy) for c in floor.configs.values()} == {(middle["floor"], "dap")}
     assert sorted(c.seed for c in floor.configs.values()) == frontier.SEEDS
@@ -226,16 +226,16 @@ def test_the_page_reports_each_finished_row_beyond_the_paper_and_lists_the_rest(
     lines = frontier_beyond.section(beyond, {k: {"dap": v} for k, v in dap.items()}, row(90.0), frontier.rows_of)
     table = [line for line in lines if line.startswith("| 0.8 |")]
     assert len(table) == 4 and not any(line.startswith("| 0.9 |") for line in lines)
-    assert ("| 0.8 | ema | beta 0.95 (tuned) | 3 | 60.0% | 90.10 ± 0.10 | +0.10 (within) | +2.10 (beyond) | "
+    assert ("| 0.8 | ema | beta 0.95, tuned | 3 | 60.0% | 90.10 ± 0.10 | +0.10 (within) | +2.10 (beyond) | "
             "+1.00 (beyond) |") in table
-    assert "| 0.8 | dap + floor | min_keep 0.3, p 0.397 (tuned) | 3 |" in table[-1]
-    assert ("- At DaP keep 0.8 (44.6% compute) the best rule is ema (beta 0.95 (tuned)): +2.10 points over DaP "
+    assert "| 0.8 | dap + floor | min_keep 0.3, p 0.397, tuned | 3 |" in table[-1]
+    assert ("- At DaP keep 0.8 (44.6% compute) the best rule is ema (beta 0.95, tuned): +2.10 points over DaP "
             "(beyond two standard errors), +0.10 from full (within two standard errors).") in lines
     assert lines[-1].startswith("Not trained yet") and "rs2 (target = DaP's compute) at keep 0.9" in lines[-1]
     assert "epsilon (not tuned yet) at keep 0.9" in lines[-1]
     # ema: +2.10 over DaP and +1.00 over rs2 (89.10), each beyond two standard errors (0.08); the floor ties rs2
     assert ("- Target at 44.6% (a rule beyond the paper at least 1.0 point over DaP, beyond two standard errors of "
-            "both DaP and rs2): met by ema (beta 0.95 (tuned)).") in lines
+            "both DaP and rs2): met by ema (beta 0.95, tuned).") in lines
 
 
 def test_the_targets_are_met_only_beyond_noise():
@@ -266,7 +266,7 @@ def test_the_readme_table_names_a_rule_beyond_the_paper_where_it_scores_best(tmp
         write_runs(r.folder, r.configs, lambda cfg: 88.0 + cfg.min_keep * 4 + 0.1 * cfg.seed)  # floor 0.15: 88.7
     paper = {keep: {"dap": row(87.0 + keep, compute=0.446), "random": row(87.1, compute=0.446)} for keep in (0.8, 0.9)}
     table = frontier_beyond.budget_table(paper, row(90.0), frontier.beyond_rows(), frontier.rows_of)
-    assert table[2] == ("| 44.6% | dap + floor (min_keep 0.15, p 0.782 (tuned)) | 88.70 ± 0.10 | 87.80 ± 0.10 | "
+    assert table[2] == ("| 44.6% | dap + floor (min_keep 0.15, p 0.782, tuned) | 88.70 ± 0.10 | 87.80 ± 0.10 | "
                         "88.10 ± 0.10 | 90.00 ± 0.10 | +0.90 (beyond noise) |")
     assert table[3] == ("| 44.6% | dap (keep 0.9) | 87.90 ± 0.10 | 87.90 ± 0.10 | not run | 90.00 ± 0.10 | "
                         "it is DaP |")
@@ -279,7 +279,7 @@ def test_all_data_rows_take_the_rule_validation_ranks_first_at_44_percent(tmp_pa
     assert [r.configs is None for r in frontier.all_data_rows()] == [False, False, True]  # nothing tuned yet
     write_tuning(tmp_path / "beyond" / "tuning", 0.8, lambda c: 80.0 + (c.rule == "ema") * (c.value or 0))
     dap, rs2, best = frontier.all_data_rows()
-    assert (best.label, best.setting) == ("ema", "beta 0.95 (tuned)")  # ema's best setting, not just ema's
+    assert (best.label, best.setting) == ("ema", "beta 0.95, tuned")  # ema's best setting, not just ema's
     for r in (dap, rs2, best):
         assert r.folder.parent == tmp_path / "beyond" / "all-60000"
         assert [(c.seed, c.train_samples, c.keep) for c in r.configs.values()] == [(0, None, 0.8), (1, None, 0.8)]
@@ -287,7 +287,7 @@ def test_all_data_rows_take_the_rule_validation_ranks_first_at_44_percent(tmp_pa
         write_runs(r.folder, r.configs, lambda cfg: 91.0 + (cfg.policy == "dap") * 0.5)
     lines = frontier_beyond.all_data_section([dap, rs2, best], row(91.0, seeds=2), frontier.rows_of)
     assert "| dap | the paper's rule | 2 | 60.0% | 91.50 ± 0.00 | +0.50 (beyond) |  | +0.50 (beyond) |" in lines
-    assert lines[-1] == "Not trained yet (`fashion_mnist_frontier.py --part all-data`): ema (beta 0.95 (tuned))."
+    assert lines[-1] == "Not trained yet (`fashion_mnist_frontier.py --part all-data`): ema (beta 0.95, tuned)."
     write_runs(best.folder, best.configs, lambda cfg: 90.0)
     lines = frontier_beyond.all_data_section([dap, rs2, best], row(91.0, seeds=2), frontier.rows_of)
     assert lines[-1] == ("- On all 60,000 images at 44.6% compute the best is dap (the paper's rule): +0.50 over rs2 "
