@@ -89,7 +89,8 @@ def test_plan_cli_solve(capsys):
     assert main(["plan", "--target-compute", "0.63", "--solve", "keep", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["solved"] == "keep" and abs(out["compute_fraction"] - 0.63) < 0.005
-    assert main(["plan", "--target-compute", "0.63"]) == 2
+    assert main(["plan", "--solve", "keep"]) == 2  # a hyper-parameter to solve needs the compute to solve for
+    assert "--solve needs --target-compute" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("target", [0.55, 0.7, 0.85])

@@ -1,4 +1,5 @@
-"""The budget solver: the DaP hyper-parameter that lands a schedule closest to a target compute.
+"""The budget solver: the DaP hyper-parameter that lands a schedule closest to a target compute,
+and the line that explains the budget rule's choice (the rule itself: ``DaPSchedule.for_budget``).
 
 Pure and cheap: it only runs the planner over a grid of candidate values.
 """
@@ -6,10 +7,12 @@ Pure and cheap: it only runs the planner over a grid of candidate values.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional, Sequence
 
-from .schedule import DaPSchedule
+from .schedule import EVIDENCE, FLOOR_SHARE, DaPSchedule, check_budget, largest_floor
 
 SOLVABLE = ("keep", "interval", "warmup", "active", "min_keep")
+FINE_KEEPS = [i / 1000 for i in range(1, 1001)]  # p on a 0.001 grid: under a high floor the best p can be below 0.3
 
 
 def candidates(schedule: DaPSchedule, param: str) -> list:
@@ -24,21 +27,33 @@ def candidates(schedule: DaPSchedule, param: str) -> list:
     raise ValueError(f"--solve must be one of {', '.join(SOLVABLE)}; got {param!r}")
 
 
-def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str) -> tuple[DaPSchedule, float]:
+def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str,
+          values: Optional[Sequence] = None) -> tuple[DaPSchedule, float]:
     """The schedule with ``param`` changed so its planned compute is closest to ``target``.
 
     The other hyper-parameters stay as given, a floor (``min_keep``) included: solving ``keep``
     under a floor finds the p that spends the budget with that floor in place.
     Ties go to the larger compute (the cautious side: more data, never less than asked for when
-    two values are equally close). Returns the schedule and its compute fraction.
+    two values are equally close). ``values``: the candidates tried (default ``candidates``).
+    Returns the schedule and its compute fraction.
     """
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target compute must lie in (0, 1], got {target}")
+    check_budget(target)
     best = None
-    for value in candidates(schedule, param):
+    for value in candidates(schedule, param) if values is None else values:
         candidate = dataclasses.replace(schedule, **{param: value})
         compute = candidate.plan(num_samples).compute_fraction
         key = (abs(compute - target), -compute)
         if best is None or key < best[0]:
             best = (key, candidate, compute)
     return best[1], best[2]
+
+
+def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float) -> str:
+    """One line: what the budget rule chose for C and why, pointing to the evidence."""
+    if schedule.keep == 1.0:
+        return f"budget {compute}: all data every epoch (compute 1 leaves nothing to drop)"
+    planned = schedule.plan(num_samples).compute_fraction
+    largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), num_samples, compute)
+    return (f"budget {compute}: DaP with a floor, min_keep {schedule.min_keep} ({FLOOR_SHARE} x {largest}, the "
+            f"largest floor this schedule allows at this budget) and keep {schedule.keep} solved for N = "
+            f"{num_samples} (planned compute {planned:.4f}); why this rule: {EVIDENCE}")

@@ -34,10 +34,21 @@ Beyond the paper: a floor on the subset (``min_keep = f``). A drop keeps
 (rounded up: "never fewer than f x N" has to hold for a fractional f x N too) and never adds
 samples back. f = 0, the default, is the paper's schedule. A drop that the floor stops entirely
 (the subset is already at the floor) changes nothing, so it is no event, like p = 1.
+
+The budget rule (``DaPSchedule.for_budget``, the command line's ``--target-compute C``): given
+only a compute budget C and the run's epochs, warm-up, interval and picks, DaP with a floor f and p
+solved so that the plan spends C. The largest floor a budget allows (``largest_floor``) is the one
+whose drops fall straight to it (p -> 0) and still spend C. The floors tuned on a validation split at
+every budget tried (experiments/frontier_budgets.py) sit at a near-constant share of it, so the rule
+is f(C) = ``FLOOR_SHARE`` x largest_floor(C). As a share, the rule follows the user's own warm-up,
+picks and N, where an f fitted to C alone would not. ``FLOOR_SHARE`` is the mean of the tuned shares,
+computed from the committed runs by ``python experiments/frontier_budgets.py --report``; its page
+(``EVIDENCE``) shows the fit, and a test holds the constant to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -46,6 +57,10 @@ from typing import Optional, Sequence
 
 DROP = "drop"
 PICK = "pick"
+FLOOR_SHARE = 0.957  # the budget rule's f(C) / largest_floor(C): the mean over the tuned budgets (module docstring)
+EVIDENCE = "experiments/fashion-mnist/frontier/budgets/README.md"  # the page that shows the fit and the runs
+TOLERANCE = 0.005  # the budget rule plans within this of the compute asked for
+_NOTHING = 1e-9  # a keep so small that every drop falls to its floor (keep_count never goes below 1)
 
 
 def require_int(name: str, value, minimum: int) -> int:
@@ -217,6 +232,14 @@ class DaPSchedule:
         return out
 
     @classmethod
+    def for_budget(cls, compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
+                   reuse_at: Sequence[int] = (), active: Optional[int] = None) -> "DaPSchedule":
+        """The schedule of the best rule droppick has evidence for at ``compute`` (a fraction of
+        training on all data): DaP with a floor and p solved for ``num_samples``, planned within 0.005
+        of it. The module docstring says how the floor is chosen; ``for_budget`` what is refused."""
+        return for_budget(compute, num_samples, epochs, warmup, interval, reuse_at, active)
+
+    @classmethod
     def from_dict(cls, d: dict) -> "DaPSchedule":
         return cls(**{k: d[k] for k in ("epochs", "warmup", "interval", "keep", "active", "reuse_at")},
                    min_keep=d.get("min_keep", 0.0))
@@ -240,3 +263,72 @@ def _events(s: DaPSchedule) -> tuple[Optional[str], ...]:
         else:
             events.append(None)
     return tuple(events)
+
+
+def check_budget(compute: float) -> None:
+    if not 0.0 < compute <= 1.0:
+        raise ValueError(f"target compute must lie in (0, 1] (a fraction of training on all data for every epoch), "
+                         f"got {compute}")
+
+
+def smallest_compute(schedule: DaPSchedule, num_samples: int) -> float:
+    """The least compute the schedule's epochs allow: every drop keeps one sample and there is no
+    floor, so what is left is its epochs on all data (the warm-up, the epoch that records the losses
+    of the first drop, and each pick's epoch)."""
+    return dataclasses.replace(schedule, keep=_NOTHING, min_keep=0.0).plan(num_samples).compute_fraction
+
+
+def largest_floor(schedule: DaPSchedule, num_samples: int, compute: float) -> float:
+    """The largest floor f (0.001 grid) whose plan still spends at most ``compute`` when every drop
+    falls straight to the floor: the budget a floor can have. Compute rises with f, so bisect."""
+    def spends(f: float) -> float:
+        return dataclasses.replace(schedule, keep=_NOTHING, min_keep=f).plan(num_samples).compute_fraction
+
+    low, high = 0, 1000  # in thousandths; spends(0) <= compute is the caller's check
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if spends(mid / 1000) <= compute else (low, mid - 1)
+    return low / 1000
+
+
+def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
+               reuse_at: Sequence[int] = (), active: Optional[int] = None) -> DaPSchedule:
+    """The budget rule's schedule for C = ``compute`` (module docstring): the floor
+    ``FLOOR_SHARE x largest_floor`` and the p that lands the plan within ``TOLERANCE`` of C.
+
+    C = 1 is training on all data (p = 1). Refused, each with the fix: C outside (0, 1]; C below the
+    smallest compute the schedule allows; a C the p grid cannot reach within the tolerance (a tiny N).
+    """
+    check_budget(compute)
+    base = DaPSchedule(epochs=epochs, warmup=warmup, interval=interval, keep=1.0, active=active, reuse_at=reuse_at)
+    if compute == 1.0:
+        return base
+    least = smallest_compute(base, num_samples)
+    if compute < least:
+        raise ValueError(f"target compute {compute} is below the smallest this schedule allows, {least:.4f} (its "
+                         f"epochs on all data: {warmup} of warm-up, the first epoch that records losses, each "
+                         f"pick's epoch): ask for at least {least:.4f}, or shorten the warm-up or remove a pick "
+                         f"(reuse_at)")
+    floor = int(FLOOR_SHARE * largest_floor(base, num_samples, compute) * 1000) / 1000
+    schedule = _closest_keep(dataclasses.replace(base, min_keep=floor), num_samples, compute)
+    planned = schedule.plan(num_samples).compute_fraction
+    if abs(planned - compute) > TOLERANCE:
+        raise ValueError(f"no keep p lands {num_samples} samples within {TOLERANCE} of compute {compute} (closest: "
+                         f"{planned:.4f} at p {schedule.keep}): ask for {planned:.3f}, or train on more samples")
+    return schedule
+
+
+def _closest_keep(schedule: DaPSchedule, num_samples: int, compute: float) -> DaPSchedule:
+    """The schedule with the p (0.001 grid) whose plan lands closest to ``compute``, ties to the larger
+    compute as ``budget.solve``. A drop keeps more with a larger p, so compute rises with p: bisect
+    for the first p that reaches ``compute`` and compare it with the one below."""
+    def at(thousandths: int) -> DaPSchedule:
+        return dataclasses.replace(schedule, keep=thousandths / 1000)
+
+    low, high = 1, 1000
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if at(mid).plan(num_samples).compute_fraction < compute else (low, mid)
+    above, below = at(low), at(max(1, low - 1))
+    gap = [abs(s.plan(num_samples).compute_fraction - compute) for s in (above, below)]
+    return below if gap[1] < gap[0] else above

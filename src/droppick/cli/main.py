@@ -12,13 +12,13 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, TrainConfig,
-                            describe_schedule, follow_epochs, no_drop_warning)
+from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES,
+                            TrainConfig, describe_schedule, follow_epochs, no_drop_warning)
 from ..policies import POLICIES, build_policy
-from ..budget import SOLVABLE, solve
+from ..budget import SOLVABLE, describe_budget, solve
 from ..distributed import RankDisagreementError
 from ..train.recipes import list_recipes, load_recipe, parse_overrides
-from ..schedule import DaPSchedule
+from ..schedule import DaPSchedule, for_budget
 from .args import dataset_name, flag, given, int_list, optional_int
 
 SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at", "min_keep")
@@ -36,6 +36,22 @@ def _add_schedule_args(p: argparse.ArgumentParser) -> None:
           type=int_list, dest="reuse_at")
     flag(g, "--min-keep", "f, beyond the paper: a drop never leaves fewer than ceil(f x N) samples (default 0, "
          "no floor)", type=float, dest="min_keep")
+
+
+def refuse_budget_conflicts(asked: dict) -> None:
+    """The budget rule chooses keep and the floor itself: a value given beside it is refused, not overridden."""
+    both = [f"--{key.replace('_', '-')}" for key in ("keep", "min_keep") if key in asked]
+    if both:
+        raise ValueError(f"--target-compute chooses keep and min_keep itself (the budget rule); remove {' and '.join(both)}, "
+                         "or remove --target-compute to set them yourself (the paper's rule: --policy dap --keep P)")
+
+
+def budget_schedule(values: dict, num_samples: int, compute: float) -> DaPSchedule:
+    """The budget rule's schedule for the other schedule values given, and the line that says why (stderr)."""
+    schedule = for_budget(compute, num_samples, values["epochs"], values["warmup"], values["interval"],
+                          values["reuse_at"], values.get("active"))
+    print(describe_budget(schedule, num_samples, compute), file=sys.stderr)
+    return schedule
 
 
 def _schedule_values(config: dict) -> dict:
@@ -56,13 +72,17 @@ def cmd_plan(args) -> int:
     if derived:
         print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
-    schedule = DaPSchedule(**values)
-    if (args.target_compute is None) != (args.solve is None):
-        raise ValueError("--target-compute and --solve go together, e.g. --target-compute 0.63 --solve keep")
+    if args.solve and args.target_compute is None:
+        raise ValueError("--solve needs --target-compute, e.g. --target-compute 0.63 --solve keep")
     if args.solve:
-        schedule, _ = solve(schedule, num_samples, args.target_compute, args.solve)
+        schedule, _ = solve(DaPSchedule(**values), num_samples, args.target_compute, args.solve)
         print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
               file=sys.stderr)
+    elif args.target_compute is not None:  # the budget rule chooses keep and the floor
+        refuse_budget_conflicts(given(args, SCHEDULE_KEYS))
+        schedule = budget_schedule(values, num_samples, args.target_compute)
+    else:
+        schedule = DaPSchedule(**values)
     config = recipe.config if recipe else {}
     plan = _policy_plan(config, schedule, num_samples)
     # on stderr, like the derived-schedule note, so that --json output stays one object
@@ -75,8 +95,9 @@ def cmd_plan(args) -> int:
         out = plan.to_dict()
         if recipe:
             out.update(recipe=recipe.name, paper=recipe.paper, paper_compute=recipe.paper_compute)
+        out.update(schedule=schedule.to_dict())
         if args.solve:
-            out.update(schedule=schedule.to_dict(), solved=args.solve)
+            out.update(solved=args.solve)
         print(json.dumps(out))
         if warning:
             print(warning, file=sys.stderr)
@@ -241,6 +262,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--compile-mode", f"torch.compile mode; reduce-overhead replays CUDA graphs (default {d.compile_mode})",
          choices=COMPILE_MODES, dest="compile_mode")
     flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    flag(g, "--target-compute", "the budget, a fraction of training on all data: dap, random, epsilon and ema take the "
+         "budget rule's keep and floor for it (not with --keep or --min-keep); rs2, scaled, static and infobatch "
+         "match it", type=float, dest="target_compute")
     flag(g, "--epsilon", f"policy epsilon: share of a drop's kept samples drawn at random (default {d.epsilon})",
          type=float)
     flag(g, "--ema-beta", f"policy ema: weight of a sample's past loss average (default {d.ema_beta})", type=float,
@@ -260,12 +284,25 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args) -> TrainConfig:
-    """Defaults < recipe < flags < --set; epoch-valued settings not given follow a changed --epochs."""
+    """Defaults < recipe < flags < --set; epoch-valued settings not given follow a changed --epochs.
+    With --target-compute, a policy that follows DaP's schedule takes the budget rule's keep and floor
+    for the training set's N (loaded once here to count it)."""
     base = TrainConfig().to_dict() | (load_recipe(args.recipe_name).config if args.recipe_name else {})
-    values, derived = follow_epochs(base, given(args, TrainConfig.keys()) | parse_overrides(args.set))
+    asked = given(args, TrainConfig.keys()) | parse_overrides(args.set)
+    values, derived = follow_epochs(base, asked)
     if derived:
         print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
-    return TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(values)
+    if "target_compute" not in asked or cfg.policy not in FOLLOWS_SCHEDULE:
+        if "target_compute" in asked and cfg.policy == "full":
+            raise ValueError("policy full trains on all data every epoch: remove --target-compute, or choose a policy "
+                             "that spends a budget (dap, rs2, ...)")
+        return cfg
+    from ..report.compare import dataset_size
+
+    refuse_budget_conflicts(asked)
+    schedule = budget_schedule({k: values[k] for k in SCHEDULE_KEYS}, dataset_size(cfg), cfg.target_compute)
+    return TrainConfig.from_dict(values | {"keep": schedule.keep, "min_keep": schedule.min_keep})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_args(p)
     flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
     p.add_argument("--target-compute", type=float, default=None, metavar="FRACTION",
-                   help="with --solve: find the value of one hyper-parameter that lands closest to this compute")
+                   help="alone: the budget rule's schedule for this compute (DaP with a floor, keep and min_keep "
+                        "chosen; not with --keep or --min-keep); with --solve: the value of one hyper-parameter "
+                        "that lands closest to it, the others as given")
     p.add_argument("--solve", choices=SOLVABLE, default=None, help="the hyper-parameter --target-compute changes")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="draw subset size against epoch")

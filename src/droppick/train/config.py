@@ -25,6 +25,7 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema")  # the policies whose subset sizes are the DaP schedule's
 DECODE_MODES = ("workers", "device")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -102,8 +103,9 @@ class TrainConfig:
     """f, beyond the paper: a drop never leaves fewer than f * N samples (0 = no floor)"""
     # matched-compute baselines (Table 2f) and InfoBatch
     target_compute: Optional[float] = None
-    """fraction of E*N that scaled/static match (None = the DaP plan's) and that infobatch calibrates its ratio
-    to (None = its fixed infobatch_ratio, as in its paper)"""
+    """the budget, a fraction of E*N: rs2/scaled/static match it (None = the DaP plan's) and infobatch calibrates its
+    ratio to it (None = its fixed infobatch_ratio, as in its paper); for dap/random/epsilon/ema the command line's
+    --target-compute writes the budget rule's keep and min_keep for it, and it stays here as the record"""
     infobatch_ratio: float = 0.5
     """r: share of below-mean-loss samples pruned each epoch"""
     infobatch_delta: float = 0.875

@@ -1,0 +1,99 @@
+"""The one knob: ``--target-compute C`` and ``DaPSchedule.for_budget``, the budget rule's schedule,
+its refusals, and a run that spends what was asked."""
+
+import dataclasses
+import json
+
+import pytest
+
+from droppick import DaPSchedule
+from droppick.schedule import FLOOR_SHARE, TOLERANCE, for_budget, largest_floor, smallest_compute
+from droppick.cli.main import main
+from droppick.train.config import TrainConfig
+
+FRONTIER = dict(epochs=30, warmup=4, interval=1, reuse_at=[15])  # the frontier's schedule, without p
+
+
+@pytest.mark.parametrize("compute", [0.21, 0.25, 0.35, 0.446, 0.5, 0.627, 0.8, 0.99])
+@pytest.mark.parametrize("n", [20000, 60000, 1_281_167])
+def test_the_budget_rule_plans_the_compute_asked_for_with_its_share_of_the_largest_floor(compute, n):
+    schedule = DaPSchedule.for_budget(compute=compute, num_samples=n, **FRONTIER)
+    assert abs(schedule.plan(n).compute_fraction - compute) <= TOLERANCE
+    largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), n, compute)
+    assert schedule.min_keep == int(FLOOR_SHARE * largest * 1000) / 1000 and 0 < schedule.min_keep < largest
+    assert (schedule.epochs, schedule.warmup, schedule.interval, schedule.reuse_at) == (30, 4, 1, (15,))
+
+
+def test_the_largest_floor_is_the_last_one_within_the_budget():
+    base = DaPSchedule(keep=1e-9, **FRONTIER)
+    for compute in (0.25, 0.35, 0.446, 0.627):
+        f = largest_floor(base, 20000, compute)
+        spend = [dataclasses.replace(base, min_keep=x).plan(20000).compute_fraction for x in (f, f + 0.001)]
+        assert spend[0] <= compute < spend[1]
+    # the frontier's tuned floors, 0.3 at DaP keep 0.8's compute and 0.5 at keep 0.9's, sit just under the largest
+    at = {p: dataclasses.replace(base, keep=p).plan(20000).compute_fraction for p in (0.8, 0.9)}
+    assert largest_floor(base, 20000, at[0.8]) == 0.308 and largest_floor(base, 20000, at[0.9]) == 0.533
+
+
+def test_the_smallest_compute_is_the_share_of_epochs_on_all_data():
+    # W = 4, the epoch that records the first drop's losses, and the pick's epoch 16: 6 of 30 epochs
+    least = smallest_compute(DaPSchedule(keep=0.9, **FRONTIER), 20000)
+    assert least == (6 * 20000 + 24 * 1) / (30 * 20000)
+    assert smallest_compute(DaPSchedule(epochs=30, warmup=1, interval=1, keep=0.9), 20000) < least
+
+
+def test_the_budget_rule_refuses_what_it_cannot_plan_and_says_what_to_change():
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
+        for_budget(1.2, 20000, **FRONTIER)
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
+        for_budget(0.0, 20000, **FRONTIER)
+    with pytest.raises(ValueError, match=r"below the smallest this schedule allows, 0\.2000.*ask for at least 0\.2000"):
+        for_budget(0.15, 20000, **FRONTIER)
+    with pytest.raises(ValueError, match="train on more samples"):
+        for_budget(0.41, 4, **FRONTIER)  # 4 samples: compute moves in steps of 1/120, no p lands within 0.005
+    assert for_budget(1.0, 20000, **FRONTIER).plan(20000).compute_fraction == 1.0
+
+
+def test_plan_alone_chooses_the_budget_rule_and_with_solve_keeps_its_meaning(capsys):
+    frontier = ["--epochs", "30", "--warmup", "4", "--interval", "1", "--reuse-at", "15", "--num-samples", "20000"]
+    assert main(["plan", *frontier, "--target-compute", "0.35", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    rule = for_budget(0.35, 20000, **FRONTIER)
+    assert out["schedule"] == rule.to_dict() and abs(out["compute_fraction"] - 0.35) <= TOLERANCE
+    [why] = captured.err.splitlines()
+    assert why.startswith("budget 0.35: DaP with a floor, min_keep") and "frontier/budgets/README.md" in why
+    assert main(["plan", *frontier, "--target-compute", "0.35", "--solve", "keep", "--json"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    assert solved["solved"] == "keep" and "min_keep" not in solved["schedule"]  # today's meaning: keep alone
+    assert main(["plan", *frontier, "--keep", "0.8", "--json"]) == 0  # without a budget: the schedule as given
+    assert json.loads(capsys.readouterr().out)["schedule"]["keep"] == 0.8
+
+
+@pytest.mark.parametrize("extra, named", [(["--keep", "0.8"], "--keep"), (["--min-keep", "0.2"], "--min-keep"),
+                                          (["--keep", "0.8", "--min-keep", "0.2"], "--keep and --min-keep")])
+def test_a_budget_beside_keep_or_min_keep_is_refused_with_the_fix(extra, named, capsys, fake_fashion, tmp_path):
+    assert main(["plan", "--target-compute", "0.5", *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"remove {named}," in err and "--policy dap --keep P" in err
+    assert main(["train", "--data-dir", str(fake_fashion), "--target-compute", "0.5", *extra,
+                 "--out", str(tmp_path / "r")]) == 2
+    assert f"remove {named}," in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_train_with_a_budget_runs_the_rule_and_spends_the_budget(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--data-dir", str(fake_fashion), "--epochs", "10", "--warmup", "1", "--interval", "1", "--reuse-at",
+              "5", "--batch-size", "64", "--no-progress", "--device", "cpu"]
+    assert main(["train", *common, "--target-compute", "0.45", "--out", str(out)]) == 0
+    assert "budget 0.45: DaP with a floor" in capsys.readouterr().err
+    saved = TrainConfig.load(out / "config.json")
+    rule = for_budget(0.45, 240, 10, 1, 1, [5])
+    assert (saved.keep, saved.min_keep, saved.target_compute, saved.policy) == (rule.keep, rule.min_keep, 0.45, "dap")
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["compute_fraction"] - 0.45) <= TOLERANCE
+    # rs2 matches the budget itself; full has none to spend
+    assert main(["train", *common, "--policy", "rs2", "--target-compute", "0.45", "--out", str(tmp_path / "rs2")]) == 0
+    assert abs(json.loads((tmp_path / "rs2" / "summary.json").read_text())["compute_fraction"] - 0.45) <= 0.01
+    assert main(["train", *common, "--policy", "full", "--target-compute", "0.45", "--out", str(tmp_path / "f")]) == 2
+    assert "remove --target-compute" in capsys.readouterr().err
