@@ -240,6 +240,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--val-samples", "hold out this many training samples (seeded, class-stratified) as a validation "
          "split, reported as val_top1 beside test_top1: tune on it, not on the test set", type=int, dest="val_samples")
     flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
+    flag(g, "--imbalance", "a seeded long tail of the train split: the largest class this many times the smallest "
+         "(test split untouched; the summary reports balanced top-1 beside top-1)", type=float)
     flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
     flag(g, "--skip-unreadable", "imagefolder: leave training images that cannot be read out of every subset (listed "
           "in RUN/unreadable.jsonl, counted in summary.json) instead of stopping", action="store_const", const=True,

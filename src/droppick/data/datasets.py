@@ -174,14 +174,39 @@ def per_class_subsample(labels: torch.Tensor, per_class: int, seed: int) -> torc
     if short:
         listed = ", ".join(f"class {c} has {n}" for c, n in short)
         raise ValueError(f"per_class={per_class} exceeds the samples available ({listed}); lower per_class")
+    return _first_of_each_class(labels, torch.full_like(counts, per_class), seed)
+
+
+def long_tail(labels: torch.Tensor, ratio: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded long tail: with m the smallest class's count and the classes in a
+    seeded order, the class of rank r keeps round(m x ratio^(-r / (K - 1))) of its samples, so the
+    largest class keeps m and the smallest m / ratio (an exponential profile, the usual long-tailed
+    CIFAR construction). ``ratio`` >= 1; 1 keeps m of every class."""
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+    if not ratio >= 1:  # NaN fails too
+        raise ValueError(f"imbalance must be >= 1 (the largest class's size over the smallest's), got {ratio}")
+    labels = labels.cpu()
+    classes, counts = labels.unique(sorted=True, return_counts=True)
+    k, m = len(classes), int(counts.min())
+    order = torch.randperm(k, generator=torch.Generator().manual_seed(seed))  # order[r]: the class of rank r
+    quotas = torch.empty_like(counts)
+    for rank, cls in enumerate(order.tolist()):
+        quotas[cls] = max(1, round(m * ratio ** (-rank / max(1, k - 1))))
+    return _first_of_each_class(labels, quotas, seed)
+
+
+def _first_of_each_class(labels: torch.Tensor, quotas: torch.Tensor, seed: int) -> torch.Tensor:
+    """Sorted indices of ``quotas[i]`` seeded-random samples of the i-th class (in sorted label order)."""
+    classes, counts = labels.unique(sorted=True, return_counts=True)
     # One shuffle, then a stable sort by label: each class's members stay in shuffled order,
-    # so the first per_class of each group are a uniform random choice.
+    # so the first quota of each group are a uniform random choice.
     generator = torch.Generator().manual_seed(seed)
     shuffled = torch.randperm(len(labels), generator=generator)
     grouped = shuffled[labels[shuffled].sort(stable=True).indices]
     starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
     rank_in_class = torch.arange(len(labels)) - starts
-    return grouped[rank_in_class < per_class].sort().values
+    return grouped[rank_in_class < torch.repeat_interleave(quotas, counts)].sort().values
 
 
 def unreadable_image(path: str, err: Exception) -> ValueError:

@@ -65,10 +65,11 @@ class InMemorySplit:
 
 
 def slice_split(labels: torch.Tensor, split: str, seed: int, per_class: Optional[int] = None,
-                samples: Optional[int] = None) -> Optional[torch.Tensor]:
+                samples: Optional[int] = None, imbalance: Optional[float] = None) -> Optional[torch.Tensor]:
     """Indices to keep from a split with these ``labels``: ``per_class`` samples of each class
-    first, then a class-stratified ``samples`` of what is left, each drawn from ``seed``;
-    None when neither is set (all of the split)."""
+    first, then a class-stratified ``samples`` of what is left, then a long tail of ``imbalance``
+    (largest class over smallest) of that, each drawn from ``seed``; None when none is set (all of
+    the split)."""
     keep = None
     if per_class is not None:
         keep = dp_datasets.per_class_subsample(labels, per_class, derive_seed(seed, "per-class"))
@@ -77,6 +78,10 @@ def slice_split(labels: torch.Tensor, split: str, seed: int, per_class: Optional
         if samples > len(pool):
             raise ValueError(f"{split}_samples={samples} but the {split} split has only {len(pool)} samples")
         inner = dp_data.stratified_slice(pool, samples, derive_seed(seed, f"{split}-slice"))
+        keep = inner if keep is None else keep[inner]
+    if imbalance is not None:
+        inner = dp_datasets.long_tail(labels if keep is None else labels[keep], imbalance,
+                                      derive_seed(seed, "long-tail"))
         keep = inner if keep is None else keep[inner]
     return keep
 

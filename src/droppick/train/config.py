@@ -50,6 +50,10 @@ class TrainConfig:
     the test split (val_top1): for tuning without the test set"""
     per_class: Optional[int] = None
     """keep this many train samples per class (CIFAR10-5000: 500)"""
+    imbalance: Optional[float] = None
+    """a seeded long tail of the training split (after the slices): the largest class keeps the smallest class's
+    count m, the others m x imbalance^(-rank/(K-1)) in a seeded class order, so the largest is imbalance times
+    the smallest (None = as the data is)"""
     image_size: int = 224
     """imagefolder: random-resized-crop size in pixels"""
     eval_resize: int = 256
@@ -169,6 +173,9 @@ class TrainConfig:
         for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
+        if self.imbalance is not None and not 1 <= self.imbalance < math.inf:
+            raise ValueError(f"imbalance must be a number >= 1 (the largest class's size over the smallest's), "
+                             f"got {self.imbalance!r}")
         for name, ok, interval in (("lr", 0 < self.lr < math.inf, "(0, inf)"),  # NaN fails every comparison
                                    ("momentum", 0 <= self.momentum < 1, "[0, 1)"),
                                    ("weight_decay", 0 <= self.weight_decay < math.inf, "[0, inf)")):

@@ -17,6 +17,6 @@ def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None) -> dic
     cfg = TrainConfig.from_dict(checkpoint["config"] | ({"data_dir": data_dir} if data_dir else {}))
     t = Trainer(cfg, distributed.setup_from_env(cfg.device))
     t.model.load_state_dict(checkpoint["model"])
-    top1, top5 = t.evaluate()
+    top1, top5, balanced = t.evaluate()
     return {"checkpoint": str(path), "epoch": checkpoint["epoch"], "model": cfg.model, "top1": top1, "top5": top5,
-            "top1_err": 100.0 - top1, "top5_err": 100.0 - top5}
+            "balanced_top1": balanced, "top1_err": 100.0 - top1, "top5_err": 100.0 - top5}

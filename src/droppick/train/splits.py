@@ -13,9 +13,11 @@ from .config import TrainConfig
 
 
 def select_samples(cfg: TrainConfig, labels: torch.Tensor, split: str) -> Optional[torch.Tensor]:
-    """Indices of a split the run keeps: --per-class first (train only), then --train/test-samples."""
+    """Indices of a split the run keeps: --per-class first (train only), then --train/test-samples,
+    then --imbalance (train only: the test split stays as it is, balanced where the dataset's is)."""
     if split == "train":
-        return slice_split(labels, split, cfg.seed, per_class=cfg.per_class, samples=cfg.train_samples)
+        return slice_split(labels, split, cfg.seed, per_class=cfg.per_class, samples=cfg.train_samples,
+                           imbalance=cfg.imbalance)
     return slice_split(labels, split, cfg.seed, samples=cfg.test_samples)
 
 

@@ -15,6 +15,7 @@ def run_summary(t, history: list[dict], run: RunDir, wall_seconds: float, device
         "policy": cfg.policy, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset, "recipe": cfg.recipe,
         "epochs": cfg.epochs, "num_train_samples": len(t.train_split), "num_test_samples": len(t.test_split),
         "final_test_top1": history[-1]["test_top1"], "final_test_top5": history[-1]["test_top5"],
+        "final_test_balanced_top1": history[-1].get("test_balanced_top1"),  # absent in rows written before it
         "best_test_top1": max(m["test_top1"] for m in history if m["test_top1"] is not None),
         "compute_fraction": dap.compute_fraction, "planned_compute_fraction": dap.plan().compute_fraction,
         "samples_seen": dap.samples_seen, "train_seconds": sum(m["epoch_seconds"] for m in history),

@@ -173,7 +173,9 @@ class Trainer:
             self.train_split.prefetch(dap.sampler(self.rank, self.world).indices(), self.cfg.batch_size,
                                       self.cfg.seed, dap.epoch)
         self.profiler.lap("retention")
+        split = self.train_split  # the class mix shows what a rule keeps of each class (a rare one, a noisy one)
         return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
+                "subset_class_counts": torch.bincount(split.labels[trained_subset], minlength=split.num_classes).tolist(),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
                 "subset_sha256": distributed.subset_sha256(trained_subset)}
@@ -185,23 +187,29 @@ class Trainer:
                 "wall_seconds": wall_seconds, **self.state_dict()}
 
     @torch.no_grad()
-    def evaluate(self, split=None) -> tuple[float, float]:
-        """Top-1 and top-5 accuracy (%) on the whole test split (or ``split``: the validation
-        split); each rank scores a slice."""
+    def evaluate(self, split=None) -> tuple[float, float, float]:
+        """Top-1, top-5 and balanced top-1 accuracy (%) on the whole test split (or ``split``: the
+        validation split); each rank scores a slice. Balanced: the mean over the classes present of
+        each class's top-1, which weighs a rare class as much as a common one."""
         split = self.test_split if split is None else split
         distributed.broadcast_buffers(self.model)  # every rank scores rank 0's model, the one checkpointed
         self.model.eval()
         order = torch.arange(len(split))[self.rank::self.world]
-        correct1 = correct5 = 0
+        correct5 = 0
+        per_class = torch.zeros(2, split.num_classes, dtype=torch.float64)  # rows: top-1 hits, samples
         for _, images, targets in split.batches(order, self.cfg.eval_batch_size, self.cfg.seed, 0):
             images, targets = self._to_device(images, targets)
             logits = self._forward(self.model, images)  # not the DDP wrapper: ranks run unequal batch counts
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == targets[:, None]
-            correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(dim=1).sum())
-        c1, c5, n = distributed.all_reduce_sum([correct1, correct5, len(order)])
-        return 100.0 * c1 / n, 100.0 * c5 / n
+            per_class[0].index_add_(0, targets.cpu(), hits[:, 0].cpu().double())
+            per_class[1].index_add_(0, targets.cpu(), torch.ones(len(targets), dtype=torch.float64))
+        c5, n, *flat = distributed.all_reduce_sum([correct5, len(order), *per_class.flatten().tolist()])
+        hits, counts = torch.tensor(flat).view(2, -1)
+        present = counts > 0
+        return (100.0 * float(hits.sum()) / n, 100.0 * c5 / n,
+                100.0 * float((hits[present] / counts[present]).mean()))
 
     def state_dict(self) -> dict:
         """Everything the next epoch depends on. The learning rate has no state of its own: it is a
@@ -370,13 +378,13 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
         tick = time.perf_counter()
-        top1 = top5 = val_top1 = None  # --eval-every K: evaluated every K epochs and always after the last
+        top1 = top5 = balanced = val_top1 = None  # --eval-every K: evaluated every K epochs and always after the last
         if epoch % cfg.eval_every == 0 or dap.done:
-            top1, top5 = t.evaluate()
+            top1, top5, balanced = t.evaluate()
             if t.val_split is not None:
                 val_top1 = t.evaluate(t.val_split)[0]
         t.profiler.lap("eval")
-        row.update(test_top1=top1, test_top5=top5, eval_seconds=time.perf_counter() - tick)
+        row.update(test_top1=top1, test_top5=top5, test_balanced_top1=balanced, eval_seconds=time.perf_counter() - tick)
         if t.val_split is not None:  # (absent without --val-samples: the rows of earlier runs stay as they were)
             row["val_top1"] = val_top1
         history.append(row)
