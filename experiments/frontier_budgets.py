@@ -3,8 +3,9 @@ and p, at 35% and 25% compute on the frontier's 20,000-image slice, beside the p
 the same budgets, and the winner on all 60,000 images. From the repository root:
 
     .venv/bin/python experiments/frontier_budgets.py --part tune     # every candidate on the validation split
-    .venv/bin/python experiments/frontier_budgets.py --part rows     # dap, rs2 and each budget's winner, 3 seeds
-    .venv/bin/python experiments/frontier_budgets.py --part all-data # the winner at 35% on all 60,000 images
+    .venv/bin/python experiments/frontier_budgets.py --part rows     # the budget rule, dap, rs2, winners: 3 seeds
+    .venv/bin/python experiments/frontier_budgets.py --part all-data # the budget rule at 35% on all 60,000 images
+    .venv/bin/python experiments/frontier_budgets.py --part regimes  # scarce and long-tailed data (budget_regimes.py)
     .venv/bin/python experiments/frontier_budgets.py --report        # only rewrite the page
 
 Setting: the frontier's (experiments/fashion_mnist_frontier.py): the small CNN, 30 epochs, I = 1, LR /10
@@ -21,19 +22,25 @@ the frontier's slice. The script never reads a tuning run's test accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from droppick.budget import FINE_KEEPS, solve
+import budget_regimes
+import frontier_beyond
 from _report import log
+from droppick.budget import FINE_KEEPS, solve
 from droppick.report.compare import run_all, run_configs
+from droppick.schedule import FLOOR_SHARE, for_budget, largest_floor
 from droppick.train.config import TrainConfig
 
 TUNE_VAL = 10_000  # validation images; the tuning slice is N + TUNE_VAL images
 TUNE_SEED = 0
 ALL_DATA = 60_000
 ALL_SEEDS = [0, 1]
+PAPER_KEEPS = (0.8, 0.9)  # the frontier's tuned budgets (frontier_beyond.py): DaP keep 0.8's and 0.9's compute
 
 # Per budget, (rule, the schedule keys it changes). The floors are spread up to the largest the
 # budget allows with that warm-up and picks at p >= 0.3: at 35%, 0.177 with W = 4, 0.245 with W = 2,
@@ -111,30 +118,81 @@ def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> 
     return max(scored, key=lambda sc: sc[0])[1]
 
 
-def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Candidate, Optional[dict]]]:
-    """Per budget: the paper's DaP, rs2, and the validation winner (None while tuning is unfinished),
-    each with its configs, one per seed."""
+def budget_candidate(base: TrainConfig, budget: float, n: int) -> Candidate:
+    """What ``--target-compute budget`` chooses on the frontier's schedule: the budget rule's floor and p."""
+    s = for_budget(budget, n, base.epochs, base.warmup, base.interval, base.reuse_at, base.active)
+    cfg = TrainConfig.from_dict(base.to_dict() | {"policy": "dap", "keep": s.keep, "min_keep": s.min_keep,
+                                                  "target_compute": budget})
+    return Candidate(budget, "budget", {"min_keep": s.min_keep}, cfg, f"c{budget:.4g}-budget")
+
+
+def rule_budgets(base: TrainConfig, n: int) -> list[float]:
+    """The budgets of the README's table: 25% and 35%, and the compute of DaP's keep 0.8 and 0.9."""
+    return list(GRID) + [TrainConfig.from_dict(base.to_dict() | {"keep": keep}).schedule.plan(n).compute_fraction
+                         for keep in PAPER_KEEPS]
+
+
+def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Candidate, dict]]:
+    """Per budget, the budget rule (once ``FLOOR_SHARE`` is the fit of the finished tuning runs); at
+    25% and 35% also the paper's DaP, rs2 and, where it differs from the budget rule, the validation
+    winner. (At 44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
     tuning = tuning_candidates(base, n)
+    final = rule_is_final(base, n, out)
     out_rows = []
-    for budget in GRID:
-        for c in (candidate(base, budget, "dap", {}, n), candidate(base, budget, "rs2", {}, n)):
-            out_rows.append((c, run_configs(c.config, [c.config.policy], seeds, n)))
-        best = winner(tuning, budget, out / "tuning", n)
-        if best is not None and (best.rule, best.changes) != ("dap", {}):  # else it is the row above
-            final = candidate(base, budget, best.rule, best.changes, n)
-            out_rows.append((final, run_configs(final.config, [final.config.policy], seeds, n)))
+    for budget in rule_budgets(base, n):
+        picked = [budget_candidate(base, budget, n)] if final else []
+        if budget in GRID:
+            picked += [candidate(base, budget, "dap", {}, n), candidate(base, budget, "rs2", {}, n)]
+            best = winner(tuning, budget, out / "tuning", n)
+            if best is not None and (best.rule, best.changes) != ("dap", {}):  # else it is DaP's row
+                picked.append(candidate(base, budget, best.rule, best.changes, n))
+        out_rows += [(c, run_configs(c.config, [c.config.policy], seeds, n)) for c in picked]
     return out_rows
 
 
 def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate, dict]]:
-    """The winner at 35% on all 60,000 images, 2 seeds (nothing while tuning is unfinished); a floor
-    keeps its f and re-solves p for the larger N."""
-    best = winner(tuning_candidates(base, n), 0.35, out / "tuning", n)
-    if best is None:
+    """The budget rule at 35% on all 60,000 images, 2 seeds, once the rule is final (p re-solved for
+    the larger N, as ``--target-compute`` does)."""
+    if not rule_is_final(base, n, out):
         return []
     everything = TrainConfig.from_dict(base.to_dict() | {"train_samples": None})
-    c = candidate(everything, 0.35, best.rule, best.changes, ALL_DATA)
-    return [(c, run_configs(c.config, [c.config.policy], ALL_SEEDS, ALL_DATA))]
+    c = budget_candidate(everything, 0.35, ALL_DATA)
+    return [(c, run_configs(c.config, ["dap"], ALL_SEEDS, ALL_DATA))]
+
+
+def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[tuple[float, str, float, float]]]:
+    """(budget, the winner's setting, its floor, the largest floor its schedule allows at that budget)
+    at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning, 25% and 35% from this
+    script's; None until every tuning run is trained. A winner without a floor counts as floor 0."""
+    points = []
+    for keep in PAPER_KEEPS:
+        tuning = frontier_beyond.tuning_candidates(base, n)
+        pick = frontier_beyond.chosen(tuning, keep, "floor", out.parent / "beyond" / "tuning", n)
+        if pick is None:
+            return None
+        schedule = pick.config.schedule
+        c = dataclasses.replace(schedule, min_keep=0.0, keep=keep).plan(n).compute_fraction
+        points.append((c, pick.setting, pick.value, largest_floor(schedule, n, c)))
+    candidates = tuning_candidates(base, n)
+    for budget in GRID:
+        best = winner(candidates, budget, out / "tuning", n)
+        if best is None:
+            return None
+        schedule = best.config.schedule
+        points.append((budget, best.setting, schedule.min_keep, largest_floor(schedule, n, budget)))
+    return sorted(points)
+
+
+def fitted_share(points: list[tuple[float, str, float, float]]) -> float:
+    """The budget rule's constant: the mean over the tuned budgets of floor / largest floor, to 3 decimals."""
+    return round(statistics.fmean(f / largest for _, _, f, largest in points), 3)
+
+
+def rule_is_final(base: TrainConfig, n: int, out: Path) -> bool:
+    """Whether droppick's FLOOR_SHARE is the fit of the finished tuning runs: only then do the budget
+    rule's own runs train (they would measure a rule that is about to change otherwise)."""
+    points = tuned_floors(base, n, out)
+    return points is not None and fitted_share(points) == FLOOR_SHARE
 
 
 def share(items: list, index: int, of: int) -> list:
@@ -143,7 +201,7 @@ def share(items: list, index: int, of: int) -> list:
 
 
 def train_missing(parts: list[str], index: int, of: int) -> None:
-    from fashion_mnist_frontier import BASE, N, OUT, SEEDS
+    from fashion_mnist_frontier import BASE, HERE, N, OUT, SEEDS
 
     out = OUT / "budgets"
     jobs: list[tuple[dict, Path]] = []
@@ -153,6 +211,10 @@ def train_missing(parts: list[str], index: int, of: int) -> None:
         jobs += [(configs, out / c.folder) for c, configs in rows(BASE, SEEDS, N, out)]
     if "all-data" in parts:
         jobs += [(configs, out / "all-60000" / c.folder) for c, configs in all_data_rows(BASE, N, out)]
+    if "regimes" in parts:
+        final = rule_is_final(BASE, N, out)
+        jobs += [(configs, folder) for configs, folder in budget_regimes.jobs(BASE, SEEDS, HERE, out)
+                 if final or folder.name != "budget"]
     runs = [({name: cfg}, folder) for configs, folder in jobs for name, cfg in configs.items()]
     for configs, folder in share(runs, index, of):
         run_all(configs, folder, log=log)
@@ -161,15 +223,19 @@ def train_missing(parts: list[str], index: int, of: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", action="store_true", help="only rewrite the page from the runs that exist")
-    p.add_argument("--part", choices=["tune", "rows", "all-data"], action="append",
-                   help="train this part (repeatable): 'rows' and 'all-data' train a winner once its budget's "
-                        "tuning runs are done")
+    p.add_argument("--part", choices=["tune", "rows", "all-data", "regimes"], action="append",
+                   help="train this part (repeatable): the budget rule's own runs train once FLOOR_SHARE is the fit "
+                        "of the finished tuning runs, a winner once its budget's tuning runs are done")
     p.add_argument("--share", default="0/1", metavar="I/K",
                    help="train only every K-th run from the I-th, so K processes can train side by side")
     args = p.parse_args()
     index, of = (int(x) for x in args.share.split("/"))
     if not args.report:
         train_missing(args.part or ["tune"], index, of)
+    from budgets_report import write_page
+    from fashion_mnist_frontier import BASE, HERE, N, OUT, SEEDS, rows_of
+
+    log(f"page written to {write_page(BASE, N, SEEDS, HERE, OUT / 'budgets', rows_of)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,259 @@
+"""The page of the budget rule's evidence, experiments/fashion-mnist/frontier/budgets/README.md, and the
+README's budget table, from the runs of frontier_budgets.py and budget_regimes.py (and the frontier's
+own rows at 44.6% and 62.7%). Every section says what is not trained yet instead of waiting for it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import budget_regimes
+import frontier_budgets as fb
+from _report import machine, noise_word, setting, standard_error, training_commits, utc_now
+from droppick.report.plot import _pyplot
+from droppick.schedule import FLOOR_SHARE, for_budget
+from droppick.train.rundir import code_version
+
+Rows = Callable[[dict, Path], Optional[dict]]  # fashion_mnist_frontier.rows_of: aggregated rows, None if unfinished
+
+
+def one(rows_of: Rows, configs: dict, folder: Path) -> Optional[dict]:
+    """The aggregated row of one rule's seeds, None while any is unfinished."""
+    rows = rows_of(configs, folder)
+    return None if rows is None else next(iter(rows.values()))
+
+
+def top1(r: Optional[dict], key: str = "top1") -> str:
+    return "not trained yet" if r is None else f"{r[key + '_mean']:.2f} ± {r[key + '_std']:.2f}"
+
+
+def versus(r: Optional[dict], other: Optional[dict]) -> str:
+    if r is None or other is None or r is other:
+        return ""
+    d = r["top1_mean"] - other["top1_mean"]
+    return f"{d:+.2f} ({noise_word(d, standard_error(r, other))})"
+
+
+def fit_section(points: Optional[list], n: int, out: Path) -> list[str]:
+    lines = ["## The budget rule", "",
+             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with a floor f = FLOOR_SHARE x the largest "
+             "floor the budget allows (the floor whose drops fall straight to it and still spend C), with p solved so "
+             "the plan spends C. FLOOR_SHARE is the mean, over the tuned budgets, of the validation winner's floor "
+             "over that largest floor (a winner without a floor counts 0).", ""]
+    if points is None:
+        return lines + ["Not fitted yet: tuning runs are still missing (below).", ""]
+    lines += ["| budget | validation winner | its floor f | largest floor | f / largest |", "| ---: | --- | ---: | ---: | ---: |"]
+    lines += [f"| {100 * c:.1f}% | {label} | {f} | {largest} | {f / largest:.3f} |" for c, label, f, largest in points]
+    share = fb.fitted_share(points)
+    lines += ["", f"Fitted share: {share}; droppick.schedule.FLOOR_SHARE = {FLOOR_SHARE} "
+              + ("(the same: the rule below is the fit)." if share == FLOOR_SHARE else
+                 "(NOT the fit: set it to the fitted share, then train the budget rule's runs)."), "",
+              "What the rule chooses on the frontier's schedule (W = 4, I = 1, R = {15}, 30 epochs):", "",
+              "| budget | N = 20,000: min_keep, keep | N = 60,000: min_keep, keep |", "| ---: | --- | --- |"]
+    for c in [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]:
+        cells = [f"{s.min_keep}, {s.keep}" for s in (for_budget(c, size, 30, 4, 1, [15]) for size in (n, fb.ALL_DATA))]
+        lines.append(f"| {100 * c:.0f}% | {cells[0]} | {cells[1]} |")
+    plot_fit(points, n, out / "rule.png")
+    return lines + ["", "![the budget rule](rule.png)", ""]
+
+
+def plot_fit(points: list, n: int, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    grid = [0.21 + 0.01 * i for i in range(75)]
+    ax.plot([100 * c for c in grid], [for_budget(c, n, 30, 4, 1, [15]).min_keep for c in grid],
+            label=f"the rule: {FLOOR_SHARE} x largest floor (W = 4, R = 15)")
+    ax.scatter([100 * c for c, *_ in points], [f for _, _, f, _ in points], color="C3", zorder=3,
+               label="validation winners (their own W, R)")
+    ax.set_xlabel("compute (% of training on all data)")
+    ax.set_ylabel("floor f (share of N)")
+    ax.set_title("The budget rule's floor, N = 20,000")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
+    candidates = fb.tuning_candidates(base, n)
+    dap = {c.budget: fb.val_top1(c, out / "tuning", n) for c in candidates if (c.rule, c.changes) == ("dap", {})}
+    lines = ["## Tuning on the validation split", "",
+             f"Seed {fb.TUNE_SEED}, one run per candidate: {n:,} training images of a seeded {n + fb.TUNE_VAL:,}-image "
+             f"slice, the other {fb.TUNE_VAL:,} (class-stratified) held out for validation; the best final validation "
+             "top-1 at each budget wins (bold). Test accuracy of these runs is never read. vs DaP: the difference from "
+             "DaP's validation run at the budget, within or beyond two standard errors of the difference of two single "
+             "runs (DaP's seed std at that budget x sqrt(2); the frontier's keep 0.8 std until this budget's DaP rows "
+             "are trained).", "",
+             "| budget | rule | setting | final val top-1 (%) | vs DaP |", "| ---: | --- | --- | ---: | ---: |"]
+    for c in candidates:
+        score = fb.val_top1(c, out / "tuning", n)
+        best = fb.winner(candidates, c.budget, out / "tuning", n) == c
+        cell = "not trained yet" if score is None else f"**{score:.2f}**" if best else f"{score:.2f}"
+        d = None if score is None or dap[c.budget] is None or (c.rule, c.changes) == ("dap", {}) else score - dap[c.budget]
+        vs = "" if d is None else f"{d:+.2f} ({noise_word(d, dap_std[c.budget] * 2 ** 0.5)})"
+        lines.append(f"| {100 * c.budget:.0f}% | {c.rule} | {c.setting} | {cell} | {vs} |")
+    return lines + [""]
+
+
+def budget_rows(base, seeds, n: int, here: Path, out: Path, rows_of: Rows) -> dict[float, dict[str, tuple]]:
+    """Per budget of the README table, label -> (setting, aggregated row or None): the budget rule,
+    DaP, rs2 and (25%, 35%) the validation winner; 44.6% and 62.7% take DaP and rs2 from the frontier."""
+    table: dict[float, dict[str, tuple]] = {}
+    for c, configs in fb.rows(base, seeds, n, out):
+        label = {"budget": "budget rule", "dap": "dap", "rs2": "rs2"}.get(c.rule, "validation winner")
+        table.setdefault(c.budget, {})[label] = (c.setting, one(rows_of, configs, out / c.folder))
+    frontier = {0.8: (here / "frontier" / "keep-0.8", here / "frontier" / "beyond" / "keep-0.8"),
+                0.9: (here / "table2f", here / "frontier" / "beyond" / "keep-0.9")}
+    for keep, budget in zip(fb.PAPER_KEEPS, fb.rule_budgets(base, n)[len(fb.GRID):]):
+        paper = fb.TrainConfig.from_dict(base.to_dict() | {"keep": keep})
+        entry = table.setdefault(budget, {})
+        entry["dap"] = (f"p {keep}", one(rows_of, fb.run_configs(paper, ["dap"], seeds, n), frontier[keep][0]))
+        entry["rs2"] = ("target = C", one(rows_of, fb.run_configs(paper, ["rs2"], seeds, n), frontier[keep][1]))
+    return table
+
+
+def rows_section(table: dict, full: Optional[dict]) -> list[str]:
+    lines = ["## The budget rule against DaP and rs2", "",
+             "The frontier's 20,000-image slice, 3 seeds (mean ± std). vs: the difference of seed means and whether "
+             "it exceeds two standard errors.", "",
+             "| budget | rule | setting | seeds | compute (measured) | final top-1 (%) | vs full | vs rs2 | vs DaP |",
+             "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for budget, entries in sorted(table.items()):
+        rs2, dap = entries.get("rs2", (None, None))[1], entries.get("dap", (None, None))[1]
+        for label, (settings, r) in entries.items():
+            seeds = "" if r is None else r["seeds"]
+            compute = "" if r is None else f"{100 * r['compute_fraction']:.1f}%"
+            lines.append(f"| {100 * budget:.1f}% | {label} | {settings} | {seeds} | {compute} | {top1(r)} | "
+                         f"{versus(r, full)} | {versus(r, rs2)} | {versus(r, dap)} |")
+    low = table.get(0.25, {})
+    rs2 = low.get("rs2", (None, None))[1]
+    done = [(label, r) for label, (_, r) in low.items() if label not in ("rs2", "dap") and r is not None]
+    if rs2 is not None and done:
+        label, best = max(done, key=lambda lr: lr[1]["top1_mean"])
+        lead = best["top1_mean"] - rs2["top1_mean"]
+        met = lead >= 1.0 and noise_word(lead, standard_error(best, rs2)) == "beyond"
+        lines += ["", f"- Target at 25% (at least +1.0 over rs2, beyond two standard errors): {label} is {lead:+.2f} "
+                      f"over rs2 ({noise_word(lead, standard_error(best, rs2))} two standard errors): "
+                      + ("met." if met else "not met.")]
+    return lines + [""]
+
+
+def all_data_section(base, n: int, out: Path, full: Optional[dict], rows_of: Rows) -> list[str]:
+    lines = ["## All 60,000 images at 35%", ""]
+    rows = fb.all_data_rows(base, n, out)
+    if not rows:
+        return lines + ["Not trained yet: the budget rule trains here once it is fitted.", ""]
+    [(c, configs)] = rows
+    r = one(rows_of, configs, out / "all-60000" / c.folder)
+    seeds, compute = ("", "") if r is None else (r["seeds"], f"{100 * r['compute_fraction']:.1f}%")
+    lines += ["| rule | setting | seeds | compute (measured) | final top-1 (%) | vs full (all 60,000, 2 seeds) |",
+              "| --- | --- | ---: | ---: | ---: | ---: |",
+              f"| budget rule | {c.setting} | {seeds} | {compute} | {top1(r)} | {versus(r, full)} |"]
+    if r is not None and full is not None:
+        gap = r["top1_mean"] - full["top1_mean"]
+        lines += ["", f"- Target (within 0.5 points of full): {gap:+.2f}: " + ("met." if gap >= -0.5 else "not met.")]
+    return lines + [""]
+
+
+def balanced(configs: dict, folder: Path) -> Optional[float]:
+    """The seed mean of the runs' final balanced top-1, None where a run predates its recording."""
+    values = [json.loads((folder / "runs" / name / "summary.json").read_text()).get("final_test_balanced_top1")
+              for name in configs]
+    return None if None in values else sum(values) / len(values)
+
+
+def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[str]:
+    lines = ["## Data less kind: scarce and long-tailed", "",
+             f"At DaP keep {budget_regimes.KEEP}'s compute on each regime's N: full, the paper's DaP, rs2 and the budget "
+             "rule (what `--target-compute` chooses there), 3 seeds. Balanced top-1 is the mean of the per-class top-1; "
+             "the Fashion-MNIST test split is balanced (1,000 images per class), where it equals top-1 (marked = for "
+             "runs trained before it was recorded).", "",
+             "| regime | rule | seeds | compute (measured) | final top-1 (%) | balanced top-1 (%) | vs full | vs rs2 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    verdicts, mixes = [], {}
+    for regime in budget_regimes.REGIMES:
+        rows = {}
+        for rule in budget_regimes.RULES:
+            configs = budget_regimes.rule_configs(base, regime, rule, seeds)
+            where = budget_regimes.folder(regime, rule, here, out)
+            r = one(rows_of, configs, where)
+            rows[rule] = r
+            bal = None if r is None else balanced(configs, where)
+            cells = ("", "", "not trained yet", "") if r is None else (
+                r["seeds"], f"{100 * r['compute_fraction']:.1f}%", top1(r), "=" if bal is None else f"{bal:.2f}")
+            lines.append(f"| {regime.name} | {rule} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
+                         f"{versus(r, rows.get('full'))} | {versus(r, rows.get('rs2'))} |")
+            if rule == "budget" and r is not None:
+                mixes[regime.name] = where / "runs" / next(iter(configs))
+        rule, full, rs2 = rows["budget"], rows["full"], rows["rs2"]
+        if None not in (rule, full, rs2):
+            gap = rule["top1_mean"] - full["top1_mean"]
+            close = gap >= 0 or noise_word(gap, standard_error(rule, full)) == "within"
+            lead = rule["top1_mean"] - rs2["top1_mean"]
+            verdicts.append(f"- {regime.name}: the budget rule is {lead:+.2f} against rs2 ("
+                            + ("at or above it" if lead >= 0 else f"short by {-lead:.2f}") + f") and {gap:+.2f} against "
+                            f"full ({'within two standard errors or above' if close else 'short, beyond two standard errors'}).")
+    lines += [""] + (verdicts or ["No regime has all four rules trained yet."]) + [""]
+    if mixes:
+        plot_mix(mixes, out / "class_mix.png")
+        lines += ["The budget rule's subset, seed 0: the share of each class's images it trains on, epoch by epoch "
+                  "(1.0: all of them).", "", "![class mix](class_mix.png)", ""]
+    return lines
+
+
+def plot_mix(runs: dict[str, Path], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
+    for ax, (name, run) in zip(axes[0], runs.items()):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        totals = rows[0]["subset_class_counts"]  # epoch 1 trains on every image
+        for c in range(len(totals)):
+            ax.plot([r["epoch"] for r in rows], [r["subset_class_counts"][c] / totals[c] for r in rows],
+                    label=f"class {c} ({totals[c]})", lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("share of the class trained on")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def readme_table(table: dict, full: Optional[dict]) -> list[str]:
+    """The README's table: what `--target-compute` chooses at each budget and how it scored."""
+    lines = ["| compute | `--target-compute` chooses (N = 20,000) | its top-1 (%) | DaP, the paper's rule | rs2 | full | "
+             "rule vs rs2 | rule vs full |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for budget, entries in sorted(table.items()):
+        setting, rule = entries.get("budget rule", ("not fitted yet", None))
+        dap, rs2 = entries["dap"][1], entries["rs2"][1]
+        lines.append(f"| {100 * budget:.1f}% | {setting} | {top1(rule)} | {top1(dap)} | {top1(rs2)} | {top1(full)} | "
+                     f"{versus(rule, rs2)} | {versus(rule, full)} |")
+    return lines
+
+
+def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) -> Path:
+    from fashion_mnist_frontier import frontier_configs, run_configs
+
+    full = one(rows_of, run_configs(base, ["full"], seeds, n), here / "table2f")
+    all_full = one(rows_of, fb.run_configs(fb.TrainConfig.from_dict(base.to_dict() | {"train_samples": None}), ["full"],
+                                           fb.ALL_SEEDS, fb.ALL_DATA), here / "frontier" / "all-6000")
+    dap_44 = one(rows_of, frontier_configs(0.8), here / "frontier" / "keep-0.8")
+    table = budget_rows(base, seeds, n, here, out, rows_of)
+    dap_std = {b: (table.get(b, {}).get("dap", (None, None))[1] or dap_44)["top1_std"] for b in fb.GRID}
+    points = fb.tuned_floors(base, n, out)
+    lines = ["# The budget rule: evidence at 25% to 63% compute, on scarce and long-tailed data", "",
+             f"Generated by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
+             f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine (where the page was written; the runs "
+             f"trained in the background of development sessions): {machine()}. "
+             + training_commits(sorted(p.parent for p in out.rglob("summary.json"))), "",
+             setting(fb.__doc__), "",
+             *fit_section(points, n, out), *rows_section(table, full),
+             "### What `--target-compute` chooses (the README's table)", "", *readme_table(table, full), "",
+             *all_data_section(base, n, out, all_full, rows_of),
+             *regimes_section(base, seeds, here, out, rows_of),
+             *tuning_section(base, n, out, dap_std)]
+    page = out / "README.md"
+    page.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return page
