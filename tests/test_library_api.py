@@ -100,20 +100,12 @@ def test_readme_selection_rule_example_runs_as_written_and_keeps_the_easiest():
     assert dap.subset.tolist() == list(range(54))  # keep 0.9 of 60
 
 
-def test_the_dap_core_imports_nothing_from_the_trainer_data_models_or_cli():
-    import ast
-
+def test_the_dap_core_modules_stay_short():
+    # what the core may import is a rule of tests/test_layering.py, with the other layers' rules
     package = Path(__file__).resolve().parents[1] / "src" / "droppick"
     core = [package / f"{m}.py" for m in ("schedule", "selection", "engine", "sampler", "seeding", "distributed",
                                           "budget")] + sorted((package / "policies").glob("*.py"))
-    outside = ("train", "data", "models", "cli", "report", "transfer")
     for path in core:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                names = [node.module or ""] + ([] if node.module else [a.name for a in node.names])
-                assert not any(n.split(".")[0] in outside for n in names), f"{path.name} imports {names}"
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("droppick"):
-                raise AssertionError(f"{path.name}: absolute import of {node.module}")
         assert len(path.read_text().splitlines()) <= 300, path.name
 
 
