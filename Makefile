@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
 DEMO_ARGS ?= --seed 0 --out runs/demo
 
-.PHONY: install install-test install-docs install-mutate data demo test lint docs bench mutate clean
+.PHONY: install install-test install-docs install-mutate install-release data demo test lint docs bench mutate dist clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -78,5 +78,20 @@ $(VENV)/.installed-mutate: $(VENV)/.installed
 mutate: install-mutate
 	$(PY) bench/mutation_report.py --run --children $(MUTATE_CHILDREN)
 
+# The sdist and the wheel into dist/, the wheel built from the sdist (so the sdist is known to hold what a
+# build needs), then twine's check of their metadata and README. --no-isolation builds with the venv's
+# setuptools (the release extra) instead of downloading one; tests/test_packaging.py builds the same way
+# and installs the wheel into a fresh venv. Releasing: docs/guide/development.md.
+install-release: $(VENV)/.installed-release
+
+$(VENV)/.installed-release: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[release]'
+	touch $@
+
+dist: install-release
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist
+	$(PY) -m twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) runs site .pytest_cache mutants
+	rm -rf $(VENV) runs site .pytest_cache mutants dist build

@@ -14,6 +14,7 @@ from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardes
                        Policy, Scaled, Scheduled, Static)
 from .sampler import DaPSampler
 from .schedule import DaPSchedule, Plan, keep_count
+from .version import installed_version
 
 __all__ = [
     "DaPSchedule",
@@ -36,4 +37,4 @@ __all__ = [
     "POLICIES",
     "keep_count",
 ]
-__version__ = "0.3.0"
+__version__ = installed_version()  # from the metadata: pyproject.toml holds the version

@@ -19,6 +19,7 @@ from ..budget import SOLVABLE, describe_budget, solve
 from ..distributed import RankDisagreementError
 from ..train.recipes import list_recipes, load_recipe, parse_overrides
 from ..schedule import DaPSchedule, for_budget
+from ..version import installed_version
 from .args import dataset_name, flag, given, int_list, optional_int
 
 SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at", "min_keep")
@@ -309,6 +310,7 @@ def _config_from_args(args) -> TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="droppick", description="Drop-and-Pick training: plan, train, evaluate.")
+    parser.add_argument("--version", action="version", version=f"droppick {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", help="subset size of every epoch and the compute fraction, without training",

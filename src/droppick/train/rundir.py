@@ -196,7 +196,7 @@ def code_version() -> dict:
     whether tracked files differed from it), and torch's version. For summary.json."""
     import torch
 
-    from .. import __version__
+    from ..version import installed_version
 
     here, commit, dirty = Path(__file__).resolve().parent, None, None
     try:
@@ -208,4 +208,4 @@ def code_version() -> dict:
             dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):  # no git, or a slow file system: the version still says much
         pass
-    return {"droppick": __version__, "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__}
+    return {"droppick": installed_version(), "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__}
