@@ -31,9 +31,8 @@ from typing import NamedTuple, Optional
 import budget_regimes
 import frontier_beyond
 from _report import log
-from droppick.budget import FINE_KEEPS, solve
 from droppick.report.compare import run_all, run_configs
-from droppick.schedule import FLOOR_SHARE, for_budget, largest_floor
+from droppick.schedule import FLOOR_SHARE, closest_keep, for_budget, largest_floor
 from droppick.train.config import TrainConfig
 
 TUNE_VAL = 10_000  # validation images; the tuning slice is N + TUNE_VAL images
@@ -84,8 +83,7 @@ def candidate(base: TrainConfig, budget: float, rule: str, changes: dict, n: int
     """One rule at one budget on ``n`` training samples: p solved so the planned compute is ``budget``
     (rs2 matches the paper's DaP at that budget, as ``run_configs`` matches it)."""
     values = base.to_dict() | changes | {"policy": "rs2" if rule == "rs2" else "dap"}
-    schedule = TrainConfig.from_dict(values).schedule
-    solved, _ = solve(schedule, n, budget, "keep", FINE_KEEPS)
+    solved = closest_keep(TrainConfig.from_dict(values).schedule, n, budget)
     cfg = TrainConfig.from_dict(values | {"keep": solved.keep})
     name = "-".join([f"c{budget}", rule] + [f"{k}-{v}" if not isinstance(v, list) else f"{k}-{'-'.join(map(str, v))}"
                                             for k, v in sorted(changes.items())])

@@ -7,12 +7,10 @@ Pure and cheap: it only runs the planner over a grid of candidate values.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
 
 from .schedule import EVIDENCE, FLOOR_SHARE, DaPSchedule, check_budget, largest_floor
 
 SOLVABLE = ("keep", "interval", "warmup", "active", "min_keep")
-FINE_KEEPS = [i / 1000 for i in range(1, 1001)]  # p on a 0.001 grid: under a high floor the best p can be below 0.3
 
 
 def candidates(schedule: DaPSchedule, param: str) -> list:
@@ -27,19 +25,17 @@ def candidates(schedule: DaPSchedule, param: str) -> list:
     raise ValueError(f"--solve must be one of {', '.join(SOLVABLE)}; got {param!r}")
 
 
-def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str,
-          values: Optional[Sequence] = None) -> tuple[DaPSchedule, float]:
+def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str) -> tuple[DaPSchedule, float]:
     """The schedule with ``param`` changed so its planned compute is closest to ``target``.
 
     The other hyper-parameters stay as given, a floor (``min_keep``) included: solving ``keep``
     under a floor finds the p that spends the budget with that floor in place.
     Ties go to the larger compute (the cautious side: more data, never less than asked for when
-    two values are equally close). ``values``: the candidates tried (default ``candidates``).
-    Returns the schedule and its compute fraction.
+    two values are equally close). Returns the schedule and its compute fraction.
     """
     check_budget(target)
     best = None
-    for value in candidates(schedule, param) if values is None else values:
+    for value in candidates(schedule, param):
         candidate = dataclasses.replace(schedule, **{param: value})
         compute = candidate.plan(num_samples).compute_fraction
         key = (abs(compute - target), -compute)

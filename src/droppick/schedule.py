@@ -310,7 +310,7 @@ def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, inter
                          f"pick's epoch): ask for at least {least:.4f}, or shorten the warm-up or remove a pick "
                          f"(reuse_at)")
     floor = int(FLOOR_SHARE * largest_floor(base, num_samples, compute) * 1000) / 1000
-    schedule = _closest_keep(dataclasses.replace(base, min_keep=floor), num_samples, compute)
+    schedule = closest_keep(dataclasses.replace(base, min_keep=floor), num_samples, compute)
     planned = schedule.plan(num_samples).compute_fraction
     if abs(planned - compute) > TOLERANCE:
         raise ValueError(f"no keep p lands {num_samples} samples within {TOLERANCE} of compute {compute} (closest: "
@@ -318,10 +318,11 @@ def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, inter
     return schedule
 
 
-def _closest_keep(schedule: DaPSchedule, num_samples: int, compute: float) -> DaPSchedule:
-    """The schedule with the p (0.001 grid) whose plan lands closest to ``compute``, ties to the larger
-    compute as ``budget.solve``. A drop keeps more with a larger p, so compute rises with p: bisect
-    for the first p that reaches ``compute`` and compare it with the one below."""
+def closest_keep(schedule: DaPSchedule, num_samples: int, compute: float) -> DaPSchedule:
+    """The schedule with the p (0.001 grid, down to 0.001: under a high floor the best p can be small)
+    whose plan lands closest to ``compute``, ties to the larger compute as ``budget.solve``. A drop
+    keeps more with a larger p, so compute rises with p: bisect for the first p that reaches
+    ``compute`` and compare it with the one below (ten plans instead of a thousand)."""
     def at(thousandths: int) -> DaPSchedule:
         return dataclasses.replace(schedule, keep=thousandths / 1000)
 

@@ -1,0 +1,106 @@
+"""The budget rule's experiments without training: the winner is read from validation only, the fit
+is computed from the tuned floors, the rule's own runs wait for the fit, and the committed constant
+is the fit of the committed runs."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+import budget_regimes  # noqa: E402  (a broken import must fail, not skip)
+import fashion_mnist_frontier as frontier  # noqa: E402
+import frontier_beyond  # noqa: E402
+import frontier_budgets as fb  # noqa: E402
+import droppick.schedule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_summary(run: Path, **values) -> None:
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(values))
+
+
+def write_budget_tuning(tuning: Path, val_top1, test_top1=lambda c: 0.0) -> None:
+    for c in fb.tuning_candidates(frontier.BASE, frontier.N):
+        (name,) = fb.tuning_configs(c, frontier.N)
+        write_summary(tuning / c.folder / "runs" / name, final_val_top1=val_top1(c), final_test_top1=test_top1(c))
+
+
+def write_paper_floor_tuning(tuning: Path, floors: dict) -> None:
+    """frontier_beyond's tuning runs, in which the floor ``floors[keep]`` wins at each keep."""
+    for c in frontier_beyond.tuning_candidates(frontier.BASE, frontier.N):
+        (name,) = frontier_beyond.tuning_configs(c, frontier.N)
+        score = 90.0 if c.rule == "floor" and c.value == floors[c.keep] else 80.0
+        write_summary(tuning / c.folder / "runs" / name, final_val_top1=score, final_test_top1=100.0 - score)
+
+
+def test_the_winner_is_read_from_validation_whatever_the_test_accuracy(tmp_path):
+    # the W = 2 floor 0.24 at 35% scores best on validation and worst on test
+    favoured = {"warmup": 2, "min_keep": 0.24}
+    write_budget_tuning(tmp_path, lambda c: 85.0 + (c.changes == favoured), lambda c: 99.0 - 10 * (c.changes == favoured))
+    candidates = fb.tuning_candidates(frontier.BASE, frontier.N)
+    best = fb.winner(candidates, 0.35, tmp_path, frontier.N)
+    assert best.changes == favoured and best.config.warmup == 2 and best.config.min_keep == 0.24
+    assert abs(best.config.schedule.plan(frontier.N).compute_fraction - 0.35) < 0.001
+    assert fb.winner(candidates, 0.25, tmp_path, frontier.N).changes == {}  # a tie: the first in the grid, DaP
+
+
+def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monkeypatch):
+    out = tmp_path / "budgets"
+    assert fb.tuned_floors(frontier.BASE, frontier.N, out) is None and not fb.rule_is_final(frontier.BASE, frontier.N, out)
+    write_paper_floor_tuning(tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})
+    winners = {0.35: {"min_keep": 0.17}, 0.25: {"warmup": 2, "min_keep": 0.12}}
+    write_budget_tuning(out / "tuning", lambda c: 90.0 if c.changes == winners[c.budget] else 80.0)
+    points = fb.tuned_floors(frontier.BASE, frontier.N, out)
+    # largest floors: W = 4 at 25% would be 0.062, but the winner's own W = 2 allows 0.134
+    assert [(round(c, 4), f, largest) for c, _, f, largest in points] == [
+        (0.25, 0.12, 0.134), (0.35, 0.17, 0.187), (0.4464, 0.3, 0.308), (0.6267, 0.5, 0.533)]
+    share = round((0.12 / 0.134 + 0.17 / 0.187 + 0.3 / 0.308 + 0.5 / 0.533) / 4, 3)
+    assert fb.fitted_share(points) == share
+    labels = [r[0].rule for r in fb.rows(frontier.BASE, [0], frontier.N, out)]
+    assert "budget" not in labels and labels.count("floor") == 2  # the winners train; the rule waits
+    monkeypatch.setattr(fb, "FLOOR_SHARE", share)
+    monkeypatch.setattr(droppick.schedule, "FLOOR_SHARE", share)
+    rows = fb.rows(frontier.BASE, [0], frontier.N, out)
+    budget = [c for c, _ in rows if c.rule == "budget"]
+    assert [round(c.budget, 4) for c in budget] == [0.35, 0.25, 0.4464, 0.6267]
+    for c in budget:
+        rule = droppick.schedule.for_budget(c.budget, frontier.N, 30, 4, 1, [15])
+        assert (c.config.keep, c.config.min_keep, c.config.target_compute) == (rule.keep, rule.min_keep, c.budget)
+    [(everything, configs)] = fb.all_data_rows(frontier.BASE, frontier.N, out)
+    assert [cfg.train_samples for cfg in configs.values()] == [None, None] and everything.budget == 0.35
+
+
+def test_the_regimes_reuse_the_frontiers_runs_only_where_the_settings_are_the_same(tmp_path):
+    here, out = tmp_path, tmp_path / "frontier" / "budgets"
+    by_rule = {(r.slug, rule): budget_regimes.folder(r, rule, here, out)
+               for r in budget_regimes.REGIMES for rule in budget_regimes.RULES}
+    assert by_rule[("2000", "dap")] == here / "frontier" / "keep-0.8" and by_rule[("600", "full")] == here / "redundancy"
+    assert by_rule[("long-tail", "full")] == out / "regimes" / "long-tail" / "full"
+    tail = budget_regimes.REGIMES[2]
+    configs = budget_regimes.rule_configs(frontier.BASE, tail, "budget", [0, 1, 2])
+    assert {(c.imbalance, c.policy, c.min_keep > 0) for c in configs.values()} == {(10.0, "dap", True)}
+    # 44.6% on the frontier's slice is one set of runs: the regime's rule is the budget row's
+    rule_row = fb.budget_candidate(frontier.BASE, fb.rule_budgets(frontier.BASE, frontier.N)[2], frontier.N)
+    slice_rule = budget_regimes.rule_configs(frontier.BASE, budget_regimes.REGIMES[1], "budget", [0])
+    assert next(iter(slice_rule.values())) == fb.run_configs(rule_row.config, ["dap"], [0], frontier.N)["dap-seed0"]
+    assert by_rule[("2000", "budget")] == out / rule_row.folder
+
+
+def test_the_committed_floor_share_is_the_fit_of_the_committed_tuning_runs():
+    """droppick.schedule.FLOOR_SHARE is typed into the library; it must be what the committed runs fit,
+    and until every tuning run is committed, no run of the budget rule itself may exist."""
+    out = frontier.OUT / "budgets"
+    points = fb.tuned_floors(frontier.BASE, frontier.N, out)
+    if points is None:
+        assert not [p for p in out.rglob("summary.json") if "budget" in p.parent.parent.parent.name.split("-")]
+    else:
+        assert fb.fitted_share(points) == droppick.schedule.FLOOR_SHARE
+
+
+@pytest.mark.parametrize("part", ["tune", "rows", "all-data", "regimes"])
+def test_each_part_is_named_in_the_scripts_usage(part):
+    assert f"--part {part}" in fb.__doc__
