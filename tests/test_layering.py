@@ -132,7 +132,7 @@ def droppick_imports(path: Path) -> set[str]:
 # -- the rules ----------------------------------------------------------------------------------------
 
 ABOVE_THE_MODELS = ("train", "cli", "report", "transfer", "integrations")
-CORE = {f"droppick.{m}" for m in ("schedule", "selection", "engine", "sampler", "seeding", "distributed", "budget",
+CORE = {f"droppick.{m}" for m in ("schedule", "plan", "selection", "engine", "sampler", "seeding", "distributed", "budget",
                                   "atomic", "version", "policies")}
 
 

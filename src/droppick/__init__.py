@@ -13,7 +13,8 @@ from .engine import DropAndPick, NonFiniteLossError
 from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage, KeepRandom,
                        Policy, Scaled, Scheduled, Static)
 from .sampler import DaPSampler
-from .schedule import DaPSchedule, Plan, keep_count
+from .plan import Plan
+from .schedule import DaPSchedule, keep_count
 from .version import installed_version
 
 __all__ = [

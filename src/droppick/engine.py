@@ -28,7 +28,8 @@ import torch
 from . import distributed
 from .policies import EXCLUDE, EpochEnd, Policy, build_policy
 from .sampler import DaPSampler, shard_order
-from .schedule import DaPSchedule, Plan, require_int
+from .plan import Plan
+from .schedule import DaPSchedule, require_int
 from .selection import mask_indices
 
 STATE_FORMAT = 4  # 4: InfoBatch counts its samples and ratios (0.3); 3: policies as objects (0.2); 2: 0.1

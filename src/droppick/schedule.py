@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Optional, Sequence
 
-DROP = "drop"
-PICK = "pick"
+from .plan import DROP, PICK, Plan
+
 FLOOR_SHARE = 0.957  # the budget rule's f(C) / largest_floor(C): the mean over the tuned budgets (module docstring)
 EVIDENCE = "experiments/fashion-mnist/frontier/budgets/README.md"  # the page that shows the fit and the runs
 TOLERANCE = 0.005  # the budget rule plans within this of the compute asked for
@@ -89,54 +89,6 @@ def floor_count(num_samples: int, min_keep: float) -> int:
     """ceil(num_samples * min_keep), computed exactly from the decimal written (as ``keep_count``)."""
     exact = Fraction(repr(float(min_keep)))
     return -((-num_samples * exact.numerator) // exact.denominator)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a schedule does to N samples, epoch by epoch (index 0 is epoch 1)."""
-
-    num_samples: int
-    subset_sizes: tuple[int, ...]  # samples trained on in each epoch
-    events: tuple[Optional[str], ...]  # decision taken after each epoch: "drop", "pick", "prune", "resample" or None
-    reference_epochs: Optional[int] = None  # epochs of the all-data run compute is measured against;
-    # None: as many as this plan's (only "scaled" trains fewer epochs than the run it is compared with)
-
-    @property
-    def epochs(self) -> int:
-        return len(self.subset_sizes)
-
-    @property
-    def drop_epochs(self) -> list[int]:
-        return [e for e, ev in enumerate(self.events, start=1) if ev == DROP]
-
-    @property
-    def pick_epochs(self) -> list[int]:
-        return [e for e, ev in enumerate(self.events, start=1) if ev == PICK]
-
-    @property
-    def total_samples(self) -> int:
-        return sum(self.subset_sizes)
-
-    @property
-    def full_samples(self) -> int:
-        """Samples the all-data run trains on: E * N."""
-        return (self.reference_epochs or self.epochs) * self.num_samples
-
-    @property
-    def compute_fraction(self) -> float:
-        """Samples trained on over E * N: the paper's "computation" (Section 4.1)."""
-        return self.total_samples / self.full_samples
-
-    def to_dict(self) -> dict:
-        return {
-            "num_samples": self.num_samples,
-            "epochs": self.epochs,
-            "compute_fraction": self.compute_fraction,
-            "total_samples": self.total_samples,
-            "subset_sizes": list(self.subset_sizes),
-            "drop_epochs": self.drop_epochs,
-            "pick_epochs": self.pick_epochs,
-        }
 
 
 @dataclass(frozen=True)

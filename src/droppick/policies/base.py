@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DROP as DROP, PICK as PICK, DaPSchedule, Plan  # DROP, PICK: re-exported
+from ..plan import DROP as DROP, PICK as PICK, Plan  # DROP, PICK: re-exported
+from ..schedule import DaPSchedule
 
 PRUNE = "prune"  # InfoBatch's every-epoch choice; DROP and PICK are the schedule's
 RESAMPLE = "resample"  # RS2's fresh chunk every epoch

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..schedule import DaPSchedule, Plan
+from ..plan import Plan
+from ..schedule import DaPSchedule
 from .base import Policy
 
 

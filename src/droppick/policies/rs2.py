@@ -8,7 +8,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..schedule import DaPSchedule, Plan
+from ..plan import Plan
+from ..schedule import DaPSchedule
 from ..seeding import generator
 from ..selection import extreme_mask
 from .base import RESAMPLE, Change, EpochEnd, Policy

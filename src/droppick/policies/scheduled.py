@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DaPSchedule, Plan
+from ..plan import Plan
+from ..schedule import DaPSchedule
 from ..seeding import generator
 from .base import DROP, PICK, Change, EpochEnd, Policy, checked_selection
 

@@ -6,7 +6,8 @@ from typing import Optional
 
 import torch
 
-from ..schedule import DaPSchedule, Plan
+from ..plan import Plan
+from ..schedule import DaPSchedule
 from ..seeding import generator
 from ..selection import stratified_choice
 from .base import Policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..schedule import DROP, PICK, Plan
+from ..plan import DROP, PICK, Plan
 
 
 def _pyplot():
