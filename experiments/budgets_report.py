@@ -256,4 +256,23 @@ def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) 
              *tuning_section(base, n, out, dap_std)]
     page = out / "README.md"
     page.write_text("\n".join(lines).rstrip("\n") + "\n")
+    write_readme_table(readme_table(table, full))
     return page
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- budget-rule:start (written by experiments/frontier_budgets.py) -->", "<!-- budget-rule:end -->"
+
+
+def write_readme_table(table: list[str]) -> None:
+    """The README's block between START and END: the table and the command that wrote it."""
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{README} has no {START} ... {END} block to write into")
+    note = (f"Fashion-MNIST, the small CNN on the frontier's 20,000-image slice, 30 epochs, W = 4, R = {{15}}, 3 seeds "
+            f"(mean ± std); vs: whether the difference exceeds two standard errors. Written by "
+            f"`{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on {utc_now()} UTC at "
+            f"commit {code_version()['git_commit']} from the runs of "
+            "[its page](experiments/fashion-mnist/frontier/budgets/README.md), which says where each run trained.")
+    head, rest = text.split(START, 1)
+    README.write_text(head + START + "\n" + "\n".join([*table, "", note]) + "\n" + END + rest.split(END, 1)[1])

@@ -74,7 +74,7 @@ class Candidate(NamedTuple):
         parts += [f"R {self.config.reuse_at}"] if "reuse_at" in self.changes else []
         if self.rule == "rs2":
             return "target = C"
-        if self.rule == "floor":
+        if self.rule in ("floor", "budget"):
             parts.append(f"min_keep {self.config.min_keep}")
         return ", ".join(parts + [f"p {self.config.keep}"])
 

@@ -3,6 +3,10 @@ its refusals, and a run that spends what was asked."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,44 @@ def test_train_with_a_budget_runs_the_rule_and_spends_the_budget(fake_fashion, t
     assert abs(json.loads((tmp_path / "rs2" / "summary.json").read_text())["compute_fraction"] - 0.45) <= 0.01
     assert main(["train", *common, "--policy", "full", "--target-compute", "0.45", "--out", str(tmp_path / "f")]) == 2
     assert "remove --target-compute" in capsys.readouterr().err
+
+
+def test_the_readmes_budget_lines_run_as_printed_and_train_the_rule_its_table_names(real_fashion_dir, tmp_path):
+    from test_readme_commands import blocks, command_lines, section
+
+    text = section("Which policy for which budget")
+    [plan, train] = command_lines(blocks(text)[0])
+    assert plan[:2] == ["droppick", "plan"] and train[:2] == ["droppick", "train"] and "--target-compute" in train
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    droppick = str(Path(sys.executable).parent / "droppick")
+    proc = subprocess.run([droppick, *train[1:]], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / train[train.index("--out") + 1]
+    saved = TrainConfig.load(out / "config.json")
+    summary = json.loads((out / "summary.json").read_text())
+    n, c = summary["num_train_samples"], float(train[train.index("--target-compute") + 1])
+    rule = for_budget(c, n, saved.epochs, saved.warmup, saved.interval, saved.reuse_at)
+    assert (saved.keep, saved.min_keep, saved.policy) == (rule.keep, rule.min_keep, "dap") and n == 2000
+    assert abs(summary["compute_fraction"] - c) <= TOLERANCE
+    # the table beside the lines names what for_budget chooses at each of its budgets on N = 20,000
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import fashion_mnist_frontier as frontier
+    import frontier_budgets
+
+    block = text.split("<!-- budget-rule:start")[1].split("<!-- budget-rule:end -->")[0]
+    rows = [line.split(" | ") for line in block.splitlines() if line.startswith("| ") and "%" in line.split(" | ")[0]]
+    budgets = sorted(frontier_budgets.rule_budgets(frontier.BASE, frontier.N))
+    assert [cells[0].strip("| ") for cells in rows] == [f"{100 * b:.1f}%" for b in budgets]
+    for cells, budget in zip(rows, budgets):
+        named = for_budget(budget, 20000, 30, 4, 1, [15])
+        assert cells[1] in ("not fitted yet", f"min_keep {named.min_keep}, p {named.keep}"), cells
+
+
+def test_the_policies_pages_budget_block_runs_as_written():
+    from test_library_api import readme_block, user_namespace
+
+    ns = user_namespace()
+    exec(readme_block("DaPSchedule.for_budget("), ns)
+    schedule, dap = ns["schedule"], ns["dap"]
+    assert schedule == for_budget(0.35, 60, **FRONTIER) and schedule.min_keep > 0
+    assert abs(dap.plan().compute_fraction - 0.35) <= TOLERANCE

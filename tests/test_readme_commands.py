@@ -28,7 +28,8 @@ from launch import free_port
 from test_library_api import doc_pages
 
 BIN = Path(sys.executable).parent
-SECTIONS = ("Command line", "The paper's recipes", "Distributed", "Comparing policies at the same compute")
+SECTIONS = ("Command line", "The paper's recipes", "Distributed", "Comparing policies at the same compute",
+            "Which policy for which budget")
 SECONDS_HERE = ("plan", "models", "recipes")  # droppick commands that finish in seconds on any data
 TIMEOUT_S = 240
 
