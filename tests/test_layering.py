@@ -133,7 +133,7 @@ def droppick_imports(path: Path) -> set[str]:
 
 ABOVE_THE_MODELS = ("train", "cli", "report", "transfer", "integrations")
 CORE = {f"droppick.{m}" for m in ("schedule", "plan", "selection", "engine", "sampler", "seeding", "distributed", "budget",
-                                  "atomic", "version", "policies")}
+                                  "suspects", "atomic", "version", "policies")}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .sampler import DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
 from .selection import mask_indices
+from .suspects import LossStats
 
 STATE_FORMAT = 4  # 4: InfoBatch counts its samples and ratios (0.3); 3: policies as objects (0.2); 2: 0.1
 
@@ -72,6 +73,7 @@ class DropAndPick:
         self.last_nonfinite = torch.zeros(0, dtype=torch.int64)  # samples excluded by the last end_epoch
         self.last_skipped = torch.zeros(0, dtype=torch.int64)  # samples skip()ped in the last epoch
         self._shard_key: Optional[tuple] = None  # (epoch, rank, world) of the cached shard (see _shard_mask)
+        self.loss_stats = LossStats(num_samples)  # for suspects(); end_epoch's merged losses: equal on every rank
         first = self.policy.first_subset(schedule, num_samples, self.seed)
         self._set_subset(torch.arange(num_samples) if first is None else first)
 
@@ -161,6 +163,7 @@ class DropAndPick:
                 losses[ids] = float("-inf")  # another rank may have recorded a finite loss for it
                 self.excluded = torch.zeros(self.num_samples, dtype=torch.bool) if self.excluded is None else self.excluded
                 self.excluded[ids] = True
+        self.loss_stats.update(losses, seen == 1)
         # record() refuses non-members, so every recorded sample trained; skipped ones did not
         recorded = int(torch.count_nonzero(seen)) - skipped.numel()
         self.samples_per_epoch.append(recorded)
@@ -194,6 +197,10 @@ class DropAndPick:
         "computation" (Section 4.1); ``plan().compute_fraction`` before training."""
         return self.samples_seen / self._plan.full_samples
 
+    def suspects(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, scores): the ``k`` samples whose label is most likely wrong, first the most (``suspects``)."""
+        return self.loss_stats.top(require_int("k", k, 1))
+
     def plan(self) -> Plan:
         """The planned subset sizes of this engine's whole run, its policy's timing included.
         InfoBatch's sizes depend on the losses: its plan is the all-data upper bound."""
@@ -209,7 +216,7 @@ class DropAndPick:
             "epoch": self.epoch, "subset": self.subset.clone(), "losses": self._losses.clone(),
             "seen": self.seen.clone(), "samples_per_epoch": list(self.samples_per_epoch),
             "excluded": None if self.excluded is None else self.excluded.clone(),
-            "policy_state": self.policy.state_dict(),
+            "policy_state": self.policy.state_dict(), "loss_stats": self.loss_stats.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -234,6 +241,8 @@ class DropAndPick:
         self.samples_per_epoch = [int(n) for n in state["samples_per_epoch"]]
         self.excluded = None if state["excluded"] is None else state["excluded"].to(torch.bool).clone()
         self.policy.load_state_dict(state["policy_state"])
+        if "loss_stats" in state:  # (none in a state saved before suspects(): it counts from the resume on)
+            self.loss_stats.load_state_dict(state["loss_stats"])
         self._set_subset(subset.to(torch.int64).clone())
 
     # -- internals ---------------------------------------------------------------------------

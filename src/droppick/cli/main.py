@@ -195,6 +195,22 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_suspects(args) -> int:
+    from ..report.suspects import find_suspects
+
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    result = find_suspects(args.run, top=args.top)
+    for row in result["rows"][:10]:
+        print(f"{row['index']:>8} given {row['given_label']:>3} model {str(row['predicted_label']):>3} "
+              f"mean loss {row['score']:.3f} over {row['epochs_trained']} epochs")
+    if "flipped" in result:
+        print(f"{result['flipped_in_top']} of the top {len(result['rows'])} are among the run's {result['flipped']} "
+              "flipped labels (label_noise.json)")
+    print(f"wrote suspects.csv ({len(result['rows'])} rows, most suspect first) and suspects.png to {result['out']}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from ..train.evaluate import evaluate_checkpoint
 
@@ -241,6 +257,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--val-samples", "hold out this many training samples (seeded, class-stratified) as a validation "
          "split, reported as val_top1 beside test_top1: tune on it, not on the test set", type=int, dest="val_samples")
     flag(g, "--per-class", "keep this many train samples per class (CIFAR10-5000: 500)", type=int, dest="per_class")
+    flag(g, "--label-noise", "make this share of the training labels wrong, seeded (test split untouched; "
+         "a --val-samples split is noisy too); the flipped indices go to RUN/label_noise.json", type=float,
+         dest="label_noise")
+    flag(g, "--noise-kind", "symmetric (another class at random) or pairs (each class's confusable partner)",
+         choices=("symmetric", "pairs"), dest="noise_kind")
     flag(g, "--imbalance", "a seeded long tail of the train split: the largest class this many times the smallest "
          "(test split untouched; the summary reports balanced top-1 beside top-1)", type=float)
     flag(g, "--num-workers", f"DataLoader workers for imagefolder (default {d.num_workers})", type=int, dest="num_workers")
@@ -368,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default=None, help="output folder (default: the run directory)")
     i.add_argument("--count", type=int, default=32, help="images per grid (default %(default)s)")
     i.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("suspects", help="the training samples whose label is most likely wrong, from the run's losses")
+    s.add_argument("run", help="a run directory")
+    s.add_argument("--top", type=int, default=100, help="rows of suspects.csv (default %(default)s)")
+    s.set_defaults(func=cmd_suspects)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on its run's test split (top-1/top-5 error)")
     e.add_argument("checkpoint")

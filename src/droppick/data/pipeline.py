@@ -38,11 +38,19 @@ Select = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 
 class InMemorySplit:
     def __init__(self, images: dp_data.InMemoryImages, augment: bool, *, num_classes: int, padding: int = 4,
-                 flip: bool = True):
+                 flip: bool = True, clean_labels: Optional[torch.Tensor] = None):
         self.images, self.augment, self.padding, self.flip = images, augment, padding, flip
         self.num_classes = num_classes
         self.labels = images.labels.cpu()  # for the policies and reports; batches use the device copy
+        self.clean_labels = clean_labels  # the labels before --label-noise changed some (None: none changed)
         self.in_channels = images.images.shape[1]
+
+    @property
+    def flipped(self) -> torch.Tensor:
+        """Sorted indices whose label --label-noise changed (empty without noise)."""
+        if self.clean_labels is None:
+            return torch.zeros(0, dtype=torch.int64)
+        return (self.labels != self.clean_labels).nonzero().squeeze(1)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -29,7 +29,8 @@ def hold_out(train_split, n: Optional[int], seed: int):
     """(train, validation) splits: ``train_split`` less ``n`` held-out samples, and those samples,
     evaluated like the test split (no augmentation); (train_split, None) when ``n`` is None.
 
-    The held-out images are carved after ``--per-class``/``--train-samples`` and keep the training
+    The held-out images are carved after ``--per-class``/``--train-samples`` (and ``--label-noise``:
+    stratified by the labels as given, noisy ones included) and keep the training
     split's normalisation statistics (per-channel mean and std, computed before the carve: the
     held-out images' share of two numbers per channel, not their labels). In-memory datasets only.
     """
@@ -39,7 +40,8 @@ def hold_out(train_split, n: Optional[int], seed: int):
         raise ValueError("val_samples (--val-samples) holds out part of an in-memory training split (fashion-mnist, "
                          "cifar10, cifar100); with --dataset imagefolder keep a validation folder of your own")
     kept, held = validation_indices(train_split.labels, n, seed)
-    images = train_split.images
-    return (InMemorySplit(images.subset(kept), True, num_classes=train_split.num_classes,
-                          padding=train_split.padding, flip=train_split.flip),
-            InMemorySplit(images.subset(held), False, num_classes=train_split.num_classes))
+    images, clean = train_split.images, train_split.clean_labels
+    return (InMemorySplit(images.subset(kept), True, num_classes=train_split.num_classes, padding=train_split.padding,
+                          flip=train_split.flip, clean_labels=None if clean is None else clean[kept]),
+            InMemorySplit(images.subset(held), False, num_classes=train_split.num_classes,
+                          clean_labels=None if clean is None else clean[held]))

@@ -18,6 +18,7 @@ from typing import Optional
 from ..atomic import atomic_write_text
 from ..models import check_model_name
 from ..data.hf import is_hf
+from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES
 from ..schedule import DaPSchedule, require_int
 
@@ -50,6 +51,12 @@ class TrainConfig:
     the test split (val_top1): for tuning without the test set"""
     per_class: Optional[int] = None
     """keep this many train samples per class (CIFAR10-5000: 500)"""
+    label_noise: float = 0.0
+    """the share of training labels made wrong, seeded (in-memory datasets; the test split stays clean, a
+    --val-samples split is as noisy as the rest); the flipped indices go to RUN/label_noise.json"""
+    noise_kind: str = "symmetric"
+    """label_noise's kind: "symmetric" (another class drawn uniformly) or "pairs" (each class's one fixed
+    confusable partner, e.g. shirt and T-shirt)"""
     imbalance: Optional[float] = None
     """a seeded long tail of the training split (after the slices): the largest class keeps the smallest class's
     count m, the others m x imbalance^(-rank/(K-1)) in a seeded class order, so the largest is imbalance times
@@ -156,7 +163,7 @@ class TrainConfig:
         if self.dataset not in DATASETS and not is_hf(self.dataset):
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or hf:PATH (a Hugging Face dataset on "
                              f"disk); got {self.dataset!r}")
-        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES),
+        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("noise_kind", NOISE_KINDS),
                               ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -173,6 +180,12 @@ class TrainConfig:
         for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise must lie in [0, 1) (the share of training labels made wrong), "
+                             f"got {self.label_noise!r}")
+        if self.label_noise and self.streamed:
+            raise ValueError(f"label_noise changes labels held in memory; {self.dataset} reads its labels from files "
+                             "during training: write the noisy labels into the data instead")
         if self.imbalance is not None and not 1 <= self.imbalance < math.inf:
             raise ValueError(f"imbalance must be a number >= 1 (the largest class's size over the smallest's), "
                              f"got {self.imbalance!r}")

@@ -164,6 +164,16 @@ class RunDir:
         with self.writing(f"the unreadable images of epoch {epoch}"):
             _append_jsonl(self.unreadable_path, {"epoch": epoch, "indices": indices, "paths": paths})
 
+    @property
+    def label_noise_path(self) -> Path:
+        return self.path / "label_noise.json"
+
+    def write_label_noise(self, train_flipped: list[int], val_flipped: list[int]) -> None:
+        """--label-noise's record: ``flipped``, the training indices (as the run's samples are
+        numbered) whose label was changed, and ``val_flipped``, those of the validation split."""
+        with self.writing("label_noise.json"):
+            atomic_write_text(self.label_noise_path, json.dumps({"flipped": train_flipped, "val_flipped": val_flipped}) + "\n")
+
     def write_summary(self, summary: dict) -> None:
         with self.writing("summary.json"):
             atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")

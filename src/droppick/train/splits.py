@@ -7,8 +7,10 @@ from typing import Optional
 
 import torch
 
+from ..data.noise import with_label_noise
 from ..data.pipeline import load_splits, slice_split
 from ..data.validation import hold_out
+from ..seeding import derive_seed
 from .config import TrainConfig
 
 
@@ -31,9 +33,11 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
 
 
 def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
-    """(train, val, test) of a run: ``build_splits`` with ``--val-samples`` held out of train (val is
-    None without it)."""
+    """(train, val, test) of a run: ``build_splits``, ``--label-noise`` in train, then ``--val-samples``
+    held out of it (val is None without it)."""
     train, test = build_splits(cfg, pin_memory=pin_memory, device=device)
+    if cfg.label_noise:  # before the hold-out: the validation split is as noisy as the rest
+        train = with_label_noise(train, cfg.label_noise, cfg.noise_kind, derive_seed(cfg.seed, "label-noise"), cfg.dataset)
     train, val = hold_out(train, cfg.val_samples, cfg.seed)
     return train, val, test
 

@@ -365,6 +365,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
                                                           cfg.target_compute)
     if warning:  # before training, by one process, not again at each resume
         print(warning, file=sys.stderr)
+    if main and dap.epoch == 1 and cfg.label_noise:
+        run.write_label_noise(t.train_split.flipped.tolist(), [] if t.val_split is None else t.val_split.flipped.tolist())
     board = None
     if main and cfg.tensorboard:
         from ..integrations.tensorboard import EpochWriter

@@ -1,0 +1,83 @@
+"""``droppick suspects RUN``: the training samples whose given label is most likely wrong.
+
+The ranking is ``DropAndPick.suspects``, the mean loss each sample had over the epochs it trained
+in, read from the run's last checkpoint. One forward pass over the training data with the final
+model, without augmentation, adds each sample's predicted label; nothing else is trained or passed.
+Writes RUN/suspects.csv (most suspect first) and RUN/suspects.png, and, when the run injected its
+own noise (``--label-noise``), how many of the top suspects are among the flipped labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .inspection import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, _thumbnails, write_grid
+
+COLUMNS = ("index", "given_label", "predicted_label", "score", "epochs_trained")
+GALLERY = 32  # suspects in the picture
+
+
+@torch.no_grad()
+def predicted_labels(trainer) -> Optional[torch.Tensor]:
+    """The final model's class for every training sample, one pass without augmentation; None for a
+    streamed split (its training transform augments, so a plain pass would need the eval transform)."""
+    from ..data.pipeline import InMemorySplit
+
+    split = trainer.train_split
+    if not isinstance(split, InMemorySplit):
+        return None
+    plain = InMemorySplit(split.images, False, num_classes=split.num_classes)
+    trainer.model.eval()
+    out = torch.empty(len(plain), dtype=torch.int64)
+    for indices, images, _ in plain.batches(torch.arange(len(plain)), trainer.cfg.eval_batch_size, 0, 0):
+        out[indices] = trainer._forward(trainer.model, images.to(trainer.device)).argmax(dim=1).cpu()
+    return out
+
+
+def find_suspects(run_dir: str | Path, top: int = 100) -> dict:
+    """Write suspects.csv and suspects.png in ``run_dir``; return the rows and, with injected noise,
+    the share of the top suspects that are flipped labels."""
+    from .. import distributed
+    from ..train.config import TrainConfig
+    from ..train.rundir import RunDir
+    from ..train.trainer import Trainer
+
+    run = RunDir(run_dir)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run.path} has no checkpoint: suspects reads the losses a run recorded")
+    cfg = TrainConfig.from_dict(checkpoint["config"])
+    trainer = Trainer(cfg, distributed.setup_from_env(cfg.device))
+    trainer.model.load_state_dict(checkpoint["model"])
+    trainer.dap.load_state_dict(checkpoint["dap"])
+    n = len(trainer.train_split)
+    indices, scores = trainer.dap.suspects(min(top, n))
+    labels, counts = trainer.train_split.labels, trainer.dap.loss_stats.loss_epochs
+    predicted = predicted_labels(trainer)
+    rows = [{"index": int(i), "given_label": int(labels[i]),
+             "predicted_label": "" if predicted is None else int(predicted[i]), "score": round(float(s), 6),
+             "epochs_trained": int(counts[i])} for i, s in zip(indices, scores)]
+    with open(run.path / "suspects.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    names = {"fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}.get(cfg.dataset)
+    label = (lambda c: names[c]) if names else str
+    shown = indices[:GALLERY]
+    captions = [f"#{r['index']} given {label(r['given_label'])}"
+                + ("" if r["predicted_label"] == "" else f"\nmodel: {label(r['predicted_label'])}")
+                + f", loss {r['score']:.2g}" for r in rows[:GALLERY]]
+    write_grid(_thumbnails(trainer.train_split, shown), captions, run.path / "suspects.png",
+               f"most suspect labels ({cfg.policy}, {int(checkpoint['epoch'])} epochs): highest mean loss over the "
+               "epochs each sample trained in")
+    result = {"rows": rows, "out": str(run.path)}
+    if run.label_noise_path.exists():
+        flipped = set(json.loads(run.label_noise_path.read_text())["flipped"])
+        result["flipped_in_top"] = sum(r["index"] in flipped for r in rows)
+        result["flipped"] = len(flipped)
+    return result

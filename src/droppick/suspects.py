@@ -1,0 +1,42 @@
+"""Which samples' given labels are most likely wrong, from what a run records anyway.
+
+A mislabelled sample keeps a high loss however well the model learns, where a hard but correctly
+labelled one's falls as the model learns it (Pleiss et al. 2020, Swayamdipta et al. 2020: training
+dynamics find wrong labels). ``LossStats`` sums each sample's loss over the epochs it trained in (6
+bytes a sample, no extra pass: the losses are the ones DaP records, with augmentation); the score is
+that mean, the highest the most suspect.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LossStats:
+    """Per-sample running sum and count of recorded losses; saved and restored exactly."""
+
+    def __init__(self, num_samples: int):
+        self.loss_sum = torch.zeros(num_samples, dtype=torch.float32)
+        self.loss_epochs = torch.zeros(num_samples, dtype=torch.int16)
+
+    def update(self, losses: torch.Tensor, recorded: torch.Tensor) -> None:
+        """Add one epoch: ``losses`` of the samples where ``recorded`` (a bool mask) is set."""
+        self.loss_sum[recorded] += losses[recorded]
+        self.loss_epochs[recorded] += 1
+
+    def scores(self) -> torch.Tensor:
+        """Each sample's mean recorded loss; -inf for a sample never recorded."""
+        return torch.where(self.loss_epochs > 0, self.loss_sum / self.loss_epochs.clamp(min=1), float("-inf"))
+
+    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, scores) of the ``k`` highest scores, highest first, ties to the lower index."""
+        scores = self.scores()
+        order = torch.sort(-scores, stable=True).indices[:k]
+        return order, scores[order]
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum.clone(), "loss_epochs": self.loss_epochs.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_sum = state["loss_sum"].to(torch.float32).clone()
+        self.loss_epochs = state["loss_epochs"].to(torch.int16).clone()

@@ -1,0 +1,114 @@
+"""Noisy labels: --label-noise injects them (seeded, recorded, train and validation only), and the
+engine's suspects ranking, saved exactly in its state, finds them; `droppick suspects` writes it out."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from droppick import DaPSchedule, DropAndPick
+from droppick.cli.main import main
+from droppick.data.noise import FASHION_MNIST_PAIRS, flip_labels
+from droppick.train.config import TrainConfig
+from droppick.train.splits import build_run_splits
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "pairs"])
+def test_flipping_changes_exactly_the_share_asked_for_and_never_to_the_same_class(kind):
+    labels = torch.arange(10).repeat(101)
+    noisy, flipped = flip_labels(labels, 0.2, kind, 10, seed=7, pairs=FASHION_MNIST_PAIRS)
+    assert flipped.numel() == round(0.2 * 1010) and torch.equal(flipped, flipped.sort().values)
+    changed = (noisy != labels).nonzero().squeeze(1)
+    assert torch.equal(changed, flipped)  # every flipped label changed, and nothing else
+    if kind == "pairs":
+        assert torch.equal(noisy[flipped], torch.tensor(FASHION_MNIST_PAIRS)[labels[flipped]])
+    else:  # uniform over the other nine classes: each appears, none dominates
+        counts = torch.bincount((noisy[flipped] - labels[flipped]) % 10, minlength=10)
+        assert counts[0] == 0 and bool((counts[1:] > 5).all())
+    again, same = flip_labels(labels, 0.2, kind, 10, seed=7, pairs=FASHION_MNIST_PAIRS)
+    assert torch.equal(again, noisy) and torch.equal(same, flipped)
+    assert not torch.equal(flip_labels(labels, 0.2, kind, 10, seed=8, pairs=FASHION_MNIST_PAIRS)[1], flipped)
+
+
+def test_fashion_mnists_pairs_are_partners():
+    pairs = torch.tensor(FASHION_MNIST_PAIRS)
+    assert torch.equal(pairs[pairs], torch.arange(10)) and pairs[6] == 0  # a shirt becomes a T-shirt, and back
+
+
+@pytest.mark.parametrize("rate, kind, message", [(1.0, "symmetric", r"label_noise must lie in \[0, 1\)"),
+                                                  (float("nan"), "symmetric", "label_noise must lie"),
+                                                  (0.1, "uniform", "noise_kind must be one of symmetric, pairs")])
+def test_bad_noise_settings_are_refused_by_name(rate, kind, message):
+    with pytest.raises(ValueError, match=message):
+        flip_labels(torch.arange(4), rate, kind, 4, seed=0)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(label_noise=rate, noise_kind=kind)
+
+
+def test_noise_of_streamed_data_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="write the noisy labels into the data"):
+        TrainConfig(dataset="imagefolder", data_dir="/data", label_noise=0.1)
+
+
+def test_the_noise_reaches_train_and_validation_but_never_the_test_split(fake_fashion):
+    cfg = TrainConfig(data_dir=str(fake_fashion), label_noise=0.25, val_samples=40, seed=3, device="cpu")
+    train, val, test = build_run_splits(cfg)
+    clean_train, clean_val, clean_test = build_run_splits(TrainConfig.from_dict(cfg.to_dict() | {"label_noise": 0.0}))
+    assert train.flipped.numel() + val.flipped.numel() == round(0.25 * 240)
+    assert val.flipped.numel() > 0 and torch.equal(test.labels, clean_test.labels) and test.clean_labels is None
+    assert bool((train.labels[train.flipped] != train.clean_labels[train.flipped]).all())
+    # the held-out split is carved by the noisy labels (nobody has clean ones at tuning time), so its
+    # members may differ from the clean run's; the images of the training split keep their clean labels
+    assert len(train) == len(clean_train) == 200
+
+
+def test_suspects_rank_a_sample_whose_loss_stays_high_first_and_survive_a_resume():
+    schedule = DaPSchedule(epochs=4, warmup=1, interval=1, keep=0.5, reuse_at=[])
+    dap = DropAndPick(num_samples=8, schedule=schedule, seed=0)
+    twin = DropAndPick(num_samples=8, schedule=schedule, seed=0)
+    for epoch in range(1, 5):
+        order = dap.sampler().indices()
+        losses = 1.0 / epoch + torch.zeros(order.numel())  # everyone learns ...
+        losses[order == 5] = 4.0  # ... but sample 5, whose label is wrong
+        losses[order == 2] = 4.0 if epoch == 1 else 0.1  # hard at first, then learnt
+        dap.record(order, losses)
+        dap.end_epoch()
+        if epoch == 2:
+            twin.load_state_dict(dap.state_dict())
+            resumed_at = epoch
+    indices, scores = dap.suspects(3)
+    assert indices[0] == 5 and scores[0] == pytest.approx(4.0)
+    assert int(dap.loss_stats.loss_epochs[5]) == 4 and int(dap.loss_stats.loss_epochs.max()) == 4
+    for epoch in range(resumed_at + 1, 5):  # the twin replays the same epochs from the saved state
+        order = twin.sampler().indices()
+        losses = 1.0 / epoch + torch.zeros(order.numel())
+        losses[order == 5] = 4.0
+        losses[order == 2] = 0.1
+        twin.record(order, losses)
+        twin.end_epoch()
+    assert torch.equal(twin.loss_stats.loss_sum, dap.loss_stats.loss_sum)
+    assert torch.equal(twin.suspects(8)[0], dap.suspects(8)[0])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        dap.suspects(0)
+
+
+def test_a_noisy_run_records_its_flips_and_suspects_finds_them(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "6", "--warmup", "1", "--interval", "1",
+                 "--keep", "0.8", "--reuse-at", "3", "--batch-size", "32", "--label-noise", "0.2", "--val-samples",
+                 "40", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    noise = json.loads((out / "label_noise.json").read_text())
+    assert len(noise["flipped"]) + len(noise["val_flipped"]) == 48 and TrainConfig.load(out / "config.json").label_noise == 0.2
+    capsys.readouterr()
+    assert main(["suspects", str(out), "--top", "20"]) == 0
+    printed = capsys.readouterr().out
+    with open(out / "suspects.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["index", "given_label", "predicted_label", "score", "epochs_trained"] and len(rows) == 20
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    hits = sum(int(r["index"]) in set(noise["flipped"]) for r in rows)
+    assert hits >= 16 and f"{hits} of the top 20 are among the run's {len(noise['flipped'])} flipped" in printed
+    assert (out / "suspects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["suspects", str(out), "--top", "0"]) == 2
