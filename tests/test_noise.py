@@ -112,3 +112,45 @@ def test_a_noisy_run_records_its_flips_and_suspects_finds_them(fake_fashion, tmp
     assert hits >= 16 and f"{hits} of the top 20 are among the run's {len(noise['flipped'])} flipped" in printed
     assert (out / "suspects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["suspects", str(out), "--top", "0"]) == 2
+
+
+def test_the_window_skips_the_hardest_share_and_keeps_the_next():
+    from droppick import KeepWindow
+
+    subset = torch.arange(10)
+    losses = torch.arange(10, 0, -1).float()  # sample 0 hardest ... 9 easiest
+    kept = KeepWindow(0.2).select(subset, losses, 4, torch.Generator())
+    assert kept.tolist() == [2, 3, 4, 5]  # the two hardest skipped
+    assert KeepWindow(0.5).select(subset, losses, 8, torch.Generator()).tolist() == list(range(2, 10))  # room for 8
+    assert KeepWindow(0.0).select(subset, losses, 3, torch.Generator()).tolist() == [0, 1, 2]  # the paper's rule
+    with pytest.raises(ValueError, match=r"window skip must be a number in \[0, 1\)"):
+        KeepWindow(1.0)
+
+
+def test_trusted_ranks_the_suspects_last_and_saves_what_it_learnt():
+    from droppick import KeepHardestTrusted
+
+    rule = KeepHardestTrusted(0.2)  # 2 of 10 samples
+    for epoch in range(3):
+        losses = torch.full((10,), 1.0 / (epoch + 1))
+        losses[[3, 7]] = 5.0  # wrong labels: high every epoch
+        losses[1] = 6.0 if epoch == 2 else 0.5  # hard this epoch only
+        rule.observe(losses)
+    kept = rule.select(torch.arange(10), losses, 3, torch.Generator())
+    assert 3 not in kept and 7 not in kept and 1 in kept
+    twin = KeepHardestTrusted(0.2)
+    twin.load_state_dict(rule.state_dict())
+    assert torch.equal(twin.select(torch.arange(10), losses, 3, torch.Generator()), kept)
+    everything = rule.select(torch.arange(10), losses, 10, torch.Generator())  # nothing else left: suspects too
+    assert everything.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("policy, flag", [("window", "--window-skip"), ("trusted", "--trusted-share")])
+def test_the_noise_rules_train_from_the_command_line_at_the_plans_compute(policy, flag, fake_fashion, tmp_path):
+    out = tmp_path / policy
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "4", "--warmup", "1", "--interval", "1",
+                 "--keep", "0.7", "--reuse-at", "none", "--batch-size", "64", "--policy", policy, flag, "0.15",
+                 "--label-noise", "0.1", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == policy and summary["compute_fraction"] == summary["planned_compute_fraction"] < 1
+    assert getattr(TrainConfig.load(out / "config.json"), flag[2:].replace("-", "_")) == 0.15

@@ -10,8 +10,8 @@ The few lines a training loop needs::
 
 from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
-from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage, KeepRandom,
-                       Policy, Scaled, Scheduled, Static)
+from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage,
+                       KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, Static)
 from .sampler import DaPSampler
 from .plan import Plan
 from .schedule import DaPSchedule, keep_count
@@ -26,7 +26,9 @@ __all__ = [
     "InfoBatch",
     "KeepHardest",
     "KeepHardestAverage",
+    "KeepHardestTrusted",
     "KeepRandom",
+    "KeepWindow",
     "Policy",
     "RS2",
     "Scaled",

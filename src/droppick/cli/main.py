@@ -291,6 +291,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
          "match it", type=float, dest="target_compute")
     flag(g, "--epsilon", f"policy epsilon: share of a drop's kept samples drawn at random (default {d.epsilon})",
          type=float)
+    flag(g, "--window-skip", f"policy window: share of a drop's subset, its highest losses, skipped (default "
+         f"{d.window_skip})", type=float, dest="window_skip")
+    flag(g, "--trusted-share", f"policy trusted: share of all samples, the highest mean losses, ranked last at drops "
+         f"(default {d.trusted_share})", type=float, dest="trusted_share")
     flag(g, "--ema-beta", f"policy ema: weight of a sample's past loss average (default {d.ema_beta})", type=float,
          dest="ema_beta")
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "

@@ -13,6 +13,8 @@
   (Raju et al. 2021); eps = epsilon.EPSILON unless given
 - "ema": the schedule's drops keep the highest moving average of each sample's losses across epochs;
   beta = ema.BETA unless given
+- "window": the schedule's drops skip the hardest share of the subset and keep the next (noise.py)
+- "trusted": the schedule's drops keep the hardest but rank the suspected wrong labels last (noise.py)
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from .ema import BETA, KeepHardestAverage
 from .epsilon import EPSILON, EpsilonGreedy
 from .full import Full, Scaled
 from .infobatch import InfoBatch
+from .noise import SHARE, SKIP, KeepHardestTrusted, KeepWindow
 from .random import KeepRandom
 from .rs2 import RS2
 from .scheduled import Scheduled
 from .static import Static
 
-POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema")
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted")
 
 
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, epsilon: Optional[float] = None,
-                 ema_beta: Optional[float] = None) -> Policy:
+                 ema_beta: Optional[float] = None, window_skip: Optional[float] = None,
+                 trusted_share: Optional[float] = None) -> Policy:
     """A ``Policy`` from a name (with the settings that name uses), a ``Policy``, or a selection rule."""
     if isinstance(policy, Policy):
         return policy
@@ -52,6 +56,8 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "rs2": lambda: RS2(target_compute),
             "epsilon": lambda: Scheduled(EpsilonGreedy(EPSILON if epsilon is None else epsilon)),
             "ema": lambda: Scheduled(KeepHardestAverage(BETA if ema_beta is None else ema_beta)),
+            "window": lambda: Scheduled(KeepWindow(SKIP if window_skip is None else window_skip)),
+            "trusted": lambda: Scheduled(KeepHardestTrusted(SHARE if trusted_share is None else trusted_share)),
         }
         if policy not in named:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)} or an object with a select() method; "
@@ -60,6 +66,8 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
     return Scheduled(policy)
 
 
-__all__ = ["DROP", "EXCLUDE", "PICK", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd", "EpsilonGreedy",
-           "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepRandom", "Policy", "Scaled", "Scheduled",
-           "Static", "build_policy", "checked_selection"]
+__all__ = [
+    "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd",
+    "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted", "KeepRandom",
+    "KeepWindow", "Policy", "Scaled", "Scheduled", "Static", "build_policy", "checked_selection"
+]

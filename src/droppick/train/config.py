@@ -19,14 +19,15 @@ from ..atomic import atomic_write_text
 from ..models import check_model_name
 from ..data.hf import is_hf
 from ..data.noise import NOISE_KINDS
-from ..policies import BETA, EPSILON, POLICIES
+from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..schedule import DaPSchedule, require_int
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema")  # the policies whose subset sizes are the DaP schedule's
+# the policies whose subset sizes are the DaP schedule's
+FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted")
 DECODE_MODES = ("workers", "device")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -127,6 +128,12 @@ class TrainConfig:
     ema_beta: float = BETA
     """policy "ema": the weight of a sample's past average in the moving average of its losses (what it is
     ranked by)"""
+    window_skip: float = SKIP
+    """policy "window": the share of a drop's subset, its highest losses, skipped before the kept ones (noisy labels
+    sit in that tail)"""
+    trusted_share: float = SHARE
+    """policy "trusted": the share of all samples, the highest mean losses so far (the suspected wrong labels),
+    ranked last at every drop"""
     exclude_nonfinite: bool = False
     """a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
     nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped"""

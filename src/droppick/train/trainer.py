@@ -32,6 +32,7 @@ from .. import distributed
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, rng_states
 from .config import TrainConfig, no_drop_warning
 from ..engine import DropAndPick
+from ..policies import build_policy
 from ..models import build_model
 from .splits import build_run_splits, checked_num_classes
 from .profiling import Profiler
@@ -60,10 +61,11 @@ class Trainer:
         self.rank, self.world = distributed.rank_and_world()
         self.train_split, self.val_split, self.test_split = build_run_splits(cfg, pin_memory=pin_memory, device=device)
         n = len(self.train_split)
-        self.dap = DropAndPick(n, cfg.schedule, policy=cfg.policy, seed=cfg.seed, labels=self.train_split.labels,
-                               target_compute=cfg.target_compute, infobatch_ratio=cfg.infobatch_ratio,
-                               infobatch_delta=cfg.infobatch_delta, exclude_nonfinite=cfg.exclude_nonfinite,
-                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta)
+        policy = build_policy(cfg.policy, labels=self.train_split.labels, target_compute=cfg.target_compute,
+                              infobatch_ratio=cfg.infobatch_ratio, infobatch_delta=cfg.infobatch_delta,
+                              epsilon=cfg.epsilon, ema_beta=cfg.ema_beta, window_skip=cfg.window_skip,
+                              trusted_share=cfg.trusted_share)
+        self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite)
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)

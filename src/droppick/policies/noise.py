@@ -1,0 +1,85 @@
+"""Rules that keep hard samples but not wrong labels (issue 32): DaP's "keep the highest loss" keeps
+a mislabelled sample at every drop, because its loss stays high however well the model learns.
+
+- ``KeepWindow`` ("window"): a loss window, SeTa's idea at DaP's drops. Skip the hardest ``skip``
+  share of the subset, keep the next ``k``: the hard-but-learnable middle, not the tail a wrong
+  label sits in.
+- ``KeepHardestTrusted`` ("trusted"): DaP with the suspects out. The ``share`` x N samples with the
+  highest mean loss over the epochs they trained in (``droppick.suspects``) rank last at every drop,
+  so a drop keeps none of them while there are others to keep. Picks still return all data, as the
+  schedule says (the compute stays the plan's); the next drop leaves the suspects out again.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..selection import select_hardest
+from ..suspects import LossStats
+
+SKIP = 0.1  # droppick's defaults: tune both on a (noisy) validation split
+SHARE = 0.1
+
+
+def _share(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+class KeepWindow:
+    """At each drop skip the ``round(skip x n)`` highest losses of the ``n`` members and keep the ``k``
+    after them (fewer skipped when fewer than ``skip x n + k`` are there; ties to the lower index, an
+    unrecorded member counts as hardest, as in ``KeepHardest``). skip = 0 is ``"dap"``."""
+
+    name = "window"
+
+    def __init__(self, skip: float = SKIP):
+        self.skip = _share("window skip", skip)
+
+    def select(self, subset: torch.Tensor, losses: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+        skipped = min(round(self.skip * subset.numel()), subset.numel() - k)
+        if skipped == 0:
+            return select_hardest(subset, losses, k)
+        top = select_hardest(subset, losses, skipped + k)  # the hardest skipped + k, then leave out the first
+        tail = select_hardest(top, losses, skipped)
+        return top[~torch.isin(top, tail)]
+
+    def params(self) -> dict:
+        return {"window_skip": self.skip}
+
+
+class KeepHardestTrusted:
+    """At each drop keep the ``k`` hardest members this epoch, the suspects ranked last (module
+    docstring). State: the per-sample loss statistics (6 bytes a sample)."""
+
+    name = "trusted"
+
+    def __init__(self, share: float = SHARE):
+        self.share = _share("trusted share", share)
+        self.stats: Optional[LossStats] = None
+
+    def observe(self, losses: torch.Tensor) -> None:
+        if self.stats is None:
+            self.stats = LossStats(losses.numel())
+        self.stats.update(losses, torch.isfinite(losses))
+
+    def select(self, subset: torch.Tensor, losses: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+        suspects, _ = self.stats.top(round(self.share * losses.numel())) if self.share else (subset[:0], None)
+        ranked = losses.clone()
+        ranked[suspects] = float("-inf")  # below every finite loss: kept only if nothing else is left
+        return select_hardest(subset, ranked, k)
+
+    def params(self) -> dict:
+        return {"trusted_share": self.share}
+
+    def state_dict(self) -> dict:
+        return {"stats": None if self.stats is None else self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = None
+        if state["stats"] is not None:
+            self.stats = LossStats(0)
+            self.stats.load_state_dict(state["stats"])
