@@ -23,42 +23,52 @@ GALLERY = 32  # suspects in the picture
 
 
 @torch.no_grad()
-def predicted_labels(trainer) -> Optional[torch.Tensor]:
-    """The final model's class for every training sample, one pass without augmentation; None for a
-    streamed split (its training transform augments, so a plain pass would need the eval transform)."""
+def probabilities(trainer, split=None) -> Optional[torch.Tensor]:
+    """The model's softmax over the classes for every sample of ``split`` (default: the training
+    split), one pass without augmentation; None for a streamed split (its training transform
+    augments, so a plain pass would need the eval transform)."""
     from ..data.pipeline import InMemorySplit
 
-    split = trainer.train_split
+    split = trainer.train_split if split is None else split
     if not isinstance(split, InMemorySplit):
         return None
     plain = InMemorySplit(split.images, False, num_classes=split.num_classes)
     trainer.model.eval()
-    out = torch.empty(len(plain), dtype=torch.int64)
+    out = torch.empty(len(plain), split.num_classes)
     for indices, images, _ in plain.batches(torch.arange(len(plain)), trainer.cfg.eval_batch_size, 0, 0):
-        out[indices] = trainer._forward(trainer.model, images.to(trainer.device)).argmax(dim=1).cpu()
+        out[indices] = trainer._forward(trainer.model, images.to(trainer.device)).float().softmax(dim=1).cpu()
     return out
 
 
-def find_suspects(run_dir: str | Path, top: int = 100) -> dict:
-    """Write suspects.csv and suspects.png in ``run_dir``; return the rows and, with injected noise,
-    the share of the top suspects that are flipped labels."""
+def load_trainer(run_dir: str | Path):
+    """The ``Trainer`` of a run as its last checkpoint left it (model and DaP state), and that checkpoint."""
     from .. import distributed
     from ..train.config import TrainConfig
     from ..train.rundir import RunDir
     from ..train.trainer import Trainer
 
-    run = RunDir(run_dir)
-    checkpoint = run.latest_checkpoint()
+    checkpoint = RunDir(run_dir).latest_checkpoint()
     if checkpoint is None:
-        raise FileNotFoundError(f"{run.path} has no checkpoint: suspects reads the losses a run recorded")
-    cfg = TrainConfig.from_dict(checkpoint["config"])
-    trainer = Trainer(cfg, distributed.setup_from_env(cfg.device))
+        raise FileNotFoundError(f"{run_dir} has no checkpoint: suspects reads the losses a run recorded")
+    trainer = Trainer(TrainConfig.from_dict(checkpoint["config"]), distributed.setup_from_env(checkpoint["config"]["device"]))
     trainer.model.load_state_dict(checkpoint["model"])
     trainer.dap.load_state_dict(checkpoint["dap"])
+    return trainer, checkpoint
+
+
+def find_suspects(run_dir: str | Path, top: int = 100) -> dict:
+    """Write suspects.csv and suspects.png in ``run_dir``; return the rows and, with injected noise,
+    the share of the top suspects that are flipped labels."""
+    from ..train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    trainer, checkpoint = load_trainer(run.path)
+    cfg = trainer.cfg
     n = len(trainer.train_split)
     indices, scores = trainer.dap.suspects(min(top, n))
     labels, counts = trainer.train_split.labels, trainer.dap.loss_stats.loss_epochs
-    predicted = predicted_labels(trainer)
+    probs = probabilities(trainer)
+    predicted = None if probs is None else probs.argmax(dim=1)
     rows = [{"index": int(i), "given_label": int(labels[i]),
              "predicted_label": "" if predicted is None else int(predicted[i]), "score": round(float(s), 6),
              "epochs_trained": int(counts[i])} for i, s in zip(indices, scores)]

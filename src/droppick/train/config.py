@@ -50,6 +50,12 @@ class TrainConfig:
     val_samples: Optional[int] = None
     """hold out this many training samples (seeded, class-stratified) as a validation split, evaluated beside
     the test split (val_top1): for tuning without the test set"""
+    cv_folds: Optional[int] = None
+    """hold out fold cv_fold of a seeded, class-stratified cv_folds-fold partition of the training split as the
+    validation split instead of val_samples (K runs, one per fold, give every sample an out-of-sample prediction:
+    what cleanlab's label-error detection asks for)"""
+    cv_fold: int = 0
+    """the fold cv_folds holds out, 0..cv_folds-1"""
     per_class: Optional[int] = None
     """keep this many train samples per class (CIFAR10-5000: 500)"""
     label_noise: float = 0.0
@@ -187,6 +193,10 @@ class TrainConfig:
         for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
+        if self.cv_folds is not None and (self.val_samples is not None or not 0 <= self.cv_fold < self.cv_folds
+                                          or self.cv_folds < 2):
+            raise ValueError(f"cv_folds (>= 2) holds out fold cv_fold (0..cv_folds-1) instead of val_samples: got "
+                             f"cv_folds={self.cv_folds}, cv_fold={self.cv_fold}, val_samples={self.val_samples}")
         if not 0.0 <= self.label_noise < 1.0:
             raise ValueError(f"label_noise must lie in [0, 1) (the share of training labels made wrong), "
                              f"got {self.label_noise!r}")

@@ -29,7 +29,7 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
                        device=device, padding=cfg.augment_padding, flip=cfg.augment_flip, image_size=cfg.image_size,
                        eval_resize=cfg.eval_resize, decode=cfg.decode, skip_unreadable=cfg.skip_unreadable,
                        num_workers=cfg.num_workers, pin_memory=pin_memory, image_column=cfg.image_column,
-                       label_column=cfg.label_column)
+                       label_column=cfg.label_column, chunk_window=cfg.chunk_window)
 
 
 def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:
@@ -38,7 +38,7 @@ def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.d
     train, test = build_splits(cfg, pin_memory=pin_memory, device=device)
     if cfg.label_noise:  # before the hold-out: the validation split is as noisy as the rest
         train = with_label_noise(train, cfg.label_noise, cfg.noise_kind, derive_seed(cfg.seed, "label-noise"), cfg.dataset)
-    train, val = hold_out(train, cfg.val_samples, cfg.seed)
+    train, val = hold_out(train, cfg.val_samples, cfg.seed, cfg.cv_folds, cfg.cv_fold)
     return train, val, test
 
 

@@ -1,0 +1,153 @@
+"""Finding wrong labels (issue 32, part 3): droppick's suspects, read from one DaP run, against cleanlab
+on out-of-sample probabilities from K-fold cross-validation of the same model. From the repository root:
+
+    .venv/bin/python experiments/noise_detection.py            # train what is missing, then write the page
+    .venv/bin/python experiments/noise_detection.py --report   # only rewrite the page
+
+Setting: the small CNN on a seeded class-stratified 4,000-image slice of Fashion-MNIST, 30 epochs,
+W = 4, I = 1, R = {15}, LR /10 after 15 and 22, seed 0; the labels as they are and with 10%, 20% and 40%
+symmetric and 20% pairs noise (``--label-noise``). droppick: one run of the paper's DaP at keep 0.8
+(44.6% compute); its score is each sample's mean loss over the epochs it trained in
+(``DropAndPick.suspects``), and it flags the top M, M the samples its final model (one plain forward
+pass) labels otherwise than given. cleanlab 2.9, as its documentation recommends: five runs of all
+data, each holding one fold out (``cv_folds`` 5), give every sample an out-of-sample probability;
+``cleanlab.filter.find_label_issues`` flags, ``cleanlab.rank.get_label_quality_scores`` ranks.
+Precision, recall and F1 are of the flagged set against the injected flips, AUROC of the ranking.
+Compute: training samples over one all-data run's (cleanlab: 5 x 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from _report import log, machine, setting, utc_now
+from droppick.report.compare import run_all
+from droppick.report.suspects import load_trainer, probabilities
+from droppick.train.config import TrainConfig
+from droppick.train.rundir import code_version
+
+OUT = Path(__file__).resolve().parent / "fashion-mnist" / "noise" / "detection"
+SLICE, FOLDS = 4000, 5
+NOISE = [("clean", 0.0, "symmetric"), ("symmetric 10%", 0.1, "symmetric"), ("symmetric 20%", 0.2, "symmetric"),
+         ("symmetric 40%", 0.4, "symmetric"), ("pairs 20%", 0.2, "pairs")]
+BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=SLICE, batch_size=128, lr=0.05,
+                   momentum=0.9, weight_decay=5e-4, epochs=30, warmup=4, interval=1, keep=0.8, reuse_at=[15],
+                   lr_milestones=[15, 22], device="cpu", eval_batch_size=250, eval_every=10, seed=0)
+
+
+def folder(name: str) -> Path:
+    return OUT / name.replace(" ", "-").replace("%", "")
+
+
+def configs(rate: float, kind: str) -> dict[str, TrainConfig]:
+    """The droppick run and cleanlab's fold runs at one noise setting, by run name."""
+    noisy = BASE.to_dict() | {"label_noise": rate, "noise_kind": kind}
+    out = {"dap": TrainConfig.from_dict(noisy | {"policy": "dap"})}
+    out |= {f"full-fold{k}": TrainConfig.from_dict(noisy | {"policy": "full", "cv_folds": FOLDS, "cv_fold": k})
+            for k in range(FOLDS)}
+    return out
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> Optional[float]:
+    """Area under the ROC curve of ``scores`` (higher: more likely positive), ties counted half
+    (the Mann-Whitney statistic); None without both classes."""
+    pos, neg = int(positive.sum()), int((~positive).sum())
+    if not pos or not neg:
+        return None
+    ranks = torch.empty(len(scores), dtype=torch.float64)
+    order = scores.double().argsort()
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores.unique():  # average ranks over ties
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def scores_of(flagged: torch.Tensor, ranking: torch.Tensor, flipped: torch.Tensor, compute: float) -> dict:
+    tp = int((flagged & flipped).sum())
+    precision = tp / int(flagged.sum()) if flagged.any() else None
+    recall = tp / int(flipped.sum()) if flipped.any() else None
+    f1 = None if not precision or not recall else 2 * precision * recall / (precision + recall)
+    return {"flagged": int(flagged.sum()), "precision": precision, "recall": recall, "f1": f1,
+            "auroc": auroc(ranking, flipped), "compute": compute}
+
+
+def flipped_mask(split) -> torch.Tensor:
+    mask = torch.zeros(len(split), dtype=torch.bool)
+    mask[split.flipped] = True
+    return mask
+
+
+def droppick_row(trainer, compute: float) -> dict:
+    """The suspects ranking of the DaP run; flagged: its top M, M the samples its final model labels
+    otherwise than given (droppick's own estimate of how many labels are wrong)."""
+    split = trainer.train_split
+    order, scores = trainer.dap.suspects(len(split))
+    ranking = torch.empty(len(split))
+    ranking[order] = scores
+    disagree = int((probabilities(trainer).argmax(dim=1) != split.labels).sum())
+    flagged = torch.zeros(len(split), dtype=torch.bool)
+    flagged[order[:disagree]] = True
+    return scores_of(flagged, ranking, flipped_mask(split), compute)
+
+
+def cleanlab_row(runs: list[Path], labels: torch.Tensor, flipped: torch.Tensor) -> dict:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from droppick.data.validation import fold_indices
+
+    probs = torch.zeros(len(labels), int(labels.max()) + 1)
+    for k, run in enumerate(runs):
+        trainer, _ = load_trainer(run)
+        _, held = fold_indices(labels, k, FOLDS, BASE.seed)
+        probs[held] = probabilities(trainer, trainer.val_split)
+    issues = torch.as_tensor(find_label_issues(labels.numpy(), probs.numpy()))
+    quality = torch.as_tensor(get_label_quality_scores(labels.numpy(), probs.numpy()))
+    return scores_of(issues, -quality, flipped, FOLDS * (FOLDS - 1) / FOLDS)
+
+
+def write_page(rows: dict) -> Path:
+    cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["# Finding wrong labels: droppick's suspects against cleanlab", "",
+             f"Generated by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
+             f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine: {machine()}.", "",
+             setting(__doc__), "",
+             "| labels | method | compute | flagged | precision | recall | F1 | AUROC |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, methods in rows.items():
+        for method, r in methods.items():
+            lines.append(f"| {name} | {method} | {r['compute']:.2f} | {r['flagged']} | {cell(r['precision'])} | "
+                         f"{cell(r['recall'])} | {cell(r['f1'])} | {cell(r['auroc'])} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+    return OUT / "README.md"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", action="store_true", help="only rewrite the page from the runs that exist")
+    args = p.parse_args()
+    rows = {}
+    for name, rate, kind in NOISE:
+        runs = configs(rate, kind)
+        if not args.report:
+            run_all(runs, folder(name), log=log)
+        paths = [folder(name) / "runs" / run for run in runs]
+        if not all((path / "summary.json").exists() for path in paths):
+            continue
+        trainer, _ = load_trainer(paths[0])  # the DaP run holds nothing out: its split is the whole slice
+        compute = json.loads((paths[0] / "summary.json").read_text())["compute_fraction"]
+        labels, flipped = trainer.train_split.labels, flipped_mask(trainer.train_split)
+        rows[name] = {"droppick (DaP run)": droppick_row(trainer, compute),
+                      "cleanlab (5-fold)": cleanlab_row(paths[1:], labels, flipped)}
+    log(f"page written to {write_page(rows)}")
+
+
+if __name__ == "__main__":
+    main()

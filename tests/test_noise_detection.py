@@ -1,0 +1,48 @@
+"""The detection experiment without its real runs: the AUROC it reports is the Mann-Whitney statistic,
+the folds give every sample one out-of-sample probability, and the page is written from tiny runs."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+import noise_detection as nd  # noqa: E402  (a broken import must fail, not skip)
+from droppick.data.validation import fold_indices  # noqa: E402
+from droppick.train.config import TrainConfig  # noqa: E402
+
+
+def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right_ties_half():
+    positive = torch.tensor([True, True, False, False])
+    assert nd.auroc(torch.tensor([4.0, 3.0, 2.0, 1.0]), positive) == 1.0
+    assert nd.auroc(torch.tensor([1.0, 2.0, 3.0, 4.0]), positive) == 0.0
+    assert nd.auroc(torch.tensor([3.0, 1.0, 2.0, 0.0]), positive) == 0.75  # 3 of the 4 pairs in order
+    assert nd.auroc(torch.ones(4), positive) == 0.5
+    assert nd.auroc(torch.ones(4), torch.zeros(4, dtype=torch.bool)) is None
+
+
+def test_the_folds_hold_every_sample_out_exactly_once_with_each_class_spread():
+    labels = torch.arange(5).repeat_interleave(torch.tensor([10, 11, 12, 13, 14]))
+    held = [fold_indices(labels, k, 5, seed=3)[1] for k in range(5)]
+    assert torch.equal(torch.cat(held).sort().values, torch.arange(len(labels)))
+    for h in held:  # each class's 10..14 members dealt out in turn: 2 or 3 of each in every fold
+        assert set(torch.bincount(labels[h], minlength=5).tolist()) <= {2, 3}
+    with pytest.raises(ValueError, match="cv_folds"):
+        TrainConfig(cv_folds=5, cv_fold=5)
+
+
+def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_path, monkeypatch):
+    monkeypatch.setattr(nd, "OUT", tmp_path)
+    monkeypatch.setattr(nd, "BASE", TrainConfig.from_dict(nd.BASE.to_dict() | {
+        "data_dir": str(fake_fashion), "train_samples": 200, "epochs": 3, "warmup": 1, "reuse_at": [], "lr_milestones": [],
+        "batch_size": 50, "eval_every": 3}))
+    monkeypatch.setattr(nd, "NOISE", [("symmetric 20%", 0.2, "symmetric")])
+    monkeypatch.setattr(sys, "argv", ["noise_detection.py"])
+    nd.main()
+    page = (tmp_path / "README.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| symmetric 20% |")]
+    assert [row.split(" | ")[1] for row in rows] == ["droppick (DaP run)", "cleanlab (5-fold)"]
+    compute = [float(row.split(" | ")[2]) for row in rows]
+    assert compute[1] == 4.0 and 0.5 < compute[0] < 1.0
+    assert all(0.0 <= float(row.split(" | ")[-1].strip(" |")) <= 1.0 for row in rows)  # an AUROC each
