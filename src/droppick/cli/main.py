@@ -287,14 +287,19 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
          choices=COMPILE_MODES, dest="compile_mode")
     flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
     flag(g, "--target-compute", "the budget, a fraction of training on all data: dap, random, epsilon and ema take the "
-         "budget rule's keep and floor for it (not with --keep or --min-keep); rs2, scaled, static and infobatch "
-         "match it", type=float, dest="target_compute")
+         "budget rule's keep and floor for it (not with --keep or --min-keep); rs2, scaled, static, infobatch and "
+         "seta match it", type=float, dest="target_compute")
     flag(g, "--epsilon", f"policy epsilon: share of a drop's kept samples drawn at random (default {d.epsilon})",
          type=float)
     flag(g, "--window-skip", f"policy window: share of a drop's subset, its highest losses, skipped (default "
          f"{d.window_skip})", type=float, dest="window_skip")
     flag(g, "--trusted-share", f"policy trusted: share of all samples, the highest mean losses, ranked last at drops "
          f"(default {d.trusted_share})", type=float, dest="trusted_share")
+    flag(g, "--seta-ratio", f"policy seta: share left out at random each epoch (default {d.seta_ratio})", type=float,
+         dest="seta_ratio")
+    flag(g, "--seta-groups", f"policy seta: loss clusters (default {d.seta_groups})", type=int, dest="seta_groups")
+    flag(g, "--seta-window", f"policy seta: share of the clusters in its window (default {d.seta_window})", type=float,
+         dest="seta_window")
     flag(g, "--ema-beta", f"policy ema: weight of a sample's past loss average (default {d.ema_beta})", type=float,
          dest="ema_beta")
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "

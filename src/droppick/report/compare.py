@@ -30,8 +30,8 @@ def run_configs(base: TrainConfig, policies: list[str], seeds: list[int], num_sa
     for policy in policies:
         for seed in seeds:
             values = base.to_dict() | {"policy": policy, "seed": seed}
-            if policy == "infobatch" and base.target_compute is None:
-                values["target_compute"] = target  # InfoBatch calibrates to an explicit target only
+            if policy in ("infobatch", "seta") and base.target_compute is None:
+                values["target_compute"] = target  # they calibrate to an explicit target only
             out[f"{policy}-seed{seed}"] = TrainConfig.from_dict(values)
     return out
 

@@ -20,6 +20,7 @@ from ..models import check_model_name
 from ..data.hf import is_hf
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
+from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, require_int
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
@@ -140,6 +141,15 @@ class TrainConfig:
     trusted_share: float = SHARE
     """policy "trusted": the share of all samples, the highest mean losses so far (the suspected wrong labels),
     ranked last at every drop"""
+    seta_ratio: float = SETA_RATIO
+    """policy "seta": the share of all samples its random step leaves out each epoch (with target_compute:
+    recalibrated every epoch to spend it)"""
+    seta_groups: int = SETA_GROUPS
+    """policy "seta": the loss clusters of its sliding window"""
+    seta_window: float = SETA_WINDOW
+    """policy "seta": the share of the clusters its window holds"""
+    seta_delta: float = SETA_DELTA
+    """policy "seta": past seta_delta * epochs only the random step selects (annealing)"""
     exclude_nonfinite: bool = False
     """a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
     nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped"""
@@ -237,6 +247,12 @@ class TrainConfig:
                              f"got {self.epsilon}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1) (the weight of a sample's past average), got {self.ema_beta}")
+        if self.policy == "seta":
+            SeTa(**self.seta_settings)  # refuses its own settings by name before any data is loaded
+
+    @property
+    def seta_settings(self) -> dict:
+        return {"ratio": self.seta_ratio, "groups": self.seta_groups, "window": self.seta_window, "delta": self.seta_delta}
 
     @property
     def streamed(self) -> bool:

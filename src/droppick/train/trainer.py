@@ -64,7 +64,7 @@ class Trainer:
         policy = build_policy(cfg.policy, labels=self.train_split.labels, target_compute=cfg.target_compute,
                               infobatch_ratio=cfg.infobatch_ratio, infobatch_delta=cfg.infobatch_delta,
                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta, window_skip=cfg.window_skip,
-                              trusted_share=cfg.trusted_share)
+                              trusted_share=cfg.trusted_share, seta=cfg.seta_settings)
         self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite)
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
