@@ -300,6 +300,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--seta-groups", f"policy seta: loss clusters (default {d.seta_groups})", type=int, dest="seta_groups")
     flag(g, "--seta-window", f"policy seta: share of the clusters in its window (default {d.seta_window})", type=float,
          dest="seta_window")
+    flag(g, "--sb-keep", f"policy selective_backprop: share of each batch back-propagated (default {d.sb_keep})",
+         type=float, dest="sb_keep")
+    flag(g, "--sb-start", f"policy selective_backprop: first selecting epoch (default {d.sb_start})", type=int,
+         dest="sb_start")
+    flag(g, "--sb-end", "policy selective_backprop: last selecting epoch (default: the last)", type=int, dest="sb_end")
     flag(g, "--ema-beta", f"policy ema: weight of a sample's past loss average (default {d.ema_beta})", type=float,
          dest="ema_beta")
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "

@@ -16,6 +16,7 @@
 - "window": the schedule's drops skip the hardest share of the subset and keep the next (noise.py)
 - "trusted": the schedule's drops keep the hardest but rank the suspected wrong labels last (noise.py)
 - "seta": SeTa (Zhou et al., CVPR 2025): a random share, loss clusters and a sliding window every epoch
+- "selective_backprop": all data, each batch back-propagating a loss-weighted part (Jiang et al. 2019)
 """
 
 from __future__ import annotations
@@ -32,18 +33,21 @@ from .full import Full, Scaled
 from .infobatch import InfoBatch
 from .noise import SHARE, SKIP, KeepHardestTrusted, KeepWindow
 from .random import KeepRandom
+from .selective_backprop import SelectiveBackprop
 from .seta import SeTa
 from .rs2 import RS2
 from .scheduled import Scheduled
 from .static import Static
 
-POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted", "seta")
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted", "seta",
+            "selective_backprop")
 
 
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, epsilon: Optional[float] = None,
                  ema_beta: Optional[float] = None, window_skip: Optional[float] = None,
-                 trusted_share: Optional[float] = None, seta: Optional[dict] = None) -> Policy:
+                 trusted_share: Optional[float] = None, seta: Optional[dict] = None,
+                 selective_backprop: Optional[dict] = None) -> Policy:
     """A ``Policy`` from a name (with the settings that name uses), a ``Policy``, or a selection rule."""
     if isinstance(policy, Policy):
         return policy
@@ -61,6 +65,7 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "window": lambda: Scheduled(KeepWindow(SKIP if window_skip is None else window_skip)),
             "trusted": lambda: Scheduled(KeepHardestTrusted(SHARE if trusted_share is None else trusted_share)),
             "seta": lambda: SeTa(**(seta or {}), target_compute=target_compute),
+            "selective_backprop": lambda: SelectiveBackprop(**(selective_backprop or {})),
         }
         if policy not in named:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)} or an object with a select() method; "
@@ -72,6 +77,6 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
 __all__ = [
     "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd",
     "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted", "KeepRandom",
-    "KeepWindow", "Policy", "Scaled", "Scheduled", "SeTa", "Static", "build_policy",
+    "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa", "Static", "build_policy",
     "checked_selection"
 ]

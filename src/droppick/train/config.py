@@ -20,6 +20,7 @@ from ..models import check_model_name
 from ..data.hf import is_hf
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
+from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, require_int
 
@@ -150,6 +151,15 @@ class TrainConfig:
     """policy "seta": the share of the clusters its window holds"""
     seta_delta: float = SETA_DELTA
     """policy "seta": past seta_delta * epochs only the random step selects (annealing)"""
+    sb_keep: float = SB_KEEP
+    """policy "selective_backprop": the share of a batch back-propagated, drawn by loss after a forward pass over all
+    of it without gradients"""
+    sb_start: int = SB_START
+    """policy "selective_backprop": the first epoch that selects inside batches"""
+    sb_end: Optional[int] = None
+    """policy "selective_backprop": the last epoch that selects (None: the last of the run)"""
+    sb_interrupt: int = SB_INTERRUPT
+    """policy "selective_backprop": every sb_interrupt-th batch trains whole (0: none), as Composer interleaves"""
     exclude_nonfinite: bool = False
     """a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
     nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped"""
@@ -247,8 +257,14 @@ class TrainConfig:
                              f"got {self.epsilon}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1) (the weight of a sample's past average), got {self.ema_beta}")
-        if self.policy == "seta":
-            SeTa(**self.seta_settings)  # refuses its own settings by name before any data is loaded
+        if self.policy == "seta":  # each refuses its own settings by name, before any data is loaded
+            SeTa(**self.seta_settings)
+        if self.policy == "selective_backprop":
+            SelectiveBackprop(**self.selective_backprop_settings)
+
+    @property
+    def selective_backprop_settings(self) -> dict:
+        return {"keep": self.sb_keep, "start": self.sb_start, "end": self.sb_end, "interrupt": self.sb_interrupt}
 
     @property
     def seta_settings(self) -> dict:

@@ -25,6 +25,10 @@ def run_summary(t, history: list[dict], run: RunDir, wall_seconds: float, device
         "unreadable_skipped": run.count_listed(run.unreadable_path),
         "code": code_version(),
     }
+    if "step_equivalents" in history[-1]:  # Selective Backprop: what it really spent, beside samples forwarded
+        full = t.dap.plan().full_samples
+        summary.update(backprop_fraction=sum(m["samples_backprop"] for m in history) / full,
+                       step_equivalent_fraction=sum(m["step_equivalents"] for m in history) / full)
     if t.val_split is not None:  # --val-samples
         summary.update(num_val_samples=len(t.val_split), final_val_top1=history[-1]["val_top1"],
                        best_val_top1=max(m["val_top1"] for m in history if m["val_top1"] is not None))

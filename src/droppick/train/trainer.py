@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -38,6 +37,7 @@ from .splits import build_run_splits, checked_num_classes
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
+from .selective import batch_losses
 from .rundir import RunDir
 from .steps import planned_steps, schedule_progress
 from .summary import run_summary
@@ -64,7 +64,8 @@ class Trainer:
         policy = build_policy(cfg.policy, labels=self.train_split.labels, target_compute=cfg.target_compute,
                               infobatch_ratio=cfg.infobatch_ratio, infobatch_delta=cfg.infobatch_delta,
                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta, window_skip=cfg.window_skip,
-                              trusted_share=cfg.trusted_share, seta=cfg.seta_settings)
+                              trusted_share=cfg.trusted_share, seta=cfg.seta_settings,
+                              selective_backprop=cfg.selective_backprop_settings)
         self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite)
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
@@ -116,7 +117,7 @@ class Trainer:
                    disable=None if progress and self.rank == 0 else True)
         with distributed.uneven_batches(self.net, cfg.skip_unreadable):  # a rank may skip a whole batch
             for indices, images, targets in bar:
-                loss = self._train_step(indices, images, targets, lr=self.lr_at(dap.epoch, step - first_step))
+                loss = self._train_step(indices, images, targets, self.lr_at(dap.epoch, step - first_step), step - first_step)
                 finite = torch.isfinite(loss)  # the mean below leaves out non-finite batches
                 total += torch.where(finite, loss, 0.0) * len(indices)
                 counted += finite * len(indices)
@@ -127,7 +128,8 @@ class Trainer:
         prof.lap("loss sync")
         return loss_sum / max(count, 1)
 
-    def _train_step(self, indices: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
+    def _train_step(self, indices: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, lr: float,
+                    batch: int) -> torch.Tensor:
         """One optimiser step on a batch, recording its per-sample losses; returns the (detached) batch loss."""
         cfg, dap, prof = self.cfg, self.dap, self.profiler
         for group in self.optimizer.param_groups:
@@ -137,9 +139,8 @@ class Trainer:
         full_batch = len(indices) == cfg.batch_size
         with _cudnn_tuning(full_batch):
             net = self.compiled if self.compiled is not None and full_batch else self.net
-            losses = F.cross_entropy(self._forward(net, images).float(), targets, reduction="none")
+            losses = batch_losses(self, net, indices, images, targets, batch)  # all recorded; these back-propagate
             prof.lap("forward")
-            dap.record(indices, losses)
             weights = dap.batch_weights(indices)
             loss = losses.mean() if weights is None else (losses * weights.to(self.device)).mean()
             prof.lap("dap record")
@@ -162,6 +163,8 @@ class Trainer:
         lr = self.lr_at(epoch, 0)
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
+        spent = getattr(dap.policy, "take_counts", dict)()  # Selective Backprop: back-propagated, step-equivalents
+        spent = dict(zip(spent, distributed.all_reduce_sum(list(spent.values()))))  # all ranks'
         unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
         if unreadable:
             dap.skip(torch.tensor(unreadable))
@@ -180,7 +183,7 @@ class Trainer:
                 "subset_class_counts": torch.bincount(split.labels[trained_subset], minlength=split.num_classes).tolist(),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-                "subset_sha256": distributed.subset_sha256(trained_subset)}
+                "subset_sha256": distributed.subset_sha256(trained_subset), **spent}
 
     def checkpoint(self, epoch: int, wall_seconds: float) -> dict:
         """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
