@@ -51,3 +51,14 @@ def test_a_run_reports_samples_back_propagated_and_step_equivalents_and_resumes_
     resumed = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert resumed["final_test_top1"] == summary["final_test_top1"]
     assert resumed["step_equivalent_fraction"] == summary["step_equivalent_fraction"]
+
+
+def test_the_policies_pages_own_loop_block_runs_as_written():
+    from test_library_api import readme_block, user_namespace
+
+    ns = user_namespace(n=64)
+    ns["train_set"] = torch.utils.data.TensorDataset(torch.randn(64, 8), torch.randint(0, 3, (64,)))
+    exec(readme_block("dap.policy.selects(dap.epoch, batch)"), ns)
+    dap = ns["dap"]
+    assert dap.done and dap.samples_per_epoch == [64] * 4  # every sample forwarded and recorded
+    assert dap.policy.take_counts()["samples_backprop"] > 0  # the last epoch's draws were counted

@@ -11,7 +11,8 @@ The few lines a training loop needs::
 from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
 from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage,
-                       KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, Static)
+                       KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, SelectiveBackprop, SeTa,
+                       Static)
 from .sampler import DaPSampler
 from .plan import Plan
 from .schedule import DaPSchedule, keep_count
@@ -33,6 +34,8 @@ __all__ = [
     "RS2",
     "Scaled",
     "Scheduled",
+    "SelectiveBackprop",
+    "SeTa",
     "Static",
     "IndexedDataset",
     "NonFiniteLossError",
