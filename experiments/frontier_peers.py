@@ -1,0 +1,120 @@
+"""The peers on the frontier (issue 34): Selective Backprop and SeTa at the compute of DaP's keep 0.8
+and 0.9 (44.6% and 62.7%) on the frontier's 20,000-image slice, their settings tuned on a validation
+split, beside the frontier's DaP, rs2 and the budget rule. From the repository root:
+
+    .venv/bin/python experiments/frontier_peers.py --part tune    # every candidate on the validation split
+    .venv/bin/python experiments/frontier_peers.py --part rows    # each peer's winner, 3 seeds
+    .venv/bin/python experiments/frontier_peers.py --report       # only rewrite the page
+
+Setting: the frontier's (experiments/fashion_mnist_frontier.py). Selective Backprop forwards every
+sample of a selecting batch without gradients, about a third of a training step each, so its budget
+is matched on step-equivalents: with ``sb_interrupt`` 0 (no whole batches) and selection from epoch
+``sb_start``, a run costs (S - 1 + (E - S + 1)(1/3 + keep)) / E of all-data training, and keep is
+solved for the budget (it needs a budget above (S - 1)/E + (E - S + 1)/(3E)). SeTa spends what its
+losses make it spend; ``target_compute`` recalibrates its random share every epoch. Tuning: one run
+per candidate, seed 0, 20,000 training images of a 30,000-image slice whose other 10,000 are the
+validation split; the best final validation top-1 per peer and budget trains with 3 seeds. The
+script never reads a tuning run's test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+from _report import log
+from droppick.policies.selective_backprop import FORWARD_COST
+from droppick.report.compare import run_all, run_configs
+from droppick.train.config import TrainConfig
+
+TUNE_VAL, TUNE_SEED = 10_000, 0
+KEEPS = (0.8, 0.9)  # the budgets: DaP's planned compute at these keeps
+SB_STARTS = (1, 5)  # from the first epoch, or after the frontier's warm-up of 4
+SETA_GRID = [{"seta_groups": g, "seta_window": w} for g in (3, 5, 10) for w in (0.5, 0.9)]
+
+
+class Candidate(NamedTuple):
+    keep: float  # the DaP keep whose compute it matches
+    peer: str
+    setting: str
+    config: TrainConfig
+    folder: str
+
+
+def sb_keep(budget: float, epochs: int, start: int) -> Optional[float]:
+    """The keep that spends ``budget`` in step-equivalents (module docstring); None if out of reach."""
+    selecting = epochs - start + 1
+    keep = (budget * epochs - (start - 1)) / selecting - FORWARD_COST
+    return round(keep, 3) if 0 < keep <= 1 else None
+
+
+def candidates(base: TrainConfig, n: int) -> list[Candidate]:
+    out = []
+    for keep in KEEPS:
+        at = base.to_dict() | {"keep": keep}
+        budget = TrainConfig.from_dict(at).schedule.plan(n).compute_fraction
+        for start in SB_STARTS:
+            k = sb_keep(budget, base.epochs, start)
+            if k is not None:
+                cfg = TrainConfig.from_dict(at | {"policy": "selective_backprop", "sb_keep": k, "sb_start": start,
+                                                  "sb_interrupt": 0})
+                out.append(Candidate(keep, "selective_backprop", f"keep {k}, from epoch {start}", cfg,
+                                     f"keep-{keep}-sb-start-{start}"))
+        for grid in SETA_GRID:
+            cfg = TrainConfig.from_dict(at | {"policy": "seta", "target_compute": budget} | grid)
+            out.append(Candidate(keep, "seta", f"groups {grid['seta_groups']}, window {grid['seta_window']}", cfg,
+                                 f"keep-{keep}-seta-{grid['seta_groups']}-{grid['seta_window']}"))
+    return out
+
+
+def tuning(c: Candidate, n: int) -> TrainConfig:
+    return TrainConfig.from_dict(c.config.to_dict() | {"train_samples": n + TUNE_VAL, "val_samples": TUNE_VAL,
+                                                       "seed": TUNE_SEED})
+
+
+def val_top1(c: Candidate, out: Path, n: int) -> Optional[float]:
+    path = out / "tuning" / c.folder / "runs" / f"{c.config.policy}-seed{TUNE_SEED}" / "summary.json"
+    return json.loads(path.read_text())["final_val_top1"] if path.exists() else None
+
+
+def winners(base: TrainConfig, n: int, out: Path) -> list[Candidate]:
+    """Per budget and peer, the best validation top-1 (first in the grid on a tie), once all its runs are in."""
+    chosen = []
+    for keep in KEEPS:
+        for peer in ("selective_backprop", "seta"):
+            group = [c for c in candidates(base, n) if c.keep == keep and c.peer == peer]
+            scores = [val_top1(c, out, n) for c in group]
+            if group and None not in scores:
+                chosen.append(group[scores.index(max(scores))])
+    return chosen
+
+
+def main() -> None:
+    from fashion_mnist_frontier import BASE, N, OUT, SEEDS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", action="store_true", help="only rewrite the page")
+    p.add_argument("--part", choices=["tune", "rows"], action="append", help="train this part (repeatable)")
+    args = p.parse_args()
+    out = OUT / "peers"
+    if not args.report:
+        parts = args.part or ["tune"]
+        if "tune" in parts:
+            for c in candidates(BASE, N):
+                run_all({f"{c.config.policy}-seed{TUNE_SEED}": tuning(c, N)}, out / "tuning" / c.folder, log=log)
+        if "rows" in parts:
+            for c in winners(BASE, N, out):
+                run_all(run_configs(c.config, [c.config.policy], SEEDS, N), out / c.folder, log=log)
+    lines = ["# The peers on the frontier: Selective Backprop and SeTa", "", "| DaP keep | peer | setting | val top-1 |",
+             "| ---: | --- | --- | ---: |"]
+    lines += [f"| {c.keep} | {c.peer} | {c.setting} | {val_top1(c, out, N) or 'not trained yet'} |"
+              for c in candidates(BASE, N)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    log(f"page written to {out / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
