@@ -63,8 +63,8 @@ def test_fraction_fields(values, message):
                           "window, trusted, seta, selective_backprop; got 'dapp'"),
     ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N .*; got 'gpu'"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; available models: .*tiny_cnn, or timm:NAME"),
-    ({"dataset": "mnist"}, r"dataset must be one of fashion-mnist, cifar10, cifar100, imagefolder or hf:PATH "
-                           r"\(a Hugging Face dataset on disk\); got 'mnist'"),
+    ({"dataset": "mnist"}, r"dataset must be one of fashion-mnist, cifar10, cifar100, imagefolder, hf:PATH "
+                           r"\(a Hugging Face dataset on disk\), litdata:DIR or wds:DIR .*; got 'mnist'"),
 ])
 def test_choice_fields(values, message):
     assert re.search(message, refused(values))

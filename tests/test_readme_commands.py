@@ -29,7 +29,8 @@ from test_library_api import doc_pages
 
 BIN = Path(sys.executable).parent
 SECTIONS = ("Command line", "The paper's recipes", "Distributed", "Comparing policies at the same compute",
-            "Which policy for which budget", "Noisy labels", "Selective Backprop and SeTa")
+            "Which policy for which budget", "Noisy labels", "Converting and training",
+            "Selective Backprop and SeTa")
 SECONDS_HERE = ("plan", "models", "recipes")  # droppick commands that finish in seconds on any data
 TIMEOUT_S = 240
 

@@ -27,7 +27,7 @@ import torch
 
 from . import distributed
 from .policies import EXCLUDE, EpochEnd, Policy, build_policy
-from .sampler import DaPSampler, shard_order
+from .sampler import Chunks, DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
 from .selection import mask_indices
@@ -45,7 +45,7 @@ class DropAndPick:
 
     - policy: a name from ``policies.POLICIES`` ("dap", the paper's, by default), a ``Policy``,
       or any object with ``select(subset, losses, k, generator)`` (``policies.Scheduled``).
-    - seed: seeds the sampler's order and every random choice, per epoch (see ``seeding``).
+    - seed: seeds the sampler's order and every random choice, per epoch; ``chunks``: chunked data's (``sampler``).
     - labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
       the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
       (``policies.build_policy``; None: that policy's documented default).
@@ -54,11 +54,11 @@ class DropAndPick:
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy="dap", seed: int = 0,
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
-                 epsilon: Optional[float] = None, ema_beta: Optional[float] = None):
+                 epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks: Optional[Chunks] = None):
         require_int("num_samples", num_samples, 1)
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
-        self.num_samples, self.schedule, self.seed = num_samples, schedule, int(seed)
+        self.num_samples, self.schedule, self.seed, self.chunks = num_samples, schedule, int(seed), chunks
         self.policy: Policy = build_policy(policy, target_compute=target_compute, labels=labels,
                                            infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
                                            epsilon=epsilon, ema_beta=ema_beta)
@@ -295,6 +295,6 @@ class DropAndPick:
         key = (self.epoch, rank, world_size)
         if self._shard_key != key:
             self._shard_cache = torch.zeros(self.num_samples, dtype=torch.bool)
-            self._shard_cache[shard_order(self.subset, self.seed, self.epoch, rank, world_size)] = True
+            self._shard_cache[shard_order(self.subset, self.seed, self.epoch, rank, world_size, self.chunks)] = True
             self._shard_key = key
         return self._shard_cache

@@ -33,9 +33,11 @@ def given(args, keys) -> dict:
 
 
 def dataset_name(text: str) -> str:
-    """--dataset: a known name or hf:PATH."""
+    """--dataset: a known name, or hf:PATH, litdata:DIR or wds:DIR."""
     from ..train.config import DATASETS
 
-    if text in DATASETS or (text.startswith("hf:") and len(text) > 3):
+    prefix, colon, path = text.partition(":")
+    if text in DATASETS or (colon and prefix in ("hf", "litdata", "wds") and path):
         return text
-    raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)} or hf:PATH; got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(DATASETS)}, hf:PATH, litdata:DIR or wds:DIR; "
+                                     f"got {text!r}")

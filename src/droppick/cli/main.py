@@ -250,7 +250,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override any config key (repeatable), e.g. --set epochs=2 --set reuse_at=[1]")
     g = p.add_argument_group("data")
     flag(g, "--dataset", f"{', '.join(DATASETS)}, or hf:PATH: a Hugging Face dataset saved with save_to_disk or "
-                         f"parquet files in the Hub's layout (default {d.dataset})", type=dataset_name)
+                         "parquet files in the Hub's layout, or litdata:DIR or wds:DIR: chunked formats that "
+                         f"`droppick convert` writes (default {d.dataset})", type=dataset_name)
     flag(g, "--data-dir", "dataset folder (default: standard locations)", dest="data_dir")
     flag(g, "--train-samples", "seeded class-stratified slice of the train split", type=int, dest="train_samples")
     flag(g, "--test-samples", "same for the test split", type=int, dest="test_samples")
@@ -423,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recipes", help="list the paper's recipes with their planned compute")
     r.set_defaults(func=cmd_recipes)
 
+    from .convert import add_parser as add_convert_parser
     from .transfer import add_parsers as add_transfer_parsers  # export, transfer, compare-transfer
 
+    add_convert_parser(sub)
     add_transfer_parsers(sub)
     return parser
 

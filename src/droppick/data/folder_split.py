@@ -10,6 +10,10 @@ has decided the next subset, ``prefetch`` starts that epoch's loading, so its fi
 decoded while the trainer evaluates and checkpoints. With a ``DeviceDecoder`` (``--decode device``)
 the workers only read the files' bytes and the decoder turns each batch into images on the
 training device.
+
+A sequential format (``wds:``, tar shards) cannot be read by index in the workers: its ``stream``
+reads the samples' bytes in the order, in the main process as the DataLoader asks for batches, and
+hands each sample's bytes to the workers with its index, which only decode them.
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ PREFETCH_FACTOR = 4  # batches each worker prepares ahead: enough to hide the st
 
 class FolderSplit:
     def __init__(self, dataset: Dataset, labels: torch.Tensor, transform: Optional[Callable], num_workers: int,
-                 pin_memory: bool, num_classes: int, in_channels: int = 3, decoder: Optional[DeviceDecoder] = None):
+                 pin_memory: bool, num_classes: int, in_channels: int = 3, decoder: Optional[DeviceDecoder] = None,
+                 stream=None):
         """``transform`` runs in the workers on decoded images; with a ``decoder`` the dataset yields
-        encoded bytes (``FolderDataset(encoded=True)``) and ``transform`` must be None."""
+        encoded bytes (``FolderDataset(encoded=True)``) and ``transform`` must be None. ``stream``
+        (a sequential format's reader): ``stream.read(order)`` yields each sample's payload in the
+        order, ``stream.decode(payload)`` turns one into ``(image, label)`` in a worker."""
         if (decoder is None) == (transform is None):
             raise ValueError("FolderSplit takes a transform (decoding in the workers) or a decoder (on the device), "
                              "exactly one of them")
@@ -45,7 +52,9 @@ class FolderSplit:
         base = dataset.dataset if isinstance(dataset, Subset) else dataset
         self.skip_unreadable = getattr(base, "skip_unreadable", False)
         self.unreadable: list[int] = []
-        self._batches = _EpochBatches()
+        self.stream = stream
+        self.decoded = 0  # samples decoded (or tried) since the last take_counts
+        self._batches = _EpochBatches(None if stream is None else stream.read)
         self._loader: Optional[DataLoader] = None
         self._seed: Optional[int] = None
         self._pending: Optional[tuple] = None  # (order, batch_size, epoch, iterator) from prefetch
@@ -72,6 +81,7 @@ class FolderSplit:
             iterator = iter(loader)
         for indices, images, targets, unreadable in iterator:
             self.unreadable.extend(unreadable)
+            self.decoded += len(indices) + len(unreadable)
             indices, targets = torch.tensor(indices, dtype=torch.int64), torch.tensor(targets, dtype=torch.int64)
             if self.decoder is not None and indices.numel():
                 indices, images, targets = self._decode(indices, images, targets, seed, epoch)
@@ -93,7 +103,8 @@ class FolderSplit:
         if self._loader is None:
             self._seed = seed
             self._loader = DataLoader(
-                _SeededSamples(self.dataset, self.transform, seed), batch_sampler=self._batches,
+                _SeededSamples(self.dataset, self.transform, seed, None if self.stream is None else self.stream.decode),
+                batch_sampler=self._batches,
                 num_workers=self.num_workers, pin_memory=self.pin_memory,
                 collate_fn=functools.partial(_collate_readable, stack=self.decoder is None),
                 persistent_workers=self.num_workers > 0,
@@ -103,6 +114,12 @@ class FolderSplit:
         if seed != self._seed:
             raise ValueError(f"this split's loader seeds augmentation with {self._seed}, not {seed}")
         return self._loader
+
+    def take_counts(self) -> dict:
+        """What was read since the last call: ``samples_decoded`` (every sample of the orders given to
+        ``batches``: one read by index decodes only what it is asked for, so nothing is skipped)."""
+        decoded, self.decoded = self.decoded, 0
+        return {"samples_decoded": decoded, "samples_skipped": 0}
 
     def take_unreadable(self) -> list[int]:
         """The sample indices found unreadable since the last call."""
@@ -118,10 +135,12 @@ class FolderSplit:
 
 class _EpochBatches(Sampler[list]):
     """The batch sampler of the run's one DataLoader: lists of ``(index, epoch)`` for the order
-    ``set`` last (it is iterated in the main process, so a new order reaches the live workers)."""
+    ``set`` last (it is iterated in the main process, so a new order reaches the live workers), or
+    with ``read`` (a sequential format's) ``(index, epoch, payload)``, the payloads read in order."""
 
-    def __init__(self):
+    def __init__(self, read: Optional[Callable] = None):
         self.order, self.batch_size, self.epoch = torch.zeros(0, dtype=torch.int64), 1, 0
+        self.read = read
 
     def set(self, order: torch.Tensor, batch_size: int, epoch: int) -> None:
         self.order, self.batch_size, self.epoch = order, batch_size, epoch
@@ -130,8 +149,12 @@ class _EpochBatches(Sampler[list]):
         return -(-self.order.numel() // self.batch_size)
 
     def __iter__(self):
+        payloads = None if self.read is None else self.read(self.order)
         for chunk in self.order.split(self.batch_size):
-            yield [(i, self.epoch) for i in chunk.tolist()]
+            if payloads is None:
+                yield [(i, self.epoch) for i in chunk.tolist()]
+            else:
+                yield [(i, self.epoch, next(payloads)) for i in chunk.tolist()]
 
 
 def _freeze_inherited_objects(worker_id: int) -> None:
@@ -169,8 +192,8 @@ class _SeededSamples(Dataset):
     and order.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable, seed: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int, decode: Optional[Callable] = None):
+        self.dataset, self.transform, self.seed, self.decode = dataset, transform, seed, decode
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -178,13 +201,14 @@ class _SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         return self.__getitems__([item])[0]
 
-    def __getitems__(self, items: list[tuple[int, int]]) -> list[tuple]:
+    def __getitems__(self, items: list[tuple]) -> list[tuple]:
         """The DataLoader asks for a whole batch at once: the global RNG is saved and restored once
-        per batch, not per image."""
+        per batch, not per image. An item ``(index, epoch, payload)`` brings its sample's bytes
+        (a sequential format), decoded here instead of read by index."""
         samples = []
         with reseeding_global_rng(self.seed) as reseed:
-            for index, epoch in items:
-                image, label = self.dataset[index]
+            for index, epoch, *payload in items:
+                image, label = self.decode(*payload) if payload else self.dataset[index]
                 if image is not None and self.transform is not None:  # else skipped, or bytes for the device
                     reseed(epoch, "augment", index)
                     image = self.transform(image)

@@ -14,6 +14,9 @@ Two kinds of split share one interface, ``batches(order, batch_size, seed, epoch
 - ``FolderSplit`` (``folder_split.py``) for ImageFolder trees (ImageNet): one DataLoader for the
   whole run, its workers kept alive across epochs, decodes only the samples in the order, so a
   dropped sample is never read.
+- ``ChunkedSplit`` (``shards.py``), a ``FolderSplit`` for the chunked formats ``litdata:DIR``
+  (``chunked.py``) and ``wds:DIR`` (``webdataset.py``): it reads in a chunk-aware order and counts
+  the chunks, bytes and samples each epoch read.
 
 Augmentation randomness comes from generators seeded by (seed, epoch[, sample]) in both, so an
 epoch redone after a resume is identical, whatever the number of DataLoader workers.
@@ -30,6 +33,8 @@ from .folder_split import FolderSplit
 from . import datasets as dp_datasets
 from ..seeding import derive_seed, generator
 from .hf import HFImages, image_and_label_columns, is_hf, load_dataset_dict, test_split
+from . import chunked, webdataset
+from .shards import ChunkedSplit, SequentialStream
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # (labels, "train" or "test") -> the indices of the split to keep, or None for all of it
@@ -44,6 +49,7 @@ class InMemorySplit:
         self.labels = images.labels.cpu()  # for the policies and reports; batches use the device copy
         self.clean_labels = clean_labels  # the labels before --label-noise changed some (None: none changed)
         self.in_channels = images.images.shape[1]
+        self.batched = 0  # samples batched since the last take_counts
 
     @property
     def flipped(self) -> torch.Tensor:
@@ -58,6 +64,12 @@ class InMemorySplit:
     def take_unreadable(self) -> list[int]:
         return []  # decoded whole before training: nothing can turn out unreadable
 
+    def take_counts(self) -> dict:
+        """``samples_decoded``: the samples batched since the last call (decoded once, before training,
+        and gathered from memory since); nothing is skipped."""
+        batched, self.batched = self.batched, 0
+        return {"samples_decoded": batched, "samples_skipped": 0}
+
     def prefetch(self, order: torch.Tensor, batch_size: int, seed: int, epoch: int) -> None:
         pass  # nothing to load ahead: the data is in memory
 
@@ -67,6 +79,7 @@ class InMemorySplit:
         device = self.images.images.device
         gen = generator(seed, epoch, "augment", device=device) if self.augment else None
         on_device = order.to(device, non_blocking=True)  # the whole shard in one copy per epoch
+        self.batched += order.numel()
         for indices, rows in zip(order.split(batch_size), on_device.split(batch_size)):
             images, targets = self.images.batch(rows, gen, padding=self.padding, flip=self.flip)
             yield indices, images, targets
@@ -115,10 +128,11 @@ def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device
                 padding: int = 4, flip: bool = True, image_size: int = 224, eval_resize: int = 256,
                 decode: str = "workers", skip_unreadable: bool = False, num_workers: int = 0,
                 pin_memory: bool = False, image_column: Optional[str] = None,
-                label_column: Optional[str] = None) -> tuple:
+                label_column: Optional[str] = None, chunk_window: int = 8) -> tuple:
     """(train, test) splits of ``dataset``, the samples ``select`` keeps; in-memory data lives on
     ``device``. ``padding`` and ``flip`` are the in-memory training augmentation; the rest applies
-    to data read image by image, an ImageFolder tree or ``hf:PATH`` (whose columns the last two name)."""
+    to data read image by image, an ImageFolder tree or ``hf:PATH`` (whose columns the last two name),
+    ``litdata:DIR`` or ``wds:DIR`` (whose training order shuffles ``chunk_window`` chunks together)."""
     device = torch.device(device)
     if dataset == "fashion-mnist":
         root = dp_data.find_fashion_mnist(data_dir)
@@ -142,15 +156,28 @@ def load_splits(dataset: str, data_dir: Optional[str], select: Select, *, device
 
         def source(split: str, encoded: bool, skip: bool):
             return HFImages(tables[split], *columns, skip_unreadable=skip, encoded=encoded, name=f"{dataset} {split}")
+    elif chunked.is_litdata(dataset):
+        folders = chunked.find_splits(dataset)
+
+        def source(split: str, encoded: bool, skip: bool):
+            return chunked.LitImages(folders[split], skip_unreadable=skip, encoded=encoded)
+    elif webdataset.is_wds(dataset):
+        shards = webdataset.find_shards(dataset)
+
+        def source(split: str, encoded: bool, skip: bool):
+            return webdataset.TarShards(shards[split], skip_unreadable=skip, encoded=encoded)
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
     return _streamed_splits(source, select, image_size, eval_resize, decode, skip_unreadable, num_workers,
-                            pin_memory, device)
+                            pin_memory, device, chunk_window)
 
 
 def _streamed_splits(source: Callable, select: Select, image_size: int, eval_resize: int, decode: str,
-                     skip_unreadable: bool, num_workers: int, pin_memory: bool, device: torch.device):
-    """Splits read image by image: ``source(split, encoded, skip_unreadable)`` is the split's dataset."""
+                     skip_unreadable: bool, num_workers: int, pin_memory: bool, device: torch.device,
+                     chunk_window: int = 8):
+    """Splits read image by image: ``source(split, encoded, skip_unreadable)`` is the split's dataset;
+    one with ``chunk_of`` (a chunked format) gets a ``ChunkedSplit``, read by its ``stream`` if it
+    has ``read`` (a sequential format)."""
     # Imported here: torchvision (with torch._dynamo under it) adds about 3.5 s to the start of
     # every process, the CLI and each DDP rank, and in-memory datasets do not use it.
     from . import transforms as dp_transforms
@@ -171,8 +198,14 @@ def _streamed_splits(source: Callable, select: Select, image_size: int, eval_res
         num_classes = len(dataset.classes)  # all classes, even if a slice leaves one empty
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
         keep = select(labels, split)
+        base = dataset
         if keep is not None:
             dataset, labels = torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
-        splits.append(FolderSplit(dataset, labels, transform, num_workers, pin_memory, num_classes,
-                                  decoder=decoder))
+        args = (dataset, labels, transform, num_workers, pin_memory, num_classes)
+        if not hasattr(base, "chunk_of"):
+            splits.append(FolderSplit(*args, decoder=decoder))
+            continue
+        stream = SequentialStream(base, keep) if hasattr(base, "read") else None
+        splits.append(ChunkedSplit(*args, decoder=decoder, stream=stream, source=base, window=chunk_window,
+                                   chunk_of=base.chunk_of if keep is None else base.chunk_of[keep]))
     return tuple(splits)

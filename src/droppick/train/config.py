@@ -17,7 +17,9 @@ from typing import Optional
 
 from ..atomic import atomic_write_text
 from ..models import check_model_name
+from ..data.chunked import is_litdata
 from ..data.hf import is_hf
+from ..data.webdataset import is_wds
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
@@ -38,7 +40,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 class TrainConfig:
     # data
     dataset: str = "fashion-mnist"
-    """or cifar10, cifar100, imagefolder (a train/ + val/ tree), hf:PATH (data/hf.py)"""
+    """or cifar10, cifar100, imagefolder (a train/ + val/ tree), hf:PATH (data/hf.py), litdata:DIR (data/chunked.py),
+    wds:DIR (data/webdataset.py)"""
     data_dir: Optional[str] = None
     """None: the standard locations (see data.find_fashion_mnist)"""
     image_column: Optional[str] = None
@@ -82,6 +85,9 @@ class TrainConfig:
     decode: str = "workers"
     """imagefolder: "workers" decode and augment with Pillow in the DataLoader workers; "device": the workers
     read bytes, the training device decodes (nvJPEG on a GPU) and augments"""
+    chunk_window: int = 8
+    """litdata:DIR and wds:DIR: the chunks (tar shards) whose samples an epoch shuffles together; each chunk is read
+    once an epoch, and wds: holds a window's bytes in memory"""
     # model and optimiser (SGD with momentum, as in the paper's CIFAR recipes)
     model: str = "small_cnn"
     """a name of the model registry (`droppick models`), or timm:NAME"""
@@ -193,9 +199,9 @@ class TrainConfig:
         run in the order a cause comes before its symptoms (the schedule before the LR milestones
         that follow its picks, so ``epochs=0`` is refused as such)."""
         _check_types(self)
-        if self.dataset not in DATASETS and not is_hf(self.dataset):
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or hf:PATH (a Hugging Face dataset on "
-                             f"disk); got {self.dataset!r}")
+        if self.dataset not in DATASETS and not self.streamed:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, hf:PATH (a Hugging Face dataset on disk), "
+                             f"litdata:DIR or wds:DIR (chunked formats on disk); got {self.dataset!r}")
         for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("noise_kind", NOISE_KINDS),
                               ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
@@ -206,7 +212,7 @@ class TrainConfig:
         if self.data_dir is not None and not self.data_dir.strip():
             raise ValueError("data_dir must name a folder; leave it unset (null) to search the standard locations")
         _ = self.schedule  # building it validates the DaP hyper-parameters (epochs first) with their own messages
-        for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize"):
+        for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize", "chunk_window"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
         require_int("augment_padding", self.augment_padding, 0)
@@ -240,10 +246,12 @@ class TrainConfig:
             raise ValueError(f"image_column and label_column name the columns of --dataset hf:PATH; {self.dataset} "
                              "has none: remove them")
         if self.skip_unreadable and not self.streamed:
-            raise ValueError(f"skip_unreadable applies to --dataset imagefolder or hf:PATH (images read during training); "
+            raise ValueError(f"skip_unreadable applies to --dataset imagefolder, hf:PATH, litdata:DIR or wds:DIR (images "
+                             "read during training); "
                              f"{self.dataset} is loaded whole before training, where a bad file stops the run")
         if self.decode != "workers" and not self.streamed:
-            raise ValueError(f"decode applies to --dataset imagefolder or hf:PATH (images decoded during training); "
+            raise ValueError(f"decode applies to --dataset imagefolder, hf:PATH, litdata:DIR or wds:DIR (images decoded "
+                             "during training); "
                              f"{self.dataset} is decoded once before training and already kept on the training device")
         if self.image_size > self.eval_resize:
             raise ValueError(f"image_size ({self.image_size}) must not exceed eval_resize ({self.eval_resize}): "
@@ -272,8 +280,9 @@ class TrainConfig:
 
     @property
     def streamed(self) -> bool:
-        """Whether the data is read image by image during training (imagefolder, hf:PATH), not held in memory."""
-        return self.dataset == "imagefolder" or is_hf(self.dataset)
+        """Whether the data is read image by image during training (imagefolder, hf:PATH, litdata:DIR, wds:DIR),
+        not held in memory."""
+        return self.dataset == "imagefolder" or any(is_(self.dataset) for is_ in (is_hf, is_litdata, is_wds))
 
     @property
     def schedule(self) -> DaPSchedule:

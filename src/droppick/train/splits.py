@@ -29,7 +29,7 @@ def build_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.devic
                        device=device, padding=cfg.augment_padding, flip=cfg.augment_flip, image_size=cfg.image_size,
                        eval_resize=cfg.eval_resize, decode=cfg.decode, skip_unreadable=cfg.skip_unreadable,
                        num_workers=cfg.num_workers, pin_memory=pin_memory, image_column=cfg.image_column,
-                       label_column=cfg.label_column)
+                       label_column=cfg.label_column, chunk_window=cfg.chunk_window)
 
 
 def build_run_splits(cfg: TrainConfig, pin_memory: bool = False, device: torch.device | str = "cpu") -> tuple:

@@ -66,7 +66,8 @@ class Trainer:
                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta, window_skip=cfg.window_skip,
                               trusted_share=cfg.trusted_share, seta=cfg.seta_settings,
                               selective_backprop=cfg.selective_backprop_settings)
-        self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite)
+        self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite,
+                               chunks=getattr(self.train_split, "chunks", None))  # litdata:, wds: a chunk-aware order
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
             cfg = cfg.scaled(self.dap.plan().epochs)
@@ -163,6 +164,8 @@ class Trainer:
         lr = self.lr_at(epoch, 0)
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
+        counts = self.train_split.take_counts()  # samples_decoded, samples_skipped (+ a chunked format's reads)
+        counts = dict(zip(counts, map(int, distributed.all_reduce_sum(list(counts.values())))))  # all ranks'
         spent = getattr(dap.policy, "take_counts", dict)()  # Selective Backprop: back-propagated, step-equivalents
         spent = dict(zip(spent, distributed.all_reduce_sum(list(spent.values()))))  # all ranks'
         unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
@@ -183,7 +186,7 @@ class Trainer:
                 "subset_class_counts": torch.bincount(split.labels[trained_subset], minlength=split.num_classes).tolist(),
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-                "subset_sha256": distributed.subset_sha256(trained_subset), **spent}
+                "subset_sha256": distributed.subset_sha256(trained_subset), **counts, **spent}
 
     def checkpoint(self, epoch: int, wall_seconds: float) -> dict:
         """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
