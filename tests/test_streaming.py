@@ -252,3 +252,55 @@ def test_the_large_datasets_page_runs_as_printed(tmp_path, monkeypatch):
     assert dap.done and dap.samples_per_epoch == [1200, 1200, 600, 300] == list(dap.plan().subset_sizes)
     last = shard_order(dap.subset, 0, 4, 0, 1, dap.chunks)
     assert chunk_fetches(last, *dap.chunks) == (2, 2)  # 1200 samples in chunks of 1000
+
+
+def test_an_image_folder_converts_byte_for_byte_and_convert_refuses_what_it_cannot_write(tmp_path, capsys):
+    from droppick.cli.main import main
+    from droppick.data.chunked import LitImages
+    from droppick.data.datasets import FolderDataset, write_fake_imagefolder
+    from droppick.data.webdataset import TarShards, find_shards
+
+    folder = write_fake_imagefolder(tmp_path / "tree", classes=3, per_class=4, size=8)
+    for to in ("wds", "litdata"):
+        assert main(["convert", "--dataset", "imagefolder", "--data-dir", str(folder), "--to", to,
+                     "--out", str(tmp_path / to), "--per-chunk", "5"]) == 0
+        assert f"train on it with --dataset {to}:{tmp_path / to}" in capsys.readouterr().out
+    source = FolderDataset(folder / "val")
+    shards = TarShards(find_shards(f"wds:{tmp_path / 'wds'}")["test"])  # val-*.tar: the evaluation split
+    litdata = LitImages(tmp_path / "litdata" / "val", encoded=True)
+    assert shards.targets == litdata.targets == source.targets and len(shards.shards) == 3
+    stored = {index: data for index, data in shards.read(torch.arange(12))}
+    for index, (path, _) in enumerate(source.samples):  # the JPEG files themselves, not re-encoded
+        assert stored[index] == Path(path).read_bytes() == bytes(litdata[index][0].numpy())
+
+    assert main(["convert", "--dataset", "imagefolder", "--to", "wds", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --data-dir pointing at a folder with train/ and val/" in capsys.readouterr().err
+    assert main(["convert", "--dataset", "imagefolder", "--data-dir", str(folder), "--to", "wds",
+                 "--out", str(tmp_path / "wds")]) == 2
+    assert "exists and is not an empty folder; convert never overwrites" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_in_a_shard_is_named_and_with_skip_unreadable_left_out(data, tmp_path):
+    """Sample 5's PNG is cut short: the run stops naming shard and key; --skip-unreadable lists it."""
+    import tarfile
+
+    from droppick.data.convert import write_wds
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import train
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(data / "wds" / f"{split}-000000.tar") as tar:
+            samples = [(tar.extractfile(f"{i:08d}.png").read(), "png", int(tar.extractfile(f"{i:08d}.cls").read()))
+                       for i in range(8)]
+        if split == "train":
+            samples[5] = (samples[5][0][:40], "png", samples[5][2])
+        write_wds(iter(samples), broken, split, per_chunk=4)
+    cfg = dict(epochs=2, warmup=1, batch_size=4, decode="device")  # the bytes go to the device decoder
+    with pytest.raises(ValueError, match=r"cannot read image .*broken/train-000001.tar:00000005"):
+        train(config(f"wds:{broken}", data, **cfg), tmp_path / "stops")
+    train(config(f"wds:{broken}", data, skip_unreadable=True, **cfg), tmp_path / "skips")
+    run = RunDir(tmp_path / "skips")
+    assert [json.loads(line)["indices"] for line in run.unreadable_path.read_text().splitlines()] == [[5]]
+    assert [r["subset_size"] for r in run.read_metrics()] == [8, 7] and run.read_metrics()[0]["samples_decoded"] == 8
