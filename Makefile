@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # bench/demo_time.py measures the whole `make demo` on a fresh clone for the README.
 DEMO_ARGS ?= --seed 0 --out runs/demo
 
-.PHONY: install install-test install-docs install-mutate install-release data demo test lint docs bench mutate dist clean
+.PHONY: install install-test install-docs install-mutate install-release data demo test lint docs bench mutate flake dist clean
 install: $(VENV)/.installed  # the package and its core dependencies: all the demo needs
 
 $(VENV)/.installed: pyproject.toml requirements/torch.txt
@@ -77,6 +77,13 @@ $(VENV)/.installed-mutate: $(VENV)/.installed
 
 mutate: install-mutate
 	$(PY) bench/mutation_report.py --run --children $(MUTATE_CHILDREN)
+
+# The test files that start several processes (those using tests/launch.py), run as `make test` runs
+# them, FLAKE_RUNS times in a row: bench/flake.md counts each test's failures, with command, date,
+# commit, machine and load. About 5 minutes a run on 2 cores, so not part of CI; exits 1 on any failure.
+FLAKE_RUNS ?= 20
+flake: install-test
+	$(PY) bench/flake.py --runs $(FLAKE_RUNS) --workers $(TEST_WORKERS)
 
 # The sdist and the wheel into dist/, the wheel built from the sdist (so the sdist is known to hold what a
 # build needs), then twine's check of their metadata and README. --no-isolation builds with the venv's

@@ -52,8 +52,9 @@ def run_group(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def _then_leave(rank: int, worker, *args) -> None:
     """Run the worker, then leave as droppick's own torchrun workers do (``distributed.exit_done``):
-    a gloo process's interpreter teardown aborted now and then (SIGABRT) after its work was done.
-    A worker that raises still fails the way spawn reports it."""
+    a gloo process's interpreter teardown aborted now and then (SIGABRT) after its work was done
+    (torch's doing: bench/repro_gloo_exit_abort.py). A worker that raises still fails the way spawn
+    reports it."""
     from droppick.distributed import exit_done
 
     worker(rank, *args)

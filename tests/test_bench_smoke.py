@@ -125,3 +125,56 @@ def test_a_partial_benchmark_rerun_replaces_only_its_rows_and_section_and_says_w
     expected = results({"bookkeeping": ["b1"], "savings": ["s3"], "selection": ["x1"]}, "old")
     expected = expected.replace("old savings", "new savings").replace("`c`\n", "`c`\n- rerun since: savings\n")
     assert merged == expected.rstrip("\n")
+
+
+def test_the_flake_page_counts_each_tests_failures_over_the_runs(tmp_path):
+    import flake
+
+    def junit(name: str, cases: str) -> Path:  # pytest's junit XML, as -n 2 writes it
+        path = tmp_path / name
+        path.write_text('<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest">'
+                        f"{cases}</testsuite></testsuites>")
+        return path
+
+    ok = '<testcase classname="tests.test_a" name="test_ok" time="1.0" />'
+    skip = '<testcase classname="tests.test_b" name="test_skip"><skipped message="no data">x</skipped></testcase>'
+    good = junit("run-1.xml", ok + skip + '<testcase classname="tests.test_a" name="test_p[a b]" time="2.0" />')
+    bad = junit("run-2.xml", ok + skip + '<testcase classname="tests.test_a" name="test_p[a b]"><failure message='
+                '"ProcessExitedException: process 0 terminated with signal SIGABRT&#10;more">trace</failure></testcase>'
+                '<testcase classname="tests.test_a" name="test_ok"><error message="teardown broke">e</error></testcase>')
+    assert flake.outcomes(bad)["tests/test_a.py::test_p[a b]"] == (
+        "failed", "ProcessExitedException: process 0 terminated with signal SIGABRT")
+    runs = [flake.run_result(good, 0, 300.0, 2.1, [], "3 passed", ""),
+            flake.run_result(bad, 1, 330.0, 3.4, ["`python train.py` (nice 10, 99 % CPU)"], "1 failed", "Traceback"),
+            flake.run_result(tmp_path / "none.xml", 3, 5.0, 2.0, [], "INTERNALERROR", "worker crashed")]
+    record = {"runs": runs, "planned": 4, "command": "`python bench/flake.py --runs 4`", "note": "a clean clone",
+              "pytest": "python -m pytest -q -n 2 --dist loadfile tests/test_a.py tests/test_b.py",
+              "started": "2026-12-07 10:00 UTC", "commit": "abc1234",
+              "machine": {"nproc": 2, "cpu": "AMD EPYC", "torch": "2.14.1", "python": "3.11.7"}}
+    page = tmp_path / "flake.md"
+    assert flake.write_page(record, page) == 2
+    text = page.read_text()
+    for line in ["- command: `python bench/flake.py --runs 4`; it runs, 4 times: `python -m pytest -q -n 2 --dist "
+                 "loadfile tests/test_a.py tests/test_b.py`",
+                 "- date: 2026-12-07 10:00 UTC; 3 runs took 11 min (**partial: 3 of 4 runs so far**)",
+                 "- commit: abc1234", "- machine: 2 CPUs (`nproc`), AMD EPYC; torch 2.14.1; python 3.11.7",
+                 "- load: load average 2.0 to 3.4 at the start of a run (on 2 CPUs); other busy processes: "
+                 "`python train.py` (nice 10, 99 % CPU)", "- note: a clean clone",
+                 "| tests/test_a.py::test_ok | 1 of 3 | 0 | 1 |", "| tests/test_a.py::test_p[a b] | 1 of 3 | 0 | 1 |",
+                 "| tests/test_b.py::test_skip | 0 of 3 | 2 | 1 |",
+                 "| tests/test_a.py::test_p[a b] | 2 | ProcessExitedException: process 0 terminated with signal SIGABRT |",
+                 "| 3 | 3 | 0.1 | 2.0 | INTERNALERROR |"]:
+        assert line in text.splitlines(), line
+    assert "**2 failures in 3 runs of 3 tests**; 2 test(s) failed at least once; runs 3 ended without a report" in text
+    assert "### Run 3: the end of its output" in text and "worker crashed" in text
+
+
+def test_the_flake_runs_take_the_test_files_that_start_processes(tmp_path):
+    import flake
+
+    (tmp_path / "test_many.py").write_text("import os\n\nfrom launch import spawn\n")
+    (tmp_path / "test_one.py").write_text('"""mentions launch but does not use it"""\nimport os\n')
+    (tmp_path / "helper.py").write_text("from launch import spawn\n")
+    assert flake.multi_process_files(tmp_path) == ["tests/test_many.py"]
+    real = flake.multi_process_files()
+    assert {"tests/test_distributed.py", "tests/test_elastic.py", "tests/test_group_teardown.py"} <= set(real)

@@ -15,6 +15,16 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+if dist.is_available() and not dist.is_initialized():
+    # torch.distributed.nn binds ``group=group.WORLD`` as a default argument of ten functions when
+    # it is imported. Imported while a group exists (the first DistributedDataParallel of a process
+    # imports it, through torch._dynamo), it pins that group for good: destroy_process_group no
+    # longer destroys it, its gloo threads run on into interpreter shutdown, and one that takes the
+    # GIL there is ended by CPython mid-destructor: SIGABRT, "terminate called without an active
+    # exception". Imported now, before any group, the defaults bind None. bench/repro_gloo_exit_abort.py
+    # reproduces the abort and shows this order preventing it.
+    import torch.distributed.nn  # noqa: F401
+
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -174,10 +184,15 @@ def exit_done() -> NoReturn:
     """End a torchrun worker whose work is done and saved: destroy its process group (if it is
     still in one), then leave without the interpreter's teardown.
 
-    With two torchrun agents, a worker's teardown sometimes aborted after its process group was
-    destroyed (``terminate called without an active exception``, SIGABRT: a store thread still
-    joinable in a C++ destructor), and torchrun then reported the finished run as failed. Nothing
-    is left to do at that point but flush the output, so the process leaves at once.
+    Workers aborted in that teardown now and then, after their work was done (SIGABRT,
+    ``terminate called without an active exception``), and torchrun then reported the finished
+    run as failed. The cause is torch's (bench/repro_gloo_exit_abort.py reproduces it, with the
+    backtrace): a process group that something still references outlives destroy_process_group,
+    and when one of its gloo threads releases a tensor while the interpreter is shutting down,
+    CPython 3.11 ends that thread inside a C++ destructor, which aborts the process. Importing
+    torch.distributed.nn before any group (this module does) removes the reference torch itself
+    keeps; leaving at once also covers any reference a library (accelerate, Lightning) may keep.
+    Nothing is left to do at that point but flush the output.
     """
     shutdown()
     sys.stdout.flush()
