@@ -17,6 +17,8 @@ stopped half way still leaves its counts. Exit status 1 when any test failed in 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import re
 import subprocess
@@ -30,6 +32,7 @@ from _common import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "flake.md"
+RECORD = REPO / "runs" / "flake-record.json"  # every run's outcomes, for --page-only (runs/ is not committed)
 TESTS = REPO / "tests"
 
 
@@ -81,14 +84,14 @@ def node_id(classname: str, name: str) -> str:
 
 
 def busy_processes(exclude: set[int]) -> list[str]:
-    """Other processes using a CPU right now (over 50 % of one), with their nice value: the load
-    this machine carried besides the tests."""
+    """Other processes that have used over a tenth of a CPU in their life (ps's %CPU), with their
+    nice value: the load this machine carried besides the tests."""
     ps = subprocess.run(["ps", "-eo", "pid=,pcpu=,ni=,args="], capture_output=True, text=True)
     busy = []
     for line in ps.stdout.splitlines():
         pid, pcpu, ni, args = line.split(None, 3)
-        if int(pid) not in exclude and float(pcpu) > 50:
-            busy.append(f"`{args[:90]}` (nice {ni}, {float(pcpu):.0f} % CPU)")
+        if int(pid) not in exclude and float(pcpu) >= 10:
+            busy.append(f"`{args[:110]}` (nice {ni})")
     return busy
 
 
@@ -141,7 +144,8 @@ def write_page(record: dict, page: Path = PAGE) -> int:
     n, failures = len(runs), sum(len(v) for v in failed.values())
     broken = [i for i, r in enumerate(runs, 1) if r["exit_status"] not in (0, 1) or not r["outcomes"]]
     loads = [r["load_avg_1m"] for r in runs]
-    busy = sorted({b for r in runs for b in r["busy"]})
+    seen = collections.Counter(b for r in runs for b in set(r["busy"]))
+    busy = [f"{b} at the start of {k} run{'s' * (k != 1)}" for b, k in sorted(seen.items(), key=lambda x: (-x[1], x[0]))]
     minutes = sum(r["seconds"] for r in runs) / 60
     m = record["machine"]
     rows = sorted(tests, key=lambda t: (-len(failed[t]), t))
@@ -194,7 +198,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers, as `make test` (default 2)")
     p.add_argument("--out", type=Path, default=PAGE, help=f"the page (default {PAGE.relative_to(REPO)})")
     p.add_argument("--note", default="", help="a line for the page: where or why it was run")
+    p.add_argument("--page-only", action="store_true", help=f"rewrite the page from {RECORD.relative_to(REPO)}, run nothing")
     args = p.parse_args()
+    if args.page_only:
+        return 1 if write_page(json.loads(RECORD.read_text()), args.out) else 0
     files = multi_process_files()
     invocation = " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
     # make sets MAKELEVEL for the commands it runs: `make flake` is the command to name, then
@@ -206,6 +213,8 @@ def main() -> int:
         for i in range(1, args.runs + 1):
             run = run_once(files, args.workers, Path(tmp) / f"run-{i}.xml")
             record["runs"].append(run)
+            RECORD.parent.mkdir(exist_ok=True)
+            RECORD.write_text(json.dumps(record, indent=1))
             failures = write_page(record, args.out)
             print(f"run {i}/{args.runs}: {run['summary']} ({run['seconds'] / 60:.1f} min); "
                   f"{failures} failure(s) so far -> {args.out}", flush=True)
