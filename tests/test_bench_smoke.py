@@ -178,3 +178,20 @@ def test_the_flake_runs_take_the_test_files_that_start_processes(tmp_path):
     assert flake.multi_process_files(tmp_path) == ["tests/test_many.py"]
     real = flake.multi_process_files()
     assert {"tests/test_distributed.py", "tests/test_elastic.py", "tests/test_group_teardown.py"} <= set(real)
+
+
+def test_the_sharded_selection_benchmark_runs_quick_and_finds_the_subsets_equal():
+    """bench/sharded_selection.py --quick: the simulated ranks and the 4 gloo processes select what
+    select_hardest selects, and a quick run leaves the docs' table alone."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "guide" / "distributed.md").read_text()
+    proc = subprocess.run([sys.executable, "bench/sharded_selection.py", "--quick"], cwd=root, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PASS same subset as the unsharded engine" in proc.stdout and "FAIL" not in proc.stdout
+    for target in ("sharded decision", "sharded exchange per decision", "sharded state"):
+        assert f"PASS {target}" in proc.stdout, target
+    assert (root / "docs" / "guide" / "distributed.md").read_text() == docs

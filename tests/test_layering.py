@@ -133,7 +133,8 @@ def droppick_imports(path: Path) -> set[str]:
 
 ABOVE_THE_MODELS = ("train", "cli", "report", "transfer", "integrations")
 CORE = {f"droppick.{m}" for m in ("schedule", "plan", "selection", "engine", "sampler", "seeding", "distributed", "budget",
-                                  "suspects", "atomic", "version", "policies")}
+                                  "suspects", "atomic", "version", "policies", "records", "sharded", "sharded_engine",
+                                  "sharded_rules", "sharded_state")}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ The few lines a training loop needs::
 
 from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
+from .sharded_engine import ShardedDropAndPick  # also makes DropAndPick(..., shard_state=True) build one
 from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage,
                        KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, SelectiveBackprop, SeTa,
                        Static)
@@ -34,6 +35,7 @@ __all__ = [
     "RS2",
     "Scaled",
     "Scheduled",
+    "ShardedDropAndPick",
     "SelectiveBackprop",
     "SeTa",
     "Static",

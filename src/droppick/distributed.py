@@ -10,8 +10,9 @@ import contextlib
 import hashlib
 import os
 import sys
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -203,3 +204,73 @@ def exit_done() -> NoReturn:
 def _collective_device() -> torch.device:
     # nccl only moves CUDA tensors; gloo moves CPU ones.
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# -- the sharded engine's collectives (sharded_engine.py): counts, and each rank's own records ---------------
+
+def all_reduce_counts(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``sharded.Reduce`` under torch.distributed: the sum over all ranks of this rank's int64 array
+    (a process holds one rank, so ``arrays`` has one; alone, the array itself)."""
+    (array,) = arrays
+    if not is_initialized() or dist.get_world_size() == 1:
+        return np.array(array, dtype=np.int64)
+    t = torch.from_numpy(np.array(array, dtype=np.int64)).to(_collective_device())
+    dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
+def all_to_all(tensors: list[torch.Tensor], counts: list[int]) -> tuple[list[torch.Tensor], list[int]]:
+    """Send rank r the ``counts[r]`` entries of each 1-D tensor that follow those of ranks below r;
+    returns what every rank sent this one, in rank order, and how many entries came from each."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return tensors, counts
+    device = _collective_device()
+    received = torch.empty(len(counts), dtype=torch.int64, device=device)
+    dist.all_to_all_single(received, torch.tensor(counts, dtype=torch.int64, device=device))
+    sizes = received.tolist()
+    out = []
+    for t in tensors:
+        o = torch.empty(sum(sizes), dtype=t.dtype, device=device)
+        dist.all_to_all_single(o, t.to(device), sizes, counts)
+        out.append(o.cpu())
+    return out, sizes
+
+
+def all_gather_uneven(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's 1-D ``tensor``, in rank order; their lengths may differ."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return [tensor]
+    device, world = _collective_device(), dist.get_world_size()
+    length = torch.tensor([tensor.numel()], dtype=torch.int64, device=device)
+    lengths = [torch.empty_like(length) for _ in range(world)]
+    dist.all_gather(lengths, length)
+    longest = max(int(n) for n in lengths)
+    padded = torch.zeros(longest, dtype=tensor.dtype, device=device)
+    padded[:tensor.numel()] = tensor.to(device)
+    out = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded)
+    return [o[:int(n)].cpu() for o, n in zip(out, lengths)]
+
+
+def combine_owned_losses(samples: np.ndarray, losses: torch.Tensor, status: torch.Tensor, bounds: list[int],
+                         rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """``combine_losses`` for sharded state: the merged losses and statuses of this rank's slice
+    ``bounds[rank] .. bounds[rank + 1] - 1`` only, as float32 and uint8 arrays over it.
+
+    samples: the sorted samples this rank recorded (its shard's), with their losses and statuses.
+    Each record goes to the rank that owns its sample, in one all-to-all of a 4-byte offset into
+    the owner's slice, the 4-byte loss and the 1-byte status: 9 bytes per record, about n/W records
+    sent per rank (where ``combine_losses`` all-reduces 5 bytes for each of the N samples). The owner
+    keeps the highest loss and status of the ranks that recorded a sample, +inf where none did.
+    """
+    edges = np.array(bounds)
+    counts = np.diff(np.searchsorted(samples, edges)).tolist()  # sorted samples: one run per owner
+    offsets = torch.from_numpy((samples - np.repeat(edges[:-1], counts)).astype(np.int32))
+    (offsets, losses, status), sizes = all_to_all([offsets, losses, status], counts)
+    length = bounds[rank + 1] - bounds[rank]
+    merged, merged_status = np.full(length, -np.inf, dtype=np.float32), np.zeros(length, dtype=np.uint8)
+    for start, size in zip(np.cumsum([0] + sizes[:-1]), sizes):  # a rank records each sample once: no repeats
+        at = offsets[start:start + size].numpy()
+        merged[at] = np.maximum(merged[at], losses[start:start + size].numpy())
+        merged_status[at] = np.maximum(merged_status[at], status[start:start + size].numpy())
+    return np.where(merged_status > 0, merged, np.float32(np.inf)), merged_status

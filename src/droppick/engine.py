@@ -30,6 +30,7 @@ from .policies import EXCLUDE, EpochEnd, Policy, build_policy
 from .sampler import Chunks, DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
+from .records import checked_batch, write_records
 from .selection import mask_indices
 from .suspects import LossStats
 
@@ -49,12 +50,20 @@ class DropAndPick:
     - labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
       the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
       (``policies.build_policy``; None: that policy's documented default).
+    - shard_state: each rank holds the per-sample state of its own slice of the samples only
+      (``sharded_engine.ShardedDropAndPick``, which ``DropAndPick(..., shard_state=True)`` builds).
     """
+
+    _sharded: Optional[type] = None  # ShardedDropAndPick: sharded_engine sets it, and droppick imports sharded_engine
+
+    def __new__(cls, *args, shard_state: bool = False, **kwargs):
+        return super().__new__(DropAndPick._sharded if shard_state and cls is DropAndPick else cls)
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy="dap", seed: int = 0,
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
-                 epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks: Optional[Chunks] = None):
+                 epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks: Optional[Chunks] = None,
+                 shard_state: bool = False):
         require_int("num_samples", num_samples, 1)
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
@@ -91,18 +100,7 @@ class DropAndPick:
         """
         if self.done:
             raise RuntimeError(f"all {self._plan.epochs} epochs have ended; nothing more to record")
-        indices = torch.as_tensor(indices)
-        if losses.dim() != 1 or losses.numel() != indices.numel():
-            raise ValueError(
-                f"record() needs one loss per sample: got losses of shape {tuple(losses.shape)} for "
-                f"{indices.numel()} indices. Compute the loss with reduction='none', e.g. "
-                "F.cross_entropy(logits, targets, reduction='none'), and take .mean() for backward."
-            )
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"indices must be an integer tensor (int64), got {indices.dtype}")
-        indices = indices.to("cpu", torch.int64)
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
-            raise ValueError(f"sample indices must lie in 0..{self.num_samples - 1}; got {indices.min()}..{indices.max()}")
+        indices = checked_batch(indices, losses, self.num_samples)
         self._refuse(indices, self._in_subset, "are not in the current subset. Load batches with "
                      "sampler=dap.sampler() and pass the indices IndexedDataset returns.")
         rank, world = distributed.rank_and_world()
@@ -115,17 +113,8 @@ class DropAndPick:
         self._pending.append((indices.to(index_dtype, copy=True), losses.detach().to(torch.float32, copy=True)))
 
     def flush(self) -> None:
-        """Move the losses recorded since the last flush into ``losses`` and ``seen``."""
-        if not self._pending:
-            return
-        values = torch.cat([v for _, v in self._pending]).cpu()
-        for (indices, _), v in zip(self._pending, values.split([i.numel() for i, _ in self._pending])):
-            self._losses[indices] = v  # in record order: a sample's last loss wins
-            self.seen[indices] = 1
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            bad = torch.cat([i for i, _ in self._pending])[~finite].long()
-            self.seen[bad], self._losses[bad] = 2, float("-inf")  # ranked below every finite loss
+        """Move the losses recorded since the last flush into ``losses`` and ``seen`` (``records.write_records``)."""
+        write_records(self._losses, self.seen, self._pending)
         self._pending = []
 
     def skip(self, indices: torch.Tensor) -> None:
@@ -156,7 +145,8 @@ class DropAndPick:
         self.flush()
         losses, seen = distributed.combine_losses(self._losses, self.seen)
         top = int(seen.max())  # the usual case, 1: one pass over the statuses, no index lists
-        self.last_nonfinite = bad = self._nonfinite(seen, top)
+        bad = (seen == 2).nonzero().squeeze(1) if top >= 2 else torch.zeros(0, dtype=torch.int64)
+        self.last_nonfinite = bad = self._nonfinite(bad)
         self.last_skipped = skipped = (seen == 3).nonzero().squeeze(1) if top == 3 else bad[:0]
         for ids in (bad, skipped):
             if ids.numel():
@@ -224,6 +214,8 @@ class DropAndPick:
             raise ValueError(f"DropAndPick state has format {state.get('format')!r}; this version reads format "
                              f"{STATE_FORMAT} (format 3 is droppick 0.2's, 2 is 0.1's): "
                              "finish that run with the version that started it, or start a new run")
+        if "shard" in state:
+            raise ValueError("this DropAndPick state is one rank's shard of a sharded engine: load it with shard_state=True")
         expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy.name,
                     "policy_params": self.policy.params()}
         for key, mine in expected.items():
@@ -252,10 +244,8 @@ class DropAndPick:
         if outside.numel():
             raise ValueError(f"epoch {self.epoch}: samples {outside[:10].tolist()} {why}")
 
-    def _nonfinite(self, seen: torch.Tensor, top: int) -> torch.Tensor:
-        if top < 2:  # top: seen.max()
-            return torch.zeros(0, dtype=torch.int64)
-        ids = (seen == 2).nonzero().squeeze(1)
+    def _nonfinite(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``, the samples with a non-finite loss this epoch, unless that stops the run."""
         if ids.numel() and not self.exclude_nonfinite:  # (status 3, skipped, is no loss at all)
             raise NonFiniteLossError(
                 f"epoch {self.epoch}: non-finite loss for {ids.numel()} samples, indices {ids[:20].tolist()}"

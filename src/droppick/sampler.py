@@ -99,3 +99,14 @@ class DaPSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
+
+
+class ShardedSampler(DaPSampler):
+    """``DaPSampler`` over a sharded engine (``sharded_engine``): the same shard of the same order,
+    which that engine draws at ``end_epoch`` for its own rank only (no rank holds the whole subset)."""
+
+    def __len__(self) -> int:
+        return per_rank(self.dap.subset_size, self.world_size)
+
+    def indices(self) -> torch.Tensor:
+        return self.dap.shard(self.rank, self.world_size)
