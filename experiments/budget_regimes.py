@@ -60,6 +60,6 @@ def folder(regime: Regime, rule: str, here: Path, out: Path) -> Path:
     return reused.get((regime.slug, rule), out / "regimes" / regime.slug / rule)
 
 
-def jobs(base: TrainConfig, seeds: list[int], here: Path, out: Path) -> list[tuple[dict, Path]]:
+def jobs(base: TrainConfig, seeds: list[int], here: Path, out: Path, rules=RULES) -> list[tuple[dict, Path]]:
     return [(rule_configs(base, regime, rule, seeds), folder(regime, rule, here, out))
-            for regime in REGIMES for rule in RULES]
+            for regime in REGIMES for rule in rules]

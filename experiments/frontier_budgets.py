@@ -198,6 +198,13 @@ def share(items: list, index: int, of: int) -> list:
     return items[index::of]
 
 
+def regime_jobs(base: TrainConfig, seeds: list[int], n: int, here: Path, out: Path) -> list[tuple[dict, Path]]:
+    """The regimes' runs: the budget rule's only once it is final (its folder on 2,000 per class is the
+    budget row's, so the rule is told by name, not by folder)."""
+    final = rule_is_final(base, n, out)
+    return budget_regimes.jobs(base, seeds, here, out, [r for r in budget_regimes.RULES if final or r != "budget"])
+
+
 def train_missing(parts: list[str], index: int, of: int) -> None:
     from fashion_mnist_frontier import BASE, HERE, N, OUT, SEEDS
 
@@ -210,9 +217,7 @@ def train_missing(parts: list[str], index: int, of: int) -> None:
     if "all-data" in parts:
         jobs += [(configs, out / "all-60000" / c.folder) for c, configs in all_data_rows(BASE, N, out)]
     if "regimes" in parts:
-        final = rule_is_final(BASE, N, out)
-        jobs += [(configs, folder) for configs, folder in budget_regimes.jobs(BASE, SEEDS, HERE, out)
-                 if final or folder.name != "budget"]
+        jobs += regime_jobs(BASE, SEEDS, N, HERE, out)
     runs = [({name: cfg}, folder) for configs, folder in jobs for name, cfg in configs.items()]
     for configs, folder in share(runs, index, of):
         run_all(configs, folder, log=log)

@@ -104,3 +104,12 @@ def test_the_committed_floor_share_is_the_fit_of_the_committed_tuning_runs():
 @pytest.mark.parametrize("part", ["tune", "rows", "all-data", "regimes"])
 def test_each_part_is_named_in_the_scripts_usage(part):
     assert f"--part {part}" in fb.__doc__
+
+
+def test_the_regimes_train_the_budget_rule_only_once_it_is_final(tmp_path, monkeypatch):
+    here, out = tmp_path, tmp_path / "frontier" / "budgets"
+    jobs = fb.regime_jobs(frontier.BASE, [0], frontier.N, here, out)
+    assert len(jobs) == 3 * 3 and not any(cfg.min_keep > 0 for configs, _ in jobs for cfg in configs.values())
+    monkeypatch.setattr(fb, "rule_is_final", lambda base, n, out: True)
+    jobs = fb.regime_jobs(frontier.BASE, [0], frontier.N, here, out)
+    assert len(jobs) == 3 * 4 and out / "c0.4464-budget" in [folder for _, folder in jobs]
