@@ -13,7 +13,7 @@ import budget_regimes
 import frontier_budgets as fb
 from _report import machine, noise_word, setting, standard_error, training_commits, utc_now
 from droppick.report.plot import _pyplot
-from droppick.schedule import FLOOR_SHARE, for_budget
+from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, for_budget
 from droppick.train.rundir import code_version
 
 Rows = Callable[[dict, Path], Optional[dict]]  # fashion_mnist_frontier.rows_of: aggregated rows, None if unfinished
@@ -38,22 +38,32 @@ def versus(r: Optional[dict], other: Optional[dict]) -> str:
 
 def fit_section(points: Optional[list], n: int, out: Path) -> list[str]:
     lines = ["## The budget rule", "",
-             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with a floor f = FLOOR_SHARE x the largest "
-             "floor the budget allows (the floor whose drops fall straight to it and still spend C), with p solved so "
-             "the plan spends C. FLOOR_SHARE is the mean, over the tuned budgets, of the validation winner's floor "
-             "over that largest floor (a winner without a floor counts 0).", ""]
+             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with a floor. Its warm-up is the longest, "
+             "at most the one given (here the frontier's W = 4), whose largest floor (the floor whose drops fall "
+             "straight to it and still spend C) reaches MIN_FLOOR; the floor is f = FLOOR_SHARE x that largest floor; "
+             "p is solved so the plan spends C. FLOOR_SHARE is the mean, over the tuned budgets, of the validation "
+             "winner's floor over its largest floor (a winner without a floor counts 0). MIN_FLOOR is the middle of the "
+             "thresholds that reproduce every winner's warm-up: at least the largest floor one warm-up epoch longer than "
+             "the winner's, at most the winner's own (where it has a warm-up to shorten).", ""]
     if points is None:
         return lines + ["Not fitted yet: tuning runs are still missing (below).", ""]
-    lines += ["| budget | validation winner | its floor f | largest floor | f / largest |", "| ---: | --- | ---: | ---: | ---: |"]
-    lines += [f"| {100 * c:.1f}% | {label} | {f} | {largest} | {f / largest:.3f} |" for c, label, f, largest in points]
-    share = fb.fitted_share(points)
-    lines += ["", f"Fitted share: {share}; droppick.schedule.FLOOR_SHARE = {FLOOR_SHARE} "
-              + ("(the same: the rule below is the fit)." if share == FLOOR_SHARE else
-                 "(NOT the fit: set it to the fitted share, then train the budget rule's runs)."), "",
-              "What the rule chooses on the frontier's schedule (W = 4, I = 1, R = {15}, 30 epochs):", "",
-              "| budget | N = 20,000: min_keep, keep | N = 60,000: min_keep, keep |", "| ---: | --- | --- |"]
+    lines += ["| budget | validation winner | W | its floor f | largest floor | f / largest | largest floor with W + 1 |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {100 * p.budget:.1f}% | {p.setting} | {p.warmup} | {p.floor} | {p.largest} | {p.floor / p.largest:.3f} "
+              f"| {'' if p.longer is None else p.longer} |" for p in points]
+    share, (low, high), threshold = fb.fitted_share(points), fb.min_floor_range(points), fb.fitted_min_floor(points)
+    fitted = (share, threshold) == (FLOOR_SHARE, MIN_FLOOR)
+    lines += ["", f"Fitted: FLOOR_SHARE {share}, MIN_FLOOR in ({low}, {high}]: "
+              + (f"{threshold}." if threshold is not None else "none (the range is empty: no one warm-up threshold "
+                 "reproduces the winners, and the rule's form must change).")
+              + f" droppick.schedule has FLOOR_SHARE = {FLOOR_SHARE}, MIN_FLOOR = {MIN_FLOOR} "
+              + ("(the same: the rule below is the fit)." if fitted else
+                 "(NOT the fit: set them to the fitted values, then train the budget rule's runs)."), "",
+              "What the rule chooses on the frontier's schedule (at most W = 4, I = 1, R = {15}, 30 epochs):", "",
+              "| budget | N = 20,000: W, min_keep, keep | N = 60,000: W, min_keep, keep |", "| ---: | --- | --- |"]
     for c in [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]:
-        cells = [f"{s.min_keep}, {s.keep}" for s in (for_budget(c, size, 30, 4, 1, [15]) for size in (n, fb.ALL_DATA))]
+        cells = [f"{s.warmup}, {s.min_keep}, {s.keep}" for s in (for_budget(c, size, 30, 4, 1, [15])
+                                                                  for size in (n, fb.ALL_DATA))]
         lines.append(f"| {100 * c:.0f}% | {cells[0]} | {cells[1]} |")
     plot_fit(points, n, out / "rule.png")
     return lines + ["", "![the budget rule](rule.png)", ""]
@@ -64,9 +74,11 @@ def plot_fit(points: list, n: int, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     grid = [0.21 + 0.01 * i for i in range(75)]
     ax.plot([100 * c for c in grid], [for_budget(c, n, 30, 4, 1, [15]).min_keep for c in grid],
-            label=f"the rule: {FLOOR_SHARE} x largest floor (W = 4, R = 15)")
-    ax.scatter([100 * c for c, *_ in points], [f for _, _, f, _ in points], color="C3", zorder=3,
+            label=f"the rule: {FLOOR_SHARE} x largest floor (W <= 4 chosen, R = 15)")
+    ax.scatter([100 * p.budget for p in points], [p.floor for p in points], color="C3", zorder=3,
                label="validation winners (their own W, R)")
+    for p in points:
+        ax.annotate(f"W {p.warmup}", (100 * p.budget, p.floor), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("compute (% of training on all data)")
     ax.set_ylabel("floor f (share of N)")
     ax.set_title("The budget rule's floor, N = 20,000")

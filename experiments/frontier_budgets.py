@@ -32,7 +32,7 @@ import budget_regimes
 import frontier_beyond
 from _report import log
 from droppick.report.compare import run_all, run_configs
-from droppick.schedule import FLOOR_SHARE, closest_keep, for_budget, largest_floor
+from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, closest_keep, for_budget, largest_floor
 from droppick.train.config import TrainConfig
 
 TUNE_VAL = 10_000  # validation images; the tuning slice is N + TUNE_VAL images
@@ -45,11 +45,14 @@ PAPER_KEEPS = (0.8, 0.9)  # the frontier's tuned budgets (frontier_beyond.py): D
 # budget allows with that warm-up and picks at p >= 0.3: at 35%, 0.177 with W = 4, 0.245 with W = 2,
 # 0.276 with W = 1, 0.13 with R = {15, 22}; at 25%, 0.036 with W = 4, 0.12 with W = 2, 0.156 with
 # W = 1, 0.188 with W = 0. The floor's timing is p: a high p falls to the floor over several drops, a
-# low one at the first. 0.178 (35%) and 0.059 (25%) are what droppick.budget.for_budget chose from
-# the floors tuned at 44.6% and 62.7% alone (share 0.957 of the largest floor, p below 0.3).
+# low one at the first. 0.178 (35%) and 0.059 (25%) are what droppick.schedule.for_budget chose from
+# the floors tuned at 44.6% and 62.7% alone (share 0.957 of the largest floor, p below 0.3). W = 3
+# at 35% (0.21, near its largest floor 0.22) was added once W = 2 had won there, to place the
+# warm-up threshold (MIN_FLOOR) between the winner's warm-up and the next longer one.
 GRID: dict[float, list[tuple[str, dict]]] = {
     0.35: [("dap", {}),
            ("floor", {"min_keep": 0.1}), ("floor", {"min_keep": 0.17}), ("floor", {"min_keep": 0.178}),
+           ("floor", {"warmup": 3, "min_keep": 0.21}),
            ("floor", {"warmup": 2, "min_keep": 0.15}), ("floor", {"warmup": 2, "min_keep": 0.24}),
            ("floor", {"warmup": 1, "min_keep": 0.27}),
            ("floor", {"reuse_at": [15, 22], "min_keep": 0.12})],
@@ -119,9 +122,9 @@ def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> 
 def budget_candidate(base: TrainConfig, budget: float, n: int) -> Candidate:
     """What ``--target-compute budget`` chooses on the frontier's schedule: the budget rule's floor and p."""
     s = for_budget(budget, n, base.epochs, base.warmup, base.interval, base.reuse_at, base.active)
-    cfg = TrainConfig.from_dict(base.to_dict() | {"policy": "dap", "keep": s.keep, "min_keep": s.min_keep,
-                                                  "target_compute": budget})
-    return Candidate(budget, "budget", {"min_keep": s.min_keep}, cfg, f"c{budget:.4g}-budget")
+    changes = {"min_keep": s.min_keep} | ({"warmup": s.warmup} if s.warmup != base.warmup else {})
+    cfg = TrainConfig.from_dict(base.to_dict() | changes | {"policy": "dap", "keep": s.keep, "target_compute": budget})
+    return Candidate(budget, "budget", changes, cfg, f"c{budget:.4g}-budget")
 
 
 def rule_budgets(base: TrainConfig, n: int) -> list[float]:
@@ -158,10 +161,24 @@ def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate,
     return [(c, run_configs(c.config, ["dap"], ALL_SEEDS, ALL_DATA))]
 
 
-def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[tuple[float, str, float, float]]]:
-    """(budget, the winner's setting, its floor, the largest floor its schedule allows at that budget)
-    at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning, 25% and 35% from this
-    script's; None until every tuning run is trained. A winner without a floor counts as floor 0."""
+class Tuned(NamedTuple):
+    """A budget's validation winner, as the budget rule's fit reads it."""
+    budget: float
+    setting: str  # as the page names it
+    floor: float  # its min_keep (0 for a winner without a floor)
+    largest: float  # the largest floor its schedule allows at this budget
+    warmup: int
+    longer: Optional[float]  # the largest floor with one epoch more of warm-up; None at the frontier's own W
+
+
+def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
+    """The winner at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning (floors at the
+    frontier's W), 25% and 35% from this script's; None until every tuning run is trained."""
+    def tuned(budget: float, setting: str, schedule) -> Tuned:
+        longer = (largest_floor(dataclasses.replace(schedule, warmup=schedule.warmup + 1), n, budget)
+                  if schedule.warmup < base.warmup else None)
+        return Tuned(budget, setting, schedule.min_keep, largest_floor(schedule, n, budget), schedule.warmup, longer)
+
     points = []
     for keep in PAPER_KEEPS:
         tuning = frontier_beyond.tuning_candidates(base, n)
@@ -169,28 +186,43 @@ def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[tuple[fl
         if pick is None:
             return None
         schedule = pick.config.schedule
-        c = dataclasses.replace(schedule, min_keep=0.0, keep=keep).plan(n).compute_fraction
-        points.append((c, pick.setting, pick.value, largest_floor(schedule, n, c)))
+        points.append(tuned(dataclasses.replace(schedule, min_keep=0.0, keep=keep).plan(n).compute_fraction,
+                            pick.setting, schedule))
     candidates = tuning_candidates(base, n)
     for budget in GRID:
         best = winner(candidates, budget, out / "tuning", n)
         if best is None:
             return None
-        schedule = best.config.schedule
-        points.append((budget, best.setting, schedule.min_keep, largest_floor(schedule, n, budget)))
+        points.append(tuned(budget, best.setting, best.config.schedule))
     return sorted(points)
 
 
-def fitted_share(points: list[tuple[float, str, float, float]]) -> float:
-    """The budget rule's constant: the mean over the tuned budgets of floor / largest floor, to 3 decimals."""
-    return round(statistics.fmean(f / largest for _, _, f, largest in points), 3)
+def fitted_share(points: list[Tuned]) -> float:
+    """The budget rule's FLOOR_SHARE: the mean over the tuned budgets of floor / largest floor, to 3 decimals."""
+    return round(statistics.fmean(p.floor / p.largest for p in points), 3)
+
+
+def min_floor_range(points: list[Tuned]) -> tuple[float, float]:
+    """The MIN_FLOOR values that reproduce every winner's warm-up, (low, high]: the rule keeps a
+    warm-up whose largest floor reaches MIN_FLOOR, so each winner's must (unless it has none to
+    shorten) and the one a warm-up epoch longer must not."""
+    low = max([p.longer for p in points if p.longer is not None], default=0.0)
+    high = min([p.largest for p in points if p.warmup > 0], default=1.0)
+    return low, high
+
+
+def fitted_min_floor(points: list[Tuned]) -> Optional[float]:
+    """The budget rule's MIN_FLOOR: the middle of ``min_floor_range``, to 3 decimals; None where the
+    range is empty (no one threshold reproduces the winners: the rule's form must change)."""
+    low, high = min_floor_range(points)
+    return round((low + high) / 2, 3) if low < high else None
 
 
 def rule_is_final(base: TrainConfig, n: int, out: Path) -> bool:
-    """Whether droppick's FLOOR_SHARE is the fit of the finished tuning runs: only then do the budget
-    rule's own runs train (they would measure a rule that is about to change otherwise)."""
+    """Whether droppick's FLOOR_SHARE and MIN_FLOOR are the fit of the finished tuning runs: only then
+    do the budget rule's own runs train (they would measure a rule that is about to change otherwise)."""
     points = tuned_floors(base, n, out)
-    return points is not None and fitted_share(points) == FLOOR_SHARE
+    return points is not None and (fitted_share(points), fitted_min_floor(points)) == (FLOOR_SHARE, MIN_FLOOR)
 
 
 def share(items: list, index: int, of: int) -> list:

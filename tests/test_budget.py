@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from droppick import DaPSchedule
-from droppick.schedule import FLOOR_SHARE, TOLERANCE, for_budget, largest_floor, smallest_compute
+import droppick.schedule
+from droppick.budget import describe_budget
+from droppick.schedule import FLOOR_SHARE, TOLERANCE, for_budget, largest_floor, rule_warmup, smallest_compute
 from droppick.cli.main import main
 from droppick.train.config import TrainConfig
 
@@ -25,7 +27,24 @@ def test_the_budget_rule_plans_the_compute_asked_for_with_its_share_of_the_large
     assert abs(schedule.plan(n).compute_fraction - compute) <= TOLERANCE
     largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), n, compute)
     assert schedule.min_keep == int(FLOOR_SHARE * largest * 1000) / 1000 and 0 < schedule.min_keep < largest
-    assert (schedule.epochs, schedule.warmup, schedule.interval, schedule.reuse_at) == (30, 4, 1, (15,))
+    assert schedule.warmup == rule_warmup(DaPSchedule(keep=1.0, **FRONTIER), n, compute) <= 4
+    assert (schedule.epochs, schedule.interval, schedule.reuse_at) == (30, 1, (15,))
+
+
+def test_the_rule_shortens_the_warm_up_only_where_the_floor_after_it_would_be_too_small(monkeypatch):
+    # largest floors on N = 20,000 at 35%: 0.187 with W = 4, 0.22 with 3, 0.25 with 2, 0.277 with 1
+    monkeypatch.setattr(droppick.schedule, "MIN_FLOOR", 0.24)
+    short = for_budget(0.35, 20000, **FRONTIER)
+    assert short.warmup == 2 and short.min_keep == int(FLOOR_SHARE * 0.25 * 1000) / 1000
+    assert abs(short.plan(20000).compute_fraction - 0.35) <= TOLERANCE
+    assert for_budget(0.446, 20000, **FRONTIER).warmup == 4  # 0.308 with W = 4: kept
+    assert for_budget(0.35, 20000, **FRONTIER, fixed_warmup=True).warmup == 4  # the caller's warm-up kept
+    assert for_budget(0.35, 20000, **(FRONTIER | {"warmup": 1})).warmup == 1  # never longer than the one given
+    monkeypatch.setattr(droppick.schedule, "MIN_FLOOR", 0.9)  # no warm-up reaches it: none
+    assert for_budget(0.35, 20000, **FRONTIER).warmup == 0
+    # below W = 4's smallest compute (0.2) but not W = 0's: the rule shortens rather than refuse
+    assert for_budget(0.15, 20000, **FRONTIER).warmup < 4
+    assert "warm-up 0 instead of 4" in describe_budget(for_budget(0.35, 20000, **FRONTIER), 20000, 0.35, 4)
 
 
 def test_the_largest_floor_is_the_last_one_within_the_budget():
@@ -52,7 +71,10 @@ def test_the_budget_rule_refuses_what_it_cannot_plan_and_says_what_to_change():
     with pytest.raises(ValueError, match=r"must lie in \(0, 1\]"):
         for_budget(0.0, 20000, **FRONTIER)
     with pytest.raises(ValueError, match=r"below the smallest this schedule allows, 0\.2000.*ask for at least 0\.2000"):
-        for_budget(0.15, 20000, **FRONTIER)
+        for_budget(0.15, 20000, **FRONTIER, fixed_warmup=True)
+    # without a warm-up to keep, the smallest is W = 0's: the epoch that records losses and the pick's
+    with pytest.raises(ValueError, match=r"smallest this schedule allows, 0\.0667.*remove a pick"):
+        for_budget(0.05, 20000, **FRONTIER)
     with pytest.raises(ValueError, match="train on more samples"):
         for_budget(0.41, 4, **FRONTIER)  # 4 samples: compute moves in steps of 1/120, no p lands within 0.005
     assert for_budget(1.0, 20000, **FRONTIER).plan(20000).compute_fraction == 1.0
@@ -63,7 +85,7 @@ def test_plan_alone_chooses_the_budget_rule_and_with_solve_keeps_its_meaning(cap
     assert main(["plan", *frontier, "--target-compute", "0.35", "--json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    rule = for_budget(0.35, 20000, **FRONTIER)
+    rule = for_budget(0.35, 20000, **FRONTIER, fixed_warmup=True)  # --warmup given: kept
     assert out["schedule"] == rule.to_dict() and abs(out["compute_fraction"] - 0.35) <= TOLERANCE
     [why] = captured.err.splitlines()
     assert why.startswith("budget 0.35: DaP with a floor, min_keep") and "frontier/budgets/README.md" in why
@@ -92,7 +114,7 @@ def test_train_with_a_budget_runs_the_rule_and_spends_the_budget(fake_fashion, t
     assert main(["train", *common, "--target-compute", "0.45", "--out", str(out)]) == 0
     assert "budget 0.45: DaP with a floor" in capsys.readouterr().err
     saved = TrainConfig.load(out / "config.json")
-    rule = for_budget(0.45, 240, 10, 1, 1, [5])
+    rule = for_budget(0.45, 240, 10, 1, 1, [5], fixed_warmup=True)
     assert (saved.keep, saved.min_keep, saved.target_compute, saved.policy) == (rule.keep, rule.min_keep, 0.45, "dap")
     summary = json.loads((out / "summary.json").read_text())
     assert abs(summary["compute_fraction"] - 0.45) <= TOLERANCE
@@ -117,8 +139,9 @@ def test_the_readmes_budget_lines_run_as_printed_and_train_the_rule_its_table_na
     saved = TrainConfig.load(out / "config.json")
     summary = json.loads((out / "summary.json").read_text())
     n, c = summary["num_train_samples"], float(train[train.index("--target-compute") + 1])
-    rule = for_budget(c, n, saved.epochs, saved.warmup, saved.interval, saved.reuse_at)
-    assert (saved.keep, saved.min_keep, saved.policy) == (rule.keep, rule.min_keep, "dap") and n == 2000
+    rule = for_budget(c, n, saved.epochs, 4, saved.interval, saved.reuse_at)  # no --warmup: at most 30 epochs' 4
+    assert (saved.warmup, saved.keep, saved.min_keep, saved.policy) == (rule.warmup, rule.keep, rule.min_keep, "dap")
+    assert "--warmup" not in train and n == 2000
     assert abs(summary["compute_fraction"] - c) <= TOLERANCE
     # the table beside the lines names what for_budget chooses at each of its budgets on N = 20,000
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -130,8 +153,10 @@ def test_the_readmes_budget_lines_run_as_printed_and_train_the_rule_its_table_na
     budgets = sorted(frontier_budgets.rule_budgets(frontier.BASE, frontier.N))
     assert [cells[0].strip("| ") for cells in rows] == [f"{100 * b:.1f}%" for b in budgets]
     for cells, budget in zip(rows, budgets):
-        named = for_budget(budget, 20000, 30, 4, 1, [15])
-        assert cells[1] in ("not fitted yet", f"min_keep {named.min_keep}, p {named.keep}"), cells
+        named = frontier_budgets.budget_candidate(frontier.BASE, budget, frontier.N)
+        rule = for_budget(budget, 20000, 30, 4, 1, [15])
+        assert (named.config.warmup, named.config.min_keep, named.config.keep) == (rule.warmup, rule.min_keep, rule.keep)
+        assert cells[1] in ("not fitted yet", named.setting), cells
 
 
 def test_the_policies_pages_budget_block_runs_as_written():

@@ -55,21 +55,29 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
     winners = {0.35: {"min_keep": 0.17}, 0.25: {"warmup": 2, "min_keep": 0.12}}
     write_budget_tuning(out / "tuning", lambda c: 90.0 if c.changes == winners[c.budget] else 80.0)
     points = fb.tuned_floors(frontier.BASE, frontier.N, out)
-    # largest floors: W = 4 at 25% would be 0.062, but the winner's own W = 2 allows 0.134
-    assert [(round(c, 4), f, largest) for c, _, f, largest in points] == [
-        (0.25, 0.12, 0.134), (0.35, 0.17, 0.187), (0.4464, 0.3, 0.308), (0.6267, 0.5, 0.533)]
+    # largest floors: W = 4 at 25% would be 0.062, but the winner's own W = 2 allows 0.134 (0.1 with W = 3)
+    assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.longer) for p in points] == [
+        (0.25, 0.12, 0.134, 2, 0.1), (0.35, 0.17, 0.187, 4, None), (0.4464, 0.3, 0.308, 4, None),
+        (0.6267, 0.5, 0.533, 4, None)]
     share = round((0.12 / 0.134 + 0.17 / 0.187 + 0.3 / 0.308 + 0.5 / 0.533) / 4, 3)
     assert fb.fitted_share(points) == share
+    # W = 2 must reach it at 25% (0.134) and W = 3 must not (0.1); every W = 4 winner's reaches 0.187 and more
+    assert fb.min_floor_range(points) == (0.1, 0.134) and fb.fitted_min_floor(points) == 0.117
     labels = [r[0].rule for r in fb.rows(frontier.BASE, [0], frontier.N, out)]
     assert "budget" not in labels and labels.count("floor") == 2  # the winners train; the rule waits
-    monkeypatch.setattr(fb, "FLOOR_SHARE", share)
-    monkeypatch.setattr(droppick.schedule, "FLOOR_SHARE", share)
+    for module in (fb, droppick.schedule):
+        monkeypatch.setattr(module, "FLOOR_SHARE", share)
+    assert not fb.rule_is_final(frontier.BASE, frontier.N, out)  # MIN_FLOOR is not the fit yet
+    for module in (fb, droppick.schedule):
+        monkeypatch.setattr(module, "MIN_FLOOR", 0.117)
     rows = fb.rows(frontier.BASE, [0], frontier.N, out)
     budget = [c for c, _ in rows if c.rule == "budget"]
     assert [round(c.budget, 4) for c in budget] == [0.35, 0.25, 0.4464, 0.6267]
     for c in budget:
         rule = droppick.schedule.for_budget(c.budget, frontier.N, 30, 4, 1, [15])
-        assert (c.config.keep, c.config.min_keep, c.config.target_compute) == (rule.keep, rule.min_keep, c.budget)
+        assert (c.config.warmup, c.config.keep, c.config.min_keep, c.config.target_compute) == (
+            rule.warmup, rule.keep, rule.min_keep, c.budget)
+    assert [c.config.warmup for c in budget] == [4, 2, 4, 4]  # 25%: W = 4 leaves 0.062 < 0.117, W = 3 0.1, W = 2 0.134
     [(everything, configs)] = fb.all_data_rows(frontier.BASE, frontier.N, out)
     assert [cfg.train_samples for cfg in configs.values()] == [None, None] and everything.budget == 0.35
 
@@ -91,14 +99,15 @@ def test_the_regimes_reuse_the_frontiers_runs_only_where_the_settings_are_the_sa
 
 
 def test_the_committed_floor_share_is_the_fit_of_the_committed_tuning_runs():
-    """droppick.schedule.FLOOR_SHARE is typed into the library; it must be what the committed runs fit,
-    and until every tuning run is committed, no run of the budget rule itself may exist."""
+    """droppick.schedule's FLOOR_SHARE and MIN_FLOOR are typed into the library; they must be what the
+    committed runs fit, and until every tuning run is committed, no run of the budget rule itself may exist."""
     out = frontier.OUT / "budgets"
     points = fb.tuned_floors(frontier.BASE, frontier.N, out)
     if points is None:
         assert not [p for p in out.rglob("summary.json") if "budget" in p.parent.parent.parent.name.split("-")]
     else:
         assert fb.fitted_share(points) == droppick.schedule.FLOOR_SHARE
+        assert fb.fitted_min_floor(points) == droppick.schedule.MIN_FLOOR
 
 
 @pytest.mark.parametrize("part", ["tune", "rows", "all-data", "regimes"])

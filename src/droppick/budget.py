@@ -1,5 +1,6 @@
-"""The budget solver: the DaP hyper-parameter that lands a schedule closest to a target compute,
-and the line that explains the budget rule's choice (the rule itself: ``DaPSchedule.for_budget``).
+"""The budget solver: the DaP hyper-parameter that lands a schedule closest to a target compute
+(``--target-compute C --solve X``), and the line that explains the budget rule's choice (the rule
+itself, ``DaPSchedule.for_budget``, is in schedule.py: the class method needs it there).
 
 Pure and cheap: it only runs the planner over a grid of candidate values.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .schedule import EVIDENCE, FLOOR_SHARE, DaPSchedule, check_budget, largest_floor
+from .schedule import EVIDENCE, FLOOR_SHARE, MIN_FLOOR, DaPSchedule, check_budget, largest_floor
 
 SOLVABLE = ("keep", "interval", "warmup", "active", "min_keep")
 
@@ -44,12 +45,15 @@ def solve(schedule: DaPSchedule, num_samples: int, target: float, param: str) ->
     return best[1], best[2]
 
 
-def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float) -> str:
-    """One line: what the budget rule chose for C and why, pointing to the evidence."""
+def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float, warmup: int) -> str:
+    """One line: what the budget rule chose for C and why, pointing to the evidence. ``warmup``: the
+    warm-up asked for (the rule may have shortened it)."""
     if schedule.keep == 1.0:
         return f"budget {compute}: all data every epoch (compute 1 leaves nothing to drop)"
     planned = schedule.plan(num_samples).compute_fraction
     largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), num_samples, compute)
-    return (f"budget {compute}: DaP with a floor, min_keep {schedule.min_keep} ({FLOOR_SHARE} x {largest}, the "
-            f"largest floor this schedule allows at this budget) and keep {schedule.keep} solved for N = "
-            f"{num_samples} (planned compute {planned:.4f}); why this rule: {EVIDENCE}")
+    shortened = (f"warm-up {schedule.warmup} instead of {warmup} (with {warmup} the largest floor stays under "
+                 f"{MIN_FLOOR}; give --warmup to keep yours), " if schedule.warmup != warmup else "")
+    return (f"budget {compute}: DaP with a floor, {shortened}min_keep {schedule.min_keep} ({FLOOR_SHARE} x "
+            f"{largest}, the largest floor this schedule allows at this budget) and keep {schedule.keep} solved for "
+            f"N = {num_samples} (planned compute {planned:.4f}); why this rule: {EVIDENCE}")

@@ -35,15 +35,14 @@ Beyond the paper: a floor on the subset (``min_keep = f``). A drop keeps
 samples back. f = 0, the default, is the paper's schedule. A drop that the floor stops entirely
 (the subset is already at the floor) changes nothing, so it is no event, like p = 1.
 
-The budget rule (``DaPSchedule.for_budget``, the command line's ``--target-compute C``): given
-only a compute budget C and the run's epochs, warm-up, interval and picks, DaP with a floor f and p
-solved so that the plan spends C. The largest floor a budget allows (``largest_floor``) is the one
-whose drops fall straight to it (p -> 0) and still spend C. The floors tuned on a validation split at
-every budget tried (experiments/frontier_budgets.py) sit at a near-constant share of it, so the rule
-is f(C) = ``FLOOR_SHARE`` x largest_floor(C). As a share, the rule follows the user's own warm-up,
-picks and N, where an f fitted to C alone would not. ``FLOOR_SHARE`` is the mean of the tuned shares,
-computed from the committed runs by ``python experiments/frontier_budgets.py --report``; its page
-(``EVIDENCE``) shows the fit, and a test holds the constant to it.
+The budget rule (``DaPSchedule.for_budget``, ``--target-compute C``): DaP with a floor, p solved
+so the plan spends C. The largest floor C allows (``largest_floor``) is the one whose drops fall
+straight to it. The warm-up is the longest, at most the one given, whose largest floor reaches
+``MIN_FLOOR`` (a small floor learns less than the warm-up epochs it costs: at 35% on Fashion-MNIST
+W = 2 with floor 0.24 beat W = 4 with 0.17 by 3 points); ``fixed_warmup`` keeps the one given. The
+floor is ``FLOOR_SHARE`` x that largest floor, a share so the rule follows the user's picks and N.
+Both constants are fitted to the validation winners at every budget tried; the page ``EVIDENCE``
+(written by experiments/frontier_budgets.py) shows the fit and a test holds them to the runs.
 """
 
 from __future__ import annotations
@@ -57,7 +56,8 @@ from typing import Optional, Sequence
 
 from .plan import DROP, PICK, Plan
 
-FLOOR_SHARE = 0.957  # the budget rule's f(C) / largest_floor(C): the mean over the tuned budgets (module docstring)
+FLOOR_SHARE = 0.957  # the floor f(C) / largest_floor(C): the mean over the tuned budgets (module docstring)
+MIN_FLOOR = 0.0  # the warm-up is shortened until the largest floor reaches this (module docstring)
 EVIDENCE = "experiments/fashion-mnist/frontier/budgets/README.md"  # the page that shows the fit and the runs
 TOLERANCE = 0.005  # the budget rule plans within this of the compute asked for
 _NOTHING = 1e-9  # a keep so small that every drop falls to its floor (keep_count never goes below 1)
@@ -185,11 +185,12 @@ class DaPSchedule:
 
     @classmethod
     def for_budget(cls, compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
-                   reuse_at: Sequence[int] = (), active: Optional[int] = None) -> "DaPSchedule":
+                   reuse_at: Sequence[int] = (), active: Optional[int] = None,
+                   fixed_warmup: bool = False) -> "DaPSchedule":
         """The schedule of the best rule droppick has evidence for at ``compute`` (a fraction of
         training on all data): DaP with a floor and p solved for ``num_samples``, planned within 0.005
-        of it. The module docstring says how the floor is chosen; ``for_budget`` what is refused."""
-        return for_budget(compute, num_samples, epochs, warmup, interval, reuse_at, active)
+        of it. The module docstring says how the rule chooses; ``for_budget`` what is refused."""
+        return for_budget(compute, num_samples, epochs, warmup, interval, reuse_at, active, fixed_warmup)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DaPSchedule":
@@ -232,35 +233,45 @@ def smallest_compute(schedule: DaPSchedule, num_samples: int) -> float:
 
 def largest_floor(schedule: DaPSchedule, num_samples: int, compute: float) -> float:
     """The largest floor f (0.001 grid) whose plan still spends at most ``compute`` when every drop
-    falls straight to the floor: the budget a floor can have. Compute rises with f, so bisect."""
+    falls straight to the floor: the budget a floor can have. Compute rises with f, so bisect.
+    0 where even no floor spends more than ``compute``."""
     def spends(f: float) -> float:
         return dataclasses.replace(schedule, keep=_NOTHING, min_keep=f).plan(num_samples).compute_fraction
 
-    low, high = 0, 1000  # in thousandths; spends(0) <= compute is the caller's check
+    low, high = 0, 1000  # in thousandths
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if spends(mid / 1000) <= compute else (low, mid - 1)
     return low / 1000
 
 
-def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
-               reuse_at: Sequence[int] = (), active: Optional[int] = None) -> DaPSchedule:
-    """The budget rule's schedule for C = ``compute`` (module docstring): the floor
-    ``FLOOR_SHARE x largest_floor`` and the p that lands the plan within ``TOLERANCE`` of C.
+def rule_warmup(schedule: DaPSchedule, num_samples: int, compute: float) -> int:
+    """The budget rule's warm-up: the longest, at most ``schedule.warmup``, whose largest floor
+    reaches ``MIN_FLOOR``; 0 if none does (module docstring)."""
+    for warmup in range(schedule.warmup, 0, -1):
+        shorter = dataclasses.replace(schedule, warmup=warmup)
+        if smallest_compute(shorter, num_samples) <= compute and largest_floor(shorter, num_samples, compute) >= MIN_FLOOR:
+            return warmup
+    return 0
 
-    C = 1 is training on all data (p = 1). Refused, each with the fix: C outside (0, 1]; C below the
-    smallest compute the schedule allows; a C the p grid cannot reach within the tolerance (a tiny N).
-    """
+
+def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
+               reuse_at: Sequence[int] = (), active: Optional[int] = None, fixed_warmup: bool = False) -> DaPSchedule:
+    """The budget rule's schedule for C = ``compute`` (module docstring), planned within ``TOLERANCE``;
+    C = 1 is all data. Refused, each with the fix: C outside (0, 1]; C below the smallest compute the
+    schedule allows (at warm-up 0 unless ``fixed_warmup``); a C no p lands within the tolerance (tiny N)."""
     check_budget(compute)
     base = DaPSchedule(epochs=epochs, warmup=warmup, interval=interval, keep=1.0, active=active, reuse_at=reuse_at)
     if compute == 1.0:
         return base
-    least = smallest_compute(base, num_samples)
+    least = smallest_compute(base if fixed_warmup else dataclasses.replace(base, warmup=0), num_samples)
     if compute < least:
         raise ValueError(f"target compute {compute} is below the smallest this schedule allows, {least:.4f} (its "
-                         f"epochs on all data: {warmup} of warm-up, the first epoch that records losses, each "
-                         f"pick's epoch): ask for at least {least:.4f}, or shorten the warm-up or remove a pick "
-                         f"(reuse_at)")
+                         f"epochs on all data: {base.warmup if fixed_warmup else 0} of warm-up, the first epoch that "
+                         f"records losses, each pick's epoch): ask for at least {least:.4f}, or "
+                         f"{'shorten the warm-up or ' if fixed_warmup else ''}remove a pick (reuse_at)")
+    if not fixed_warmup:
+        base = dataclasses.replace(base, warmup=rule_warmup(base, num_samples, compute))
     floor = int(FLOOR_SHARE * largest_floor(base, num_samples, compute) * 1000) / 1000
     schedule = closest_keep(dataclasses.replace(base, min_keep=floor), num_samples, compute)
     planned = schedule.plan(num_samples).compute_fraction
@@ -272,9 +283,9 @@ def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, inter
 
 def closest_keep(schedule: DaPSchedule, num_samples: int, compute: float) -> DaPSchedule:
     """The schedule with the p (0.001 grid, down to 0.001: under a high floor the best p can be small)
-    whose plan lands closest to ``compute``, ties to the larger compute as ``budget.solve``. A drop
-    keeps more with a larger p, so compute rises with p: bisect for the first p that reaches
-    ``compute`` and compare it with the one below (ten plans instead of a thousand)."""
+    whose plan lands closest to ``compute``, ties to the larger compute as ``solve``. A drop keeps
+    more with a larger p, so compute rises with p: bisect for the first p that reaches ``compute``
+    and compare it with the one below (ten plans instead of a thousand)."""
     def at(thousandths: int) -> DaPSchedule:
         return dataclasses.replace(schedule, keep=thousandths / 1000)
 

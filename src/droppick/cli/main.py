@@ -47,11 +47,12 @@ def refuse_budget_conflicts(asked: dict) -> None:
                          "or remove --target-compute to set them yourself (the paper's rule: --policy dap --keep P)")
 
 
-def budget_schedule(values: dict, num_samples: int, compute: float) -> DaPSchedule:
-    """The budget rule's schedule for the other schedule values given, and the line that says why (stderr)."""
+def budget_schedule(values: dict, num_samples: int, compute: float, asked: dict) -> DaPSchedule:
+    """The budget rule's schedule for the other schedule values, and the line that says why (stderr).
+    A warm-up given on the command line (in ``asked``) is kept; a default or a recipe's may be shortened."""
     schedule = for_budget(compute, num_samples, values["epochs"], values["warmup"], values["interval"],
-                          values["reuse_at"], values.get("active"))
-    print(describe_budget(schedule, num_samples, compute), file=sys.stderr)
+                          values["reuse_at"], values.get("active"), fixed_warmup="warmup" in asked)
+    print(describe_budget(schedule, num_samples, compute, values["warmup"]), file=sys.stderr)
     return schedule
 
 
@@ -80,8 +81,9 @@ def cmd_plan(args) -> int:
         print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
               file=sys.stderr)
     elif args.target_compute is not None:  # the budget rule chooses keep and the floor
-        refuse_budget_conflicts(given(args, SCHEDULE_KEYS))
-        schedule = budget_schedule(values, num_samples, args.target_compute)
+        asked = given(args, SCHEDULE_KEYS)
+        refuse_budget_conflicts(asked)
+        schedule = budget_schedule(values, num_samples, args.target_compute, asked)
     else:
         schedule = DaPSchedule(**values)
     config = recipe.config if recipe else {}
@@ -340,8 +342,9 @@ def _config_from_args(args) -> TrainConfig:
     from ..report.compare import dataset_size
 
     refuse_budget_conflicts(asked)
-    schedule = budget_schedule({k: values[k] for k in SCHEDULE_KEYS}, dataset_size(cfg), cfg.target_compute)
-    return TrainConfig.from_dict(values | {"keep": schedule.keep, "min_keep": schedule.min_keep})
+    schedule = budget_schedule({k: values[k] for k in SCHEDULE_KEYS}, dataset_size(cfg), cfg.target_compute, asked)
+    return TrainConfig.from_dict(values | {"keep": schedule.keep, "min_keep": schedule.min_keep,
+                                           "warmup": schedule.warmup})
 
 
 def build_parser() -> argparse.ArgumentParser:
