@@ -114,6 +114,37 @@ def test_callback_subsets_are_the_top_k_of_the_modules_losses(tmp_path):
         [sum(sizes[:e]) / (N * SCHEDULE.epochs) for e in range(1, SCHEDULE.epochs + 1)])
 
 
+
+class MarginModel(Model):
+    """Returns its logits and targets beside the losses; keeps each sample's margin hardness, computed
+    here: 1 - (p_true - the largest other p)."""
+
+    def training_step(self, batch, batch_idx):
+        indices, x, y = batch
+        logits = self.net(x)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        probs = logits.detach().softmax(dim=1)
+        for i, p, t in zip(indices.tolist(), probs.tolist(), y.tolist()):
+            self.losses.setdefault(self.current_epoch + 1, {})[i] = 1 - (p[t] - max(v for c, v in enumerate(p) if c != t))
+        return {"loss": losses.mean(), "sample_losses": losses, "logits": logits, "targets": y}
+
+
+def test_callback_with_score_margin_keeps_the_top_k_of_the_modules_margins(tmp_path):
+    cb = DropAndPickCallback(num_samples=N, schedule=SCHEDULE, policy="dap", seed=0, score="margin")
+    model = MarginModel(cb, dataset())
+    trainer(tmp_path, cb, enable_checkpointing=False).fit(model)
+    trained = [sorted(model.losses[e]) for e in range(1, SCHEDULE.epochs + 1)]
+    events = SCHEDULE.plan(N).events
+    for epoch in range(1, SCHEDULE.epochs):
+        assert trained[epoch] == expected_next(trained[epoch - 1], model.losses[epoch], events[epoch - 1]), epoch
+    assert cb.dap.done and [len(t) for t in trained] == list(SCHEDULE.plan(N).subset_sizes)
+
+
+def test_callback_with_a_score_refuses_a_step_without_logits(tmp_path):
+    cb = DropAndPickCallback(num_samples=N, schedule=SCHEDULE, seed=0, score="el2n")
+    with pytest.raises(ValueError, match="score 'el2n' is computed from the logits and targets: training_step must return"):
+        trainer(tmp_path, cb, enable_checkpointing=False).fit(Model(cb, dataset()))
+
 def trainer_logged(model) -> set:
     return {k for k in model.trainer.logged_metrics if k.startswith("dap/")}
 

@@ -96,6 +96,34 @@ def test_trains_the_plans_epochs_keeps_the_top_k_and_sizes_the_lr_by_the_plan(tm
         assert saved["dap"]["epoch"] == epoch and saved["world_size"] == 1
 
 
+
+class Capturing(DropAndPickTrainer):
+    """Keeps each trained sample's EL2N, computed here from the step's own logits and labels."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        indices = self._indices  # compute_loss takes them
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if model.training and indices is not None:
+            probs = outputs.logits.detach().float().softmax(dim=1)
+            errors = (probs - torch.nn.functional.one_hot(inputs["labels"], probs.shape[1])).norm(dim=1)
+            self.el2n.setdefault(self.dap.epoch, {}).update(zip(indices.tolist(), errors.tolist()))
+        return (loss, outputs) if return_outputs else loss
+
+
+def test_score_el2n_comes_from_the_steps_own_logits_and_ranks_the_drop(tmp_path):
+    dap = DropAndPick(num_samples=60, schedule=SCHEDULE, policy="dap", seed=0, score="el2n")
+    watch = Watch(dap)
+    trainer = Capturing(model=tiny_model(), args=arguments(tmp_path / "out", save_strategy="no"), train_dataset=Images(),
+                        dap=dap, callbacks=[watch])
+    trainer.el2n = {}
+    trainer.train()
+    for epoch, values in trainer.el2n.items():  # what the engine recorded is the EL2N of those logits
+        recorded = watch.losses[epoch - 1]
+        assert sorted(values) == watch.subsets[epoch - 1].tolist()
+        assert recorded[list(values)].tolist() == pytest.approx(list(values.values()), abs=1e-5)
+    expected = watch.losses[1].topk(keep_count(60, 0.5)).indices.sort().values  # the drop after epoch 2
+    assert torch.equal(watch.subsets[2], expected) and dap.done
+
 @pytest.mark.parametrize("step,saving", [(16, {}), (10, {"save_strategy": "steps", "save_steps": 10})],
                          ids=["after-the-drop", "mid-epoch"])
 def test_resume_from_a_checkpoint_continues_with_the_same_subsets_and_weights(tmp_path, step, saving):

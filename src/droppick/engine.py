@@ -17,6 +17,8 @@ Rules the paper leaves open:
   ``exclude_nonfinite=True`` those samples are instead ranked last at this epoch's decision
   and left out of every later subset, picks included; ``last_nonfinite`` lists them and the
   run's compute falls short of ``plan()`` by what they would have cost.
+- ``score``: what ranks the samples, the loss (the paper's) or a score of the logits (``scores``); the
+  engine keeps it where the loss was, and "loss" above means the recorded score.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .sampler import Chunks, DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
 from .records import checked_batch, write_records
+from .scores import batch_scores, check_score
 from .selection import mask_indices
 from .suspects import LossStats
 
@@ -50,6 +53,7 @@ class DropAndPick:
     - labels, target_compute, infobatch_ratio, infobatch_delta, epsilon, ema_beta: the settings of
       the named policies "static", "scaled", "rs2", "infobatch", "epsilon" and "ema"
       (``policies.build_policy``; None: that policy's documented default).
+    - score: "loss" (default), "el2n" or "margin" (``scores``): what ``record`` stores and the policy ranks.
     - shard_state: each rank holds the per-sample state of its own slice of the samples only
       (``sharded_engine.ShardedDropAndPick``, which ``DropAndPick(..., shard_state=True)`` builds).
     """
@@ -63,7 +67,7 @@ class DropAndPick:
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
                  epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks: Optional[Chunks] = None,
-                 shard_state: bool = False):
+                 score: str = "loss", shard_state: bool = False):
         require_int("num_samples", num_samples, 1)
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
@@ -72,7 +76,7 @@ class DropAndPick:
                                            infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
                                            epsilon=epsilon, ema_beta=ema_beta)
         self._plan = self.policy.plan(schedule, num_samples)
-        self.exclude_nonfinite = bool(exclude_nonfinite)
+        self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
         self._losses = torch.full((num_samples,), float("inf"))  # this epoch's (``losses``)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()
@@ -92,8 +96,10 @@ class DropAndPick:
         """A sampler over the current subset; rank and world size default to torch.distributed's."""
         return DaPSampler(self, rank=rank, world_size=world_size)
 
-    def record(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
-        """Record the per-sample losses of one batch (``reduction="none"``), as trained on.
+    def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: Optional[torch.Tensor] = None,
+               targets: Optional[torch.Tensor] = None) -> None:
+        """Record the per-sample losses of one batch (``reduction="none"``), as trained on; with ``score``
+        "el2n" or "margin" also its logits and targets (class indices), whose score is stored instead.
 
         The losses stay where they were computed until ``flush`` copies the epoch's to the host
         in one transfer: a copy per batch would make the CPU wait for the GPU at every step.
@@ -110,7 +116,7 @@ class DropAndPick:
                          "trains on and records only its own shard.")
         # Copies: the caller may reuse its tensors. int32 indices where N allows: half of int64.
         index_dtype = torch.int32 if self.num_samples <= torch.iinfo(torch.int32).max else torch.int64
-        self._pending.append((indices.to(index_dtype, copy=True), losses.detach().to(torch.float32, copy=True)))
+        self._pending.append((indices.to(index_dtype, copy=True), batch_scores(self.score, losses, logits, targets)))
 
     def flush(self) -> None:
         """Move the losses recorded since the last flush into ``losses`` and ``seen`` (``records.write_records``)."""
@@ -128,7 +134,7 @@ class DropAndPick:
 
     @property
     def losses(self) -> torch.Tensor:
-        """This epoch's loss of each sample (float32, CPU; +inf: none yet); reading it flushes."""
+        """This epoch's loss (the ``score``) of each sample (float32, CPU; +inf: none yet); reading it flushes."""
         self.flush()
         return self._losses
 
@@ -161,7 +167,7 @@ class DropAndPick:
         if self.epoch < self._plan.epochs:  # nothing is decided after the last epoch
             change = self.policy.end_epoch(EpochEnd(
                 self.epoch, self.schedule, self.schedule.event_after(self.epoch), self.subset, self._in_subset,
-                losses, recorded, self.seed))
+                losses, recorded, self.seed, self.score))
             if change is not None and self._set_subset(change.subset):
                 event = change.event
         if (bad.numel() or skipped.numel()) and self._set_subset(self.subset):  # no decision, or none that changed it
@@ -202,7 +208,7 @@ class DropAndPick:
         self.flush()
         return {
             "format": STATE_FORMAT, "num_samples": self.num_samples, "schedule": self.schedule.to_dict(),
-            "policy": self.policy.name, "policy_params": self.policy.params(), "seed": self.seed,
+            "policy": self.policy.name, "policy_params": self.policy.params(), "score": self.score, "seed": self.seed,
             "epoch": self.epoch, "subset": self.subset.clone(), "losses": self._losses.clone(),
             "seen": self.seen.clone(), "samples_per_epoch": list(self.samples_per_epoch),
             "excluded": None if self.excluded is None else self.excluded.clone(),
@@ -216,8 +222,9 @@ class DropAndPick:
                              "finish that run with the version that started it, or start a new run")
         if "shard" in state:
             raise ValueError("this DropAndPick state is one rank's shard of a sharded engine: load it with shard_state=True")
+        state = {"score": "loss"} | state  # a state saved before scores existed was ranked by the loss
         expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy.name,
-                    "policy_params": self.policy.params()}
+                    "policy_params": self.policy.params(), "score": self.score}
         for key, mine in expected.items():
             if state[key] != mine:
                 raise ValueError(

@@ -31,6 +31,7 @@ from . import distributed
 from .engine import STATE_FORMAT, DropAndPick, NonFiniteLossError
 from .policies import DROP, EXCLUDE, PICK, Policy, Scheduled, build_policy
 from .records import checked_batch, write_records
+from .scores import batch_scores, check_score
 from .sampler import DaPSampler, ShardedSampler, shard_order
 from .schedule import DaPSchedule, require_int
 from .seeding import generator
@@ -49,7 +50,7 @@ class ShardedDropAndPick(DropAndPick):
                  labels: Optional[torch.Tensor] = None, target_compute: Optional[float] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
                  epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks=None,
-                 shard_state: bool = True):
+                 score: str = "loss", shard_state: bool = True):
         require_int("num_samples", num_samples, 1)
         if not isinstance(schedule, DaPSchedule):
             raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
@@ -59,7 +60,7 @@ class ShardedDropAndPick(DropAndPick):
                                            epsilon=epsilon, ema_beta=ema_beta)
         check_shardable(self.policy)
         self._plan = self.policy.plan(schedule, num_samples)
-        self.exclude_nonfinite = bool(exclude_nonfinite)
+        self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
         self.epoch = 1
         self.rank, self.world = distributed.rank_and_world()
         self.lo, self.hi = slice_bounds(num_samples, self.world)[self.rank:self.rank + 2]  # the owned slice
@@ -84,7 +85,8 @@ class ShardedDropAndPick(DropAndPick):
                              f"rank {rank} of {world_size}'s needs the whole subset, which no rank holds")
         return torch.from_numpy(self._order.astype(np.int64))
 
-    def record(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
+    def record(self, indices: torch.Tensor, losses: torch.Tensor, logits: Optional[torch.Tensor] = None,
+               targets: Optional[torch.Tensor] = None) -> None:
         """``DropAndPick.record``, for samples of this rank's shard. The sampler's next batch is known by a
         comparison with the order; any other is searched for now (slower: cache misses); ``flush`` finds
         them all in the shard at once, in sorted order, and writes the losses, which stay where computed."""
@@ -97,7 +99,7 @@ class ShardedDropAndPick(DropAndPick):
         else:
             self._shard_positions(indices)  # refuses samples outside the shard, naming them
         self._pending.append((indices.to(torch.int32 if self._order.dtype == np.int32 else torch.int64, copy=True),
-                              losses.detach().to(torch.float32, copy=True)))
+                              batch_scores(self.score, losses, logits, targets)))
 
     def flush(self) -> None:
         if self._pending:
@@ -181,7 +183,7 @@ class ShardedDropAndPick(DropAndPick):
         return {
             "format": STATE_FORMAT, "shard": {"rank": self.rank, "world": self.world, "lo": self.lo, "hi": self.hi},
             "num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy.name,
-            "policy_params": self.policy.params(), "seed": self.seed, "epoch": self.epoch,
+            "policy_params": self.policy.params(), "score": self.score, "seed": self.seed, "epoch": self.epoch,
             "samples_per_epoch": list(self.samples_per_epoch), "members": self._bits.clone(),
             "excluded": None if self.excluded is None else self.excluded.clone(),
             "policy_state": self.policy.state_dict(), "loss_stats": self.loss_stats.state_dict(),
@@ -194,7 +196,7 @@ class ShardedDropAndPick(DropAndPick):
         rank saved, or every rank's, in rank order, from a run of this world size or another."""
         ranks, used, same = shards_to_read(state, self.num_samples, self.world, self.rank)
         expected = {"num_samples": self.num_samples, "schedule": self.schedule.to_dict(), "policy": self.policy.name,
-                    "policy_params": self.policy.params()}
+                    "policy_params": self.policy.params(), "score": self.score}
         problem = next(filter(None, (state_problem(s, used[0], expected, STATE_FORMAT, r, same)
                                      for r, s in zip(ranks, used))), None)
         if int(self._sum([problem is not None])[0]):  # every rank stops, not only those that found it

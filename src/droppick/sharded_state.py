@@ -38,13 +38,14 @@ def shards_to_read(state, num_samples: int, world: int, rank: int) -> tuple[list
 def state_problem(state: dict, first: dict, expected: dict, fmt: int, rank: int, same: bool) -> Optional[str]:
     """What keeps ``state``, which should be rank ``rank``'s shard, from loading (with ``first``,
     the first shard read) into an engine whose settings are ``expected`` (num_samples, schedule,
-    policy, policy_params); None if nothing."""
+    policy, policy_params, score); None if nothing."""
     if state.get("format") != fmt or "shard" not in state:
         return (f"not a sharded DropAndPick state of format {fmt}: load an unsharded engine's state with "
                 "shard_state=False, or start a new run")
+    saved = {"score": "loss"} | state  # a state saved before scores existed was ranked by the loss
     for key, mine in expected.items():
-        if state[key] != mine:
-            return f"cannot load a DropAndPick state made for {key}={state[key]!r} into one with {key}={mine!r}"
+        if saved[key] != mine:
+            return f"cannot load a DropAndPick state made for {key}={saved[key]!r} into one with {key}={mine!r}"
     if (state["epoch"], state["samples_per_epoch"]) != (first["epoch"], first["samples_per_epoch"]):
         return "the shards of this state come from different epochs: load the shards of one checkpoint"
     if state["shard"]["rank"] != rank:

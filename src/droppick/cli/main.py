@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES,
+from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES, SCORES,
                             TrainConfig, describe_schedule, follow_epochs, no_drop_warning)
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, describe_budget, solve
@@ -289,6 +289,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--compile-mode", f"torch.compile mode; reduce-overhead replays CUDA graphs (default {d.compile_mode})",
          choices=COMPILE_MODES, dest="compile_mode")
     flag(g, "--policy", f"default {d.policy}", choices=POLICIES)
+    flag(g, "--score", f"what ranks the samples: the loss, EL2N or the margin, from the step's logits (default {d.score})",
+         choices=SCORES)
     flag(g, "--target-compute", "the budget, a fraction of training on all data: dap, random, epsilon and ema take the "
          "budget rule's keep and floor for it (not with --keep or --min-keep); rs2, scaled, static, infobatch and "
          "seta match it", type=float, dest="target_compute")

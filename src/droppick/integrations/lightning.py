@@ -7,7 +7,8 @@
 
 What the callback does, and why:
 
-- It records each batch's ``sample_losses`` against the batch's indices, and ends the DaP epoch
+- It records each batch's ``sample_losses`` against the batch's indices (with ``score="el2n"`` or
+  ``"margin"`` also the ``logits`` and ``targets`` the training step returns beside them), and ends the DaP epoch
   (drop, pick or nothing) as soon as this rank's shard has been recorded: inside the last batch's
   ``on_train_batch_end``, before Lightning validates or writes a checkpoint, so a checkpoint never
   holds a half-closed epoch. (When Lightning stops an epoch early, e.g. ``limit_train_batches``,
@@ -45,13 +46,17 @@ class DropAndPickCallback(pl.Callback):
 
     ``num_samples``, ``schedule``, ``policy``, ``seed`` and any other keyword go to
     ``DropAndPick`` (so any policy it accepts works here); ``losses_key`` names the entry of the
-    ``training_step`` output that holds the per-sample losses. ``cb.dap`` is the engine.
+    ``training_step`` output that holds the per-sample losses; ``logits_key`` and ``targets_key`` those
+    holding the batch's logits and class targets, which a ``score`` other than "loss" is computed
+    from (the step's own: no extra forward pass). ``cb.dap`` is the engine.
     """
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy: Any = "dap", seed: int = 0,
-                 losses_key: str = "sample_losses", log: bool = True, **engine_kwargs):
+                 losses_key: str = "sample_losses", log: bool = True, logits_key: str = "logits",
+                 targets_key: str = "targets", **engine_kwargs):
         self.dap = DropAndPick(num_samples, schedule, policy=policy, seed=seed, **engine_kwargs)
         self.losses_key, self.log = losses_key, log
+        self.logits_key, self.targets_key = logits_key, targets_key
         self._expected = 0  # samples this rank's loader yields this epoch
         self._recorded = 0  # of which recorded so far
 
@@ -96,7 +101,12 @@ class DropAndPickCallback(pl.Callback):
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         indices, losses = self._batch_losses(outputs, batch)
-        self.dap.record(indices, losses)
+        logits, targets = outputs.get(self.logits_key), outputs.get(self.targets_key)
+        if self.dap.score != "loss" and (logits is None or targets is None):
+            raise ValueError(f"score {self.dap.score!r} is computed from the logits and targets: training_step must "
+                             f"return them beside the losses, {{'loss': ..., {self.losses_key!r}: losses, "
+                             f"{self.logits_key!r}: logits, {self.targets_key!r}: targets}}")
+        self.dap.record(indices, losses, logits=logits, targets=targets)
         self._recorded += indices.numel()
         if self._recorded == self._expected:
             self._end_epoch(pl_module)

@@ -17,7 +17,8 @@ What the subclass changes, and why:
   the run ends, and a resumed run finds its epoch in the DaP state.
 - The per-sample loss is cross-entropy of ``outputs.logits`` against ``labels`` unless
   ``sample_loss(outputs, labels) -> Tensor[B]`` is given; it is recorded against the batch's
-  indices, and its mean (InfoBatch: weighted) is the training loss.
+  indices, and its mean (InfoBatch: weighted) is the training loss. With ``DropAndPick(score="el2n")``
+  or ``"margin"`` the score is computed from the same forward's ``outputs.logits`` and ``labels``.
 - The drop or pick is applied at each epoch's end, before the Trainer saves a checkpoint; the
   DaP state is saved in every checkpoint folder (``droppick_dap.pt``) and loaded by
   ``trainer.train(resume_from_checkpoint=...)``.
@@ -205,7 +206,7 @@ class DropAndPickTrainer(transformers.Trainer):
         losses = self.sample_loss(outputs, labels)
         indices, self._indices = self._indices, None
         if model.training and indices is not None:
-            self.dap.record(indices, losses.detach())
+            self.dap.record(indices, losses.detach(), logits=getattr(outputs, "logits", None), targets=labels)
             weights = self.dap.batch_weights(indices)
             if weights is not None:  # InfoBatch: the kept low-loss samples are up-weighted
                 losses = losses * weights.to(losses.device)

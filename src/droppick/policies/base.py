@@ -37,9 +37,10 @@ class EpochEnd:
     scheduled: Optional[str]  # the schedule's event after this epoch: "drop", "pick" or None
     subset: torch.Tensor  # the sorted sample indices this epoch trained on
     in_subset: torch.Tensor  # the same as a bool mask over all N samples
-    losses: torch.Tensor  # float32[N]: this epoch's losses; +inf where not recorded, -inf if non-finite
+    losses: torch.Tensor  # float32[N]: this epoch's losses (the engine's score); +inf where not recorded, -inf if non-finite
     recorded: int  # how many subset members have a loss this epoch
     seed: int
+    score: str = "loss"  # what ``losses`` holds: "loss", "el2n", "margin" or a registered score (``droppick.scores``)
 
     @property
     def num_samples(self) -> int:

@@ -29,7 +29,8 @@ class Scheduled(Policy):
       sorted LongTensor of current members, ``losses`` the float32 losses of all N samples
       recorded this epoch (+inf for a member with no loss this epoch, -inf for one whose
       loss was not finite), ``k`` how many to keep, and ``generator`` a ``torch.Generator``
-      seeded by (seed, epoch). It returns ``k`` distinct members of ``subset``, in any order.
+      seeded by (seed, epoch). ``losses`` holds the engine's score (``DropAndPick(score=...)``, higher =
+      harder; the loss by default). It returns ``k`` distinct members of ``subset``, in any order.
       Optional: ``state_dict``/``load_state_dict`` for a rule with state of its own;
       ``observe(losses)``, called with those losses after every epoch (the last excepted, where
       nothing is decided) before any drop, for a rule that learns from every epoch

@@ -25,6 +25,7 @@ from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, require_int
+from ..scores import BUILT_IN as SCORES
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -113,6 +114,9 @@ class TrainConfig:
     policy: str = "dap"
     """which samples the run trains on: dap (the paper), random, full, scaled, static, infobatch, rs2, epsilon,
     ema (the policies guide)"""
+    score: str = "loss"
+    """what ranks the samples: "loss" (the paper's), "el2n" (||softmax - one-hot||) or "margin" (a small margin
+    of the true class's probability over the largest other one is hard), from the step's own logits"""
     epochs: int = 30
     """E"""
     warmup: int = 4
@@ -202,7 +206,7 @@ class TrainConfig:
         if self.dataset not in DATASETS and not self.streamed:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, hf:PATH (a Hugging Face dataset on disk), "
                              f"litdata:DIR or wds:DIR (chunked formats on disk); got {self.dataset!r}")
-        for name, allowed in (("policy", POLICIES), ("amp", AMP_MODES), ("noise_kind", NOISE_KINDS),
+        for name, allowed in (("policy", POLICIES), ("score", SCORES), ("amp", AMP_MODES), ("noise_kind", NOISE_KINDS),
                               ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")

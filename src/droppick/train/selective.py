@@ -16,14 +16,16 @@ def batch_losses(trainer, net: torch.nn.Module, indices: torch.Tensor, images: t
     dap, policy = trainer.dap, trainer.dap.policy
     selective = isinstance(policy, SelectiveBackprop)
     if not (selective and policy.selects(dap.epoch, batch)):
-        losses = F.cross_entropy(trainer._forward(net, images).float(), targets, reduction="none")
-        dap.record(indices, losses)
+        logits = trainer._forward(net, images).float()
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        dap.record(indices, losses, logits=logits, targets=targets)  # the logits: for --score el2n or margin
         if selective:
             policy.count_whole(len(indices))
         return losses
     with torch.no_grad():  # the selection pass: every sample's loss, about a third of a step each
-        losses = F.cross_entropy(trainer._forward(net, images).float(), targets, reduction="none")
-    dap.record(indices, losses)
+        logits = trainer._forward(net, images).float()
+        losses = F.cross_entropy(logits, targets, reduction="none")
+    dap.record(indices, losses, logits=logits, targets=targets)
     keep = policy.choose(losses, trainer.cfg.seed, dap.epoch, batch).to(images.device)
     # the part back-propagated has a shape of its own: the eager module, not a compiled one
     return F.cross_entropy(trainer._forward(trainer.net, images[keep]).float(), targets[keep], reduction="none")

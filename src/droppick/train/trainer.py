@@ -67,6 +67,7 @@ class Trainer:
                               trusted_share=cfg.trusted_share, seta=cfg.seta_settings,
                               selective_backprop=cfg.selective_backprop_settings)
         self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite,
+                               score=cfg.score,
                                chunks=getattr(self.train_split, "chunks", None))  # litdata:, wds: a chunk-aware order
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
