@@ -43,7 +43,7 @@ def subset_metrics(dap, labels: torch.Tensor, num_classes: int) -> dict:
                 "subset_class_counts": torch.bincount(labels[subset], minlength=num_classes).tolist(),
                 "subset_sha256": distributed.subset_sha256(subset)}
     members = dap.members()
-    counts = torch.bincount(labels[dap.lo:dap.hi][members], minlength=num_classes).numpy()
+    counts = torch.bincount(labels[dap.lo:dap.hi][members.to(labels.device)], minlength=num_classes).cpu().numpy()
     bitmaps = distributed.all_gather_uneven(pack(members.numpy()))
     return {"subset_size": dap.subset_size, "subset_class_counts": distributed.all_reduce_counts([counts]).tolist(),
             "subset_sha256": bitmaps_sha256(bitmaps, slice_bounds(dap.num_samples, len(bitmaps)))}
