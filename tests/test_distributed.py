@@ -90,6 +90,12 @@ def worker(rank, world, port, out_dir):
         except ValueError as e:
             result["foreign_error"] = str(e)
 
+        from droppick.distributed import combine_losses
+
+        status = torch.tensor([1, 0] if rank == 0 else [0, 1], dtype=torch.uint8)
+        losses = torch.tensor([1.0, float("inf")] if rank == 0 else [float("inf"), 2.0])
+        merged = combine_losses(losses, status)
+        result["combined"] = {"merged": merged, "inputs": (losses, status)}
         result["big"] = big_index_epoch(rank, world)
         result["beyond"] = {policy: run_policy(policy, rank, world) for policy in BEYOND}
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -204,6 +210,17 @@ def same_state(a, b) -> bool:
     if torch.is_tensor(a):
         return torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0))
     return a == b
+
+
+def test_combining_the_losses_leaves_the_callers_tensors_as_they_were(ranks):
+    """The statuses too: merged in place (a gloo tensor already on the CPU was not copied), a second
+    combine of the same records (the trainer's, then end_epoch's) made every loss +inf, so a drop
+    kept the lowest indices."""
+    for rank, result in enumerate(ranks):
+        (losses, status), (inputs_losses, inputs_status) = result["combined"]["merged"], result["combined"]["inputs"]
+        assert losses.tolist() == [1.0, 2.0] and status.tolist() == [1, 1]
+        assert inputs_status.tolist() == ([1, 0] if rank == 0 else [0, 1])
+        assert inputs_losses.tolist()[rank] == float(rank + 1)
 
 
 def test_padding_duplicate_keeps_its_highest_loss(ranks):

@@ -92,7 +92,8 @@ def test_the_sections_hold_the_commands_they_promise():
     assert {w[0] for w in commands} == {"droppick", "python", "torchrun"}
     assert {droppick_words(w)[0] for w in commands} >= {"plan", "train", "eval", "compare", "inspect", "export",
                                                           "models", "recipes"}
-    assert sum(w[0] == "torchrun" for w in commands) == 4
+    assert sum(w[0] == "torchrun" for w in commands) == 5
+    assert any("--shard-state" in w for w in commands)
     assert any("--auto-resume" in w and "--max-restarts" in w for w in commands)
 
 
@@ -116,7 +117,10 @@ def test_readme_command_parses_and_runs(words, tmp_path, request):
     if not fast:
         assert f"usage: droppick {inner[0]}" in proc.stdout
     elif inner[0] == "train":
-        assert proc.stdout.count("final test top-1") == 1 and (tmp_path / "runs/ddp-try/summary.json").exists()
+        out = tmp_path / inner[inner.index("--out") + 1]
+        assert proc.stdout.count("final test top-1") == 1 and (out / "summary.json").exists()
+        if "--shard-state" in inner:  # one DaP shard per rank beside each checkpoint
+            assert len(list(out.glob("dap-shard-*-of-2.pt"))) == 4
     if "--plot" in inner:
         assert (tmp_path / inner[inner.index("--plot") + 1]).stat().st_size > 0
 

@@ -61,7 +61,7 @@ def combine_losses(losses: torch.Tensor, status: torch.Tensor) -> tuple[torch.Te
         return losses, status
     backend_device = _collective_device()
     masked = torch.where(status > 0, losses, float("-inf")).to(backend_device)  # unrecorded must not win
-    merged = status.to(backend_device)
+    merged = status.to(backend_device, copy=True)  # a copy on the CPU too: the caller's statuses stay its own
     dist.all_reduce(masked, op=dist.ReduceOp.MAX)
     dist.all_reduce(merged, op=dist.ReduceOp.MAX)
     merged = merged.cpu()

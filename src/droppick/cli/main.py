@@ -320,6 +320,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--seed", f"default {d.seed}", type=int)
     flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
     flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
+    flag(g, "--shard-state", "each rank holds the DaP state of its own slice of the samples only, checkpointed as a file "
+         "per rank; the same subsets as without it (not with rs2, infobatch, seta)", action="store_const", const=True,
+         dest="shard_state")
     flag(g, "--eval-every", f"evaluate after every K-th epoch and the last (default {d.eval_every})", type=int,
          dest="eval_every")
     flag(g, "--tensorboard", "write per-epoch scalars to RUN/tensorboard (pip install 'droppick[tensorboard]')",

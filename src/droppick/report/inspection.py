@@ -95,6 +95,10 @@ def inspect_run(run_dir: str | Path, out: Optional[str | Path] = None, count: in
     if checkpoint is None:
         raise FileNotFoundError(f"{run.path} has no checkpoint to inspect")
     cfg = TrainConfig.from_dict(checkpoint["config"])
+    if checkpoint["retention"] is None:
+        raise ValueError(f"{run.path} was trained with --shard-state, which keeps no retention record (how long each "
+                         "sample stayed, and its losses: 16 bytes for each of the N samples on one rank, what sharding "
+                         "avoids); inspect reads that record: inspect a run trained without --shard-state")
     retention = Retention(0)
     retention.load_state_dict(checkpoint["retention"])
     split = build_run_splits(cfg)[0]

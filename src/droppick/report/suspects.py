@@ -44,15 +44,17 @@ def load_trainer(run_dir: str | Path):
     """The ``Trainer`` of a run as its last checkpoint left it (model and DaP state), and that checkpoint."""
     from .. import distributed
     from ..train.config import TrainConfig
+    from ..train.dap_state import with_dap_state
     from ..train.rundir import RunDir
     from ..train.trainer import Trainer
 
-    checkpoint = RunDir(run_dir).latest_checkpoint()
+    run = RunDir(run_dir)
+    checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: suspects reads the losses a run recorded")
     trainer = Trainer(TrainConfig.from_dict(checkpoint["config"]), distributed.setup_from_env(checkpoint["config"]["device"]))
     trainer.model.load_state_dict(checkpoint["model"])
-    trainer.dap.load_state_dict(checkpoint["dap"])
+    trainer.dap.load_state_dict(with_dap_state(run, checkpoint, trainer.rank, trainer.world)["dap"])  # --shard-state: its shards
     return trainer, checkpoint
 
 

@@ -26,6 +26,7 @@ from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, require_int
 from ..scores import BUILT_IN as SCORES
+from ..sharded_rules import REFUSED
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -33,6 +34,8 @@ LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # the policies whose subset sizes are the DaP schedule's
 FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted")
+# the policies DropAndPick(..., shard_state=True) runs (sharded_rules.check_shardable; a test keeps the two alike)
+SHARD_STATE_POLICIES = FOLLOWS_SCHEDULE + ("full", "scaled", "static", "selective_backprop")
 DECODE_MODES = ("workers", "device")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -173,6 +176,10 @@ class TrainConfig:
     exclude_nonfinite: bool = False
     """a NaN/inf loss stops the run, unless this: such samples leave the subset for good (listed in
     nonfinite.jsonl) and an optimiser step whose gradients are not finite is skipped"""
+    shard_state: bool = False
+    """each rank holds the DaP state (losses, subset, the rule's per-sample state) of its own slice of the samples
+    only, and checkpoints it as a file of its own: memory per rank that shrinks as ranks are added (the
+    distributed guide); the subsets equal an unsharded run's. Not with rs2, infobatch or seta"""
     # run
     seed: int = 0
     """seeds the model's initialisation, the data order, the slices and every policy's draws"""
@@ -269,6 +276,10 @@ class TrainConfig:
                              f"got {self.epsilon}")
         if not 0.0 <= self.ema_beta < 1.0:
             raise ValueError(f"ema_beta must lie in [0, 1) (the weight of a sample's past average), got {self.ema_beta}")
+        if self.shard_state and self.policy not in SHARD_STATE_POLICIES:
+            why = REFUSED.get(self.policy, "its decision reads the losses of all N samples, which no rank holds")
+            raise ValueError(f"shard_state (--shard-state) cannot run policy {self.policy!r}: {why}. With shard_state "
+                             f"use one of {', '.join(SHARD_STATE_POLICIES)}; or train {self.policy} without it")
         if self.policy == "seta":  # each refuses its own settings by name, before any data is loaded
             SeTa(**self.seta_settings)
         if self.policy == "selective_backprop":

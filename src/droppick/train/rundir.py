@@ -7,6 +7,8 @@ Layout::
     RUN_DIR/summary.json           written when the run ends
     RUN_DIR/checkpoint-EEEE.pt     after epoch EEEE; the newest two are kept
     RUN_DIR/checkpoint-EEEE.pt.sha256  its SHA-256 (sha256sum format), checked on load
+    RUN_DIR/dap-shard-EEEE-R-of-W.pt   with shard_state: rank R of W's DaP state after epoch EEEE (+ .sha256);
+                                   checkpoint-EEEE.pt names them (train/dap_state.py)
     RUN_DIR/nonfinite.jsonl        with exclude_nonfinite: the samples excluded after each epoch
     RUN_DIR/unreadable.jsonl       with skip_unreadable: the images that could not be read, per epoch
 """
@@ -30,6 +32,7 @@ KEEP_CHECKPOINTS = 2
 class RunWriteError(OSError):
     """A write into the run directory failed (a full disk, a lost mount): what was saved before is intact."""
 _CHECKPOINT = re.compile(r"checkpoint-(\d{4,})\.pt$")
+_DAP_SHARD = re.compile(r"dap-shard-(\d{4,})-(\d+)-of-(\d+)\.pt$")
 
 
 class RunDir:
@@ -111,13 +114,26 @@ class RunDir:
                                 f"before is intact: free space (or fix the disk), then continue with "
                                 f"droppick train --resume {self.path}") from e
 
+    def dap_shard_path(self, epoch: int, rank: int, world: int) -> Path:
+        """Where rank ``rank`` of ``world`` writes its shard of a sharded DaP state after ``epoch``."""
+        return self.path / f"dap-shard-{epoch:04d}-{rank}-of-{world}.pt"
+
     def save_checkpoint(self, state: dict, epoch: int) -> Path:
+        """Write ``state`` as checkpoint-EEEE.pt (its DaP shards, if any, are in place already), then
+        remove the checkpoints beyond the newest two and the DaP shards no checkpoint kept names."""
         path = self.path / f"checkpoint-{epoch:04d}.pt"
         with self.writing(f"checkpoint {path.name}"):
             save_checkpoint(state, path)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             old.unlink()
             digest_path(old).unlink(missing_ok=True)
+        kept = {int(_CHECKPOINT.search(p.name).group(1)) for p in self.checkpoints()}
+        named = set(_shard_files(state))  # this epoch's: not those of a killed attempt in another world size
+        for shard in self.path.glob("dap-shard-*.pt"):
+            m = _DAP_SHARD.search(shard.name)
+            if m and (int(m.group(1)) not in kept or (int(m.group(1)) == epoch and shard.name not in named)):
+                shard.unlink()
+                digest_path(shard).unlink(missing_ok=True)
         return path
 
     def latest_checkpoint(self) -> Optional[dict]:
@@ -130,9 +146,14 @@ class RunDir:
         errors = []
         for path in reversed(self.checkpoints()):
             try:
-                return path, load_checkpoint(path)
+                state = load_checkpoint(path)
             except ValueError as e:
                 errors.append(str(e))
+                continue
+            missing = [f for f in _shard_files(state) if not (self.path / f).is_file()]
+            if not missing:
+                return path, state
+            errors.append(f"{path.name} names DaP shards that are missing: {', '.join(missing)}")
         if errors:
             raise ValueError("no readable checkpoint in " + str(self.path) + ": " + "; ".join(errors))
         return None
@@ -177,6 +198,12 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         with self.writing("summary.json"):
             atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+
+
+def _shard_files(state: dict) -> list[str]:
+    """The DaP shard files a checkpoint names (with shard_state; none otherwise)."""
+    dap = state.get("dap")
+    return list(dap.get("shard_files", ())) if isinstance(dap, dict) else []
 
 
 def _read_jsonl(path: Path) -> list[dict]:

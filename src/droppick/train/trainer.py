@@ -8,7 +8,9 @@ choice of an epoch (order, augmentation, random drops) comes from generators see
 (seed, epoch), so the redone epoch is the same as it would have been.
 
 Under torchrun every rank trains on its shard of the subset; ``DropAndPick.end_epoch`` merges
-the ranks' losses so all select the same subset; only rank 0 writes the run directory.
+the ranks' losses so all select the same subset; only rank 0 writes the run directory. With
+``shard_state`` each rank holds the DaP state of its own slice of the samples and writes it beside
+rank 0's checkpoint (``dap_state``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from .splits import build_run_splits, checked_num_classes
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
+from .dap_state import end_epoch, save_dap_shards, subset_metrics, with_dap_state
+from .scoring import evaluate_split
 from .selective import batch_losses
 from .rundir import RunDir
 from .steps import planned_steps, schedule_progress
@@ -67,7 +71,7 @@ class Trainer:
                               trusted_share=cfg.trusted_share, seta=cfg.seta_settings,
                               selective_backprop=cfg.selective_backprop_settings)
         self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite,
-                               score=cfg.score,
+                               score=cfg.score, shard_state=cfg.shard_state,
                                chunks=getattr(self.train_split, "chunks", None))  # litdata:, wds: a chunk-aware order
         self.given_cfg = cfg
         if cfg.policy == "scaled":  # its plan is shorter: the learning rate's milestones follow
@@ -88,7 +92,8 @@ class Trainer:
         self.steps = planned_steps(cfg, self.dap, self.world)
         self.lr_origin = (1, 0.0)  # see schedule_progress; moved by a resume in another world size
         self.world_size_changes: list[dict] = []  # {"epoch", "from", "to"}: resumes in another world size
-        self.retention = Retention(n)  # for `droppick inspect`: which samples stayed longest
+        # for `droppick inspect`: which samples stayed longest (not with shard_state: see dap_state)
+        self.retention = None if cfg.shard_state else Retention(n)
 
     def lr_at(self, epoch: int, step_in_epoch: int) -> float:
         return self.cfg.lr_at(epoch, schedule_progress(self.steps, self.lr_origin, epoch, step_in_epoch))
@@ -160,8 +165,8 @@ class Trainer:
     def train_and_decide(self, progress: bool) -> dict:
         """Train one epoch, let DaP decide the next subset, and return the epoch's metrics row
         (what evaluation adds comes after: ``test_top1``, ``test_top5``, ``eval_seconds``)."""
-        dap = self.dap
-        epoch, trained_subset = dap.epoch, dap.subset
+        dap, split = self.dap, self.train_split
+        epoch = dap.epoch
         lr = self.lr_at(epoch, 0)
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
@@ -172,62 +177,39 @@ class Trainer:
         unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
         if unreadable:
             dap.skip(torch.tensor(unreadable))
-        # Retention ranks samples by their losses; end_epoch empties the engine's, so merge a copy first.
-        losses, _ = distributed.combine_losses(dap.losses.clone(), dap.seen)
-        event = dap.end_epoch()
-        distributed.check_agreement(dap.subset, epoch)
-        self.profiler.lap("dap end_epoch")
-        self.retention.update(trained_subset, dap.subset, epoch, losses)
+        # the class mix shows what a rule keeps of each class (a rare one, a noisy one)
+        trained = subset_metrics(dap, split.labels, split.num_classes)
+        event = end_epoch(dap, self.retention, self.profiler)
         if not dap.done:  # ImageFolder: the workers start on the next epoch while we evaluate
             self.train_split.prefetch(dap.sampler(self.rank, self.world).indices(), self.cfg.batch_size,
                                       self.cfg.seed, dap.epoch)
         self.profiler.lap("retention")
-        split = self.train_split  # the class mix shows what a rule keeps of each class (a rare one, a noisy one)
-        return {"epoch": epoch, "lr": lr, "subset_size": int(trained_subset.numel()),
-                "subset_class_counts": torch.bincount(split.labels[trained_subset], minlength=split.num_classes).tolist(),
+        return {"epoch": epoch, "lr": lr, "subset_size": trained["subset_size"],
+                "subset_class_counts": trained["subset_class_counts"],
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-                "subset_sha256": distributed.subset_sha256(trained_subset), **counts, **spent}
+                "subset_sha256": trained["subset_sha256"], **counts, **spent}
 
-    def checkpoint(self, epoch: int, wall_seconds: float) -> dict:
+    def checkpoint(self, epoch: int, wall_seconds: float, dap: Optional[dict] = None) -> dict:
         """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
-        ``scaled`` shortened it) and every state the next epoch depends on."""
+        ``scaled`` shortened it) and every state the next epoch depends on (``dap``: what stands in
+        for the DaP state, with shard_state the names of the ranks' shard files)."""
         return {"format": CHECKPOINT_FORMAT, "config": self.given_cfg.to_dict(), "epoch": epoch,
-                "wall_seconds": wall_seconds, **self.state_dict()}
+                "wall_seconds": wall_seconds, **self.state_dict(dap)}
 
-    @torch.no_grad()
     def evaluate(self, split=None) -> tuple[float, float, float]:
         """Top-1, top-5 and balanced top-1 accuracy (%) on the whole test split (or ``split``: the
-        validation split); each rank scores a slice. Balanced: the mean over the classes present of
-        each class's top-1, which weighs a rare class as much as a common one."""
-        split = self.test_split if split is None else split
-        distributed.broadcast_buffers(self.model)  # every rank scores rank 0's model, the one checkpointed
-        self.model.eval()
-        order = torch.arange(len(split))[self.rank::self.world]
-        correct5 = 0
-        per_class = torch.zeros(2, split.num_classes, dtype=torch.float64)  # rows: top-1 hits, samples
-        for _, images, targets in split.batches(order, self.cfg.eval_batch_size, self.cfg.seed, 0):
-            images, targets = self._to_device(images, targets)
-            logits = self._forward(self.model, images)  # not the DDP wrapper: ranks run unequal batch counts
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top == targets[:, None]
-            correct5 += int(hits.any(dim=1).sum())
-            per_class[0].index_add_(0, targets.cpu(), hits[:, 0].cpu().double())
-            per_class[1].index_add_(0, targets.cpu(), torch.ones(len(targets), dtype=torch.float64))
-        c5, n, *flat = distributed.all_reduce_sum([correct5, len(order), *per_class.flatten().tolist()])
-        hits, counts = torch.tensor(flat).view(2, -1)
-        present = counts > 0
-        return (100.0 * float(hits.sum()) / n, 100.0 * c5 / n,
-                100.0 * float((hits[present] / counts[present]).mean()))
+        validation split); see ``scoring.evaluate_split``."""
+        return evaluate_split(self, self.test_split if split is None else split)
 
-    def state_dict(self) -> dict:
-        """Everything the next epoch depends on. The learning rate has no state of its own: it is a
-        pure function of the epoch and the planned steps (``cfg.lr_at``), saved to check that a
-        resumed run plans the same steps. The global RNG states are saved although droppick
-        never draws from them (see ``checkpoint.rng_states``)."""
+    def state_dict(self, dap: Optional[dict] = None) -> dict:
+        """Everything the next epoch depends on (``dap``: what stands in for the DaP state). The
+        learning rate has no state of its own: it is a pure function of the epoch and the planned
+        steps (``cfg.lr_at``), saved to check that a resumed run plans the same steps. The global RNG
+        states are saved although droppick never draws from them (see ``checkpoint.rng_states``)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict(),
-                "retention": self.retention.state_dict(), "world_size": self.world,
+                "scaler": self.scaler.state_dict(), "dap": self.dap.state_dict() if dap is None else dap,
+                "retention": None if self.retention is None else self.retention.state_dict(), "world_size": self.world,
                 "world_size_changes": list(self.world_size_changes),
                 "lr_schedule": {"kind": self.cfg.lr_schedule, "planned_steps": list(self.steps),
                                 "origin": list(self.lr_origin)},
@@ -236,11 +218,12 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint, also one written by another number of processes.
 
-        The DaP state is global (every rank holds the whole subset and loss vector), so after a
-        change of world size the next epoch trains exactly the subset decided before the stop,
-        sharded over the new ranks, and the plan and measured compute stay exact. What cannot be
-        the same is the per-rank batches, hence the weights and later subsets: ``world_size_changes``
-        records the change, and the LR schedule continues (see ``schedule_progress``).
+        The DaP state is global (every rank holds the whole subset and loss vector; with shard_state
+        ``with_dap_state`` has read the shards of the new slice), so after a change of world size the
+        next epoch trains exactly the subset decided before the stop, sharded over the new ranks,
+        and the plan and measured compute stay exact. What cannot be the same is the per-rank
+        batches, hence the weights and later subsets: ``world_size_changes`` records the change, and
+        the LR schedule continues (see ``schedule_progress``).
         """
         saved_world = state["world_size"]
         self.dap.load_state_dict(state["dap"])  # before the model: it refuses a dataset of another size
@@ -260,7 +243,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.retention.load_state_dict(state["retention"])
+        if self.retention is not None:
+            self.retention.load_state_dict(state["retention"])
         restore_rng_states(state["rng"])
 
 
@@ -355,7 +339,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     path, checkpoint = (run.latest_checkpoint_and_path() if resume else None) or (None, None)
     if checkpoint is not None:
         check_resumable(checkpoint, cfg)
-        t.load_state_dict(checkpoint)
+        t.load_state_dict(with_dap_state(run, checkpoint, t.rank, t.world))  # shard_state: this rank's shards
         wall_before = checkpoint["wall_seconds"]
         if main:
             print(f"resuming {run.path} at epoch {dap.epoch} from {path.name}", file=sys.stderr)
@@ -399,6 +383,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         if t.val_split is not None:  # (absent without --val-samples: the rows of earlier runs stay as they were)
             row["val_top1"] = val_top1
         history.append(row)
+        shards = save_dap_shards(run, dap, epoch) if cfg.shard_state else None  # every rank writes its own
         if main:
             if dap.last_nonfinite.numel():  # only with exclude_nonfinite: otherwise end_epoch raised
                 run.append_nonfinite(epoch, dap.last_nonfinite.tolist())
@@ -412,7 +397,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
             run.append_metrics(row)
             if board is not None:
                 board.write(row)
-            run.save_checkpoint(t.checkpoint(epoch, wall_before + time.perf_counter() - started), epoch)
+            run.save_checkpoint(t.checkpoint(epoch, wall_before + time.perf_counter() - started, shards), epoch)
             _test_kill_point(f"after_checkpoint:{epoch}")
             t.profiler.lap("checkpoint")
             if t.profiler.enabled:
