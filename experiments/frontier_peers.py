@@ -1,6 +1,7 @@
-"""The peers on the frontier (issue 34): Selective Backprop and SeTa at the compute of DaP's keep 0.8
-and 0.9 (44.6% and 62.7%) on the frontier's 20,000-image slice, their settings tuned on a validation
-split, beside the frontier's DaP, rs2 and the budget rule. From the repository root:
+"""The peers on the frontier (issue 34): Selective Backprop, SeTa, and DaP ranking by a score other than
+the loss (EL2N, the margin; with and without the floor), at the compute of DaP's keep 0.8 and 0.9
+(44.6% and 62.7%) on the frontier's 20,000-image slice, their settings tuned on a validation split,
+beside the frontier's DaP, rs2 and the budget rule. From the repository root:
 
     .venv/bin/python experiments/frontier_peers.py --part tune    # every candidate on the validation split
     .venv/bin/python experiments/frontier_peers.py --part rows    # each peer's winner, 3 seeds
@@ -11,7 +12,9 @@ sample of a selecting batch without gradients, about a third of a training step 
 is matched on step-equivalents: with ``sb_interrupt`` 0 (no whole batches) and selection from epoch
 ``sb_start``, a run costs (S - 1 + (E - S + 1)(1/3 + keep)) / E of all-data training, and keep is
 solved for the budget (it needs a budget above (S - 1)/E + (E - S + 1)/(3E)). SeTa spends what its
-losses make it spend; ``target_compute`` recalibrates its random share every epoch. Tuning: one run
+losses make it spend; ``target_compute`` recalibrates its random share every epoch. The scores
+(``--score el2n|margin``) change only what DaP ranks: the paper's p, and the floor the frontier tuned
+at that budget with its p (frontier_beyond.py), so their compute is DaP's. Tuning: one run
 per candidate, seed 0, 20,000 training images of a 30,000-image slice whose other 10,000 are the
 validation split; the best final validation top-1 per peer and budget trains with 3 seeds. The
 script never reads a tuning run's test accuracy.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import frontier_beyond
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -33,6 +38,9 @@ TUNE_VAL, TUNE_SEED = 10_000, 0
 KEEPS = (0.8, 0.9)  # the budgets: DaP's planned compute at these keeps
 SB_STARTS = (1, 5)  # from the first epoch, or after the frontier's warm-up of 4
 SETA_GRID = [{"seta_groups": g, "seta_window": w} for g in (3, 5, 10) for w in (0.5, 0.9)]
+SCORES = ("el2n", "margin")
+FLOORS = {0.8: 0.3, 0.9: 0.5}  # the floors frontier_beyond.py's tuning chose at these budgets (its page)
+PEERS = ("selective_backprop", "seta", "score")  # a winner per peer and budget
 
 
 class Candidate(NamedTuple):
@@ -66,6 +74,12 @@ def candidates(base: TrainConfig, n: int) -> list[Candidate]:
             cfg = TrainConfig.from_dict(at | {"policy": "seta", "target_compute": budget} | grid)
             out.append(Candidate(keep, "seta", f"groups {grid['seta_groups']}, window {grid['seta_window']}", cfg,
                                  f"keep-{keep}-seta-{grid['seta_groups']}-{grid['seta_window']}"))
+        for score in SCORES:
+            for rule, value in (("dap", None), ("floor", FLOORS[keep])):
+                ranked = frontier_beyond.candidate(base, keep, rule, value, n)
+                cfg = TrainConfig.from_dict(ranked.config.to_dict() | {"score": score})
+                out.append(Candidate(keep, "score", f"{score}, {ranked.setting}", cfg,
+                                     f"{ranked.folder}-score-{score}"))
     return out
 
 
@@ -83,7 +97,7 @@ def winners(base: TrainConfig, n: int, out: Path) -> list[Candidate]:
     """Per budget and peer, the best validation top-1 (first in the grid on a tie), once all its runs are in."""
     chosen = []
     for keep in KEEPS:
-        for peer in ("selective_backprop", "seta"):
+        for peer in PEERS:
             group = [c for c in candidates(base, n) if c.keep == keep and c.peer == peer]
             scores = [val_top1(c, out, n) for c in group]
             if group and None not in scores:
