@@ -21,17 +21,16 @@ the frontier's slice. The script never reads a tuning run's test accuracy.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+import _jobs
 import budget_regimes
 import frontier_beyond
 from _report import log
-from droppick.report.compare import run_all, run_configs
+from droppick.report.compare import run_configs
 from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, closest_keep, for_budget, largest_floor
 from droppick.train.config import TrainConfig
 
@@ -99,15 +98,9 @@ def tuning_candidates(base: TrainConfig, n: int) -> list[Candidate]:
     return [candidate(tune, budget, rule, changes, n) for budget, grid in GRID.items() for rule, changes in grid]
 
 
-def tuning_configs(c: Candidate, n: int) -> dict[str, TrainConfig]:
-    return run_configs(c.config, [c.config.policy], [TUNE_SEED], n)
-
-
-def val_top1(c: Candidate, tuning: Path, n: int) -> Optional[float]:
-    """The final validation top-1 of a tuning run, None while it is unfinished."""
-    (name,) = tuning_configs(c, n)
-    path = tuning / c.folder / "runs" / name / "summary.json"
-    return json.loads(path.read_text())["final_val_top1"] if path.exists() else None
+# A tuning run and its score are read as the frontier's own tuning reads them (same seed, same layout)
+tuning_configs, val_top1 = frontier_beyond.tuning_configs, frontier_beyond.val_top1
+assert frontier_beyond.TUNE_SEED == TUNE_SEED
 
 
 def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> Optional[Candidate]:
@@ -225,11 +218,6 @@ def rule_is_final(base: TrainConfig, n: int, out: Path) -> bool:
     return points is not None and (fitted_share(points), fitted_min_floor(points)) == (FLOOR_SHARE, MIN_FLOOR)
 
 
-def share(items: list, index: int, of: int) -> list:
-    """Every ``of``-th item from ``index``: disjoint shares for processes that train side by side."""
-    return items[index::of]
-
-
 def regime_jobs(base: TrainConfig, seeds: list[int], n: int, here: Path, out: Path) -> list[tuple[dict, Path]]:
     """The regimes' runs: the budget rule's only once it is final (its folder on 2,000 per class is the
     budget row's, so the rule is told by name, not by folder)."""
@@ -237,36 +225,29 @@ def regime_jobs(base: TrainConfig, seeds: list[int], n: int, here: Path, out: Pa
     return budget_regimes.jobs(base, seeds, here, out, [r for r in budget_regimes.RULES if final or r != "budget"])
 
 
-def train_missing(parts: list[str], index: int, of: int) -> None:
+def jobs(parts: list[str]) -> _jobs.Jobs:
     from fashion_mnist_frontier import BASE, HERE, N, OUT, SEEDS
 
     out = OUT / "budgets"
-    jobs: list[tuple[dict, Path]] = []
+    found: _jobs.Jobs = []
     if "tune" in parts:
-        jobs += [(tuning_configs(c, N), out / "tuning" / c.folder) for c in tuning_candidates(BASE, N)]
+        found += [(tuning_configs(c, N), out / "tuning" / c.folder) for c in tuning_candidates(BASE, N)]
     if "rows" in parts:
-        jobs += [(configs, out / c.folder) for c, configs in rows(BASE, SEEDS, N, out)]
+        found += [(configs, out / c.folder) for c, configs in rows(BASE, SEEDS, N, out)]
     if "all-data" in parts:
-        jobs += [(configs, out / "all-60000" / c.folder) for c, configs in all_data_rows(BASE, N, out)]
+        found += [(configs, out / "all-60000" / c.folder) for c, configs in all_data_rows(BASE, N, out)]
     if "regimes" in parts:
-        jobs += regime_jobs(BASE, SEEDS, N, HERE, out)
-    runs = [({name: cfg}, folder) for configs, folder in jobs for name, cfg in configs.items()]
-    for configs, folder in share(runs, index, of):
-        run_all(configs, folder, log=log)
+        found += regime_jobs(BASE, SEEDS, N, HERE, out)
+    return found
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--report", action="store_true", help="only rewrite the page from the runs that exist")
-    p.add_argument("--part", choices=["tune", "rows", "all-data", "regimes"], action="append",
-                   help="train this part (repeatable): the budget rule's own runs train once FLOOR_SHARE is the fit "
-                        "of the finished tuning runs, a winner once its budget's tuning runs are done")
-    p.add_argument("--share", default="0/1", metavar="I/K",
-                   help="train only every K-th run from the I-th, so K processes can train side by side")
-    args = p.parse_args()
-    index, of = (int(x) for x in args.share.split("/"))
+    args = _jobs.arguments(__doc__, ["tune", "rows", "all-data", "regimes"],
+                           "train this part (repeatable): the budget rule's own runs train once FLOOR_SHARE and "
+                           "MIN_FLOOR are the fit of the finished tuning runs, a winner once its budget's tuning "
+                           "runs are done")
     if not args.report:
-        train_missing(args.part or ["tune"], index, of)
+        _jobs.train(jobs(args.part), *args.share)
     from budgets_report import write_page
     from fashion_mnist_frontier import BASE, HERE, N, OUT, SEEDS, rows_of
 

@@ -22,16 +22,15 @@ script never reads a tuning run's test accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
-
-import frontier_beyond
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+import _jobs
+import frontier_beyond
 from _report import log
 from droppick.policies.selective_backprop import FORWARD_COST
-from droppick.report.compare import run_all, run_configs
+from droppick.report.compare import run_configs
 from droppick.train.config import TrainConfig
 
 TUNE_VAL, TUNE_SEED = 10_000, 0
@@ -108,19 +107,16 @@ def winners(base: TrainConfig, n: int, out: Path) -> list[Candidate]:
 def main() -> None:
     from fashion_mnist_frontier import BASE, N, OUT, SEEDS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--report", action="store_true", help="only rewrite the page")
-    p.add_argument("--part", choices=["tune", "rows"], action="append", help="train this part (repeatable)")
-    args = p.parse_args()
+    args = _jobs.arguments(__doc__, ["tune", "rows"])
     out = OUT / "peers"
     if not args.report:
-        parts = args.part or ["tune"]
-        if "tune" in parts:
-            for c in candidates(BASE, N):
-                run_all({f"{c.config.policy}-seed{TUNE_SEED}": tuning(c, N)}, out / "tuning" / c.folder, log=log)
-        if "rows" in parts:
-            for c in winners(BASE, N, out):
-                run_all(run_configs(c.config, [c.config.policy], SEEDS, N), out / c.folder, log=log)
+        jobs: _jobs.Jobs = []
+        if "tune" in args.part:
+            jobs += [({f"{c.config.policy}-seed{TUNE_SEED}": tuning(c, N)}, out / "tuning" / c.folder)
+                     for c in candidates(BASE, N)]
+        if "rows" in args.part:
+            jobs += [(run_configs(c.config, [c.config.policy], SEEDS, N), out / c.folder) for c in winners(BASE, N, out)]
+        _jobs.train(jobs, *args.share)
     lines = ["# The peers on the frontier: Selective Backprop and SeTa", "", "| DaP keep | peer | setting | val top-1 |",
              "| ---: | --- | --- | ---: |"]
     lines += [f"| {c.keep} | {c.peer} | {c.setting} | {val_top1(c, out, N) or 'not trained yet'} |"

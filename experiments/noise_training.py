@@ -18,13 +18,13 @@ stays clean. The script never reads a tuning run's test accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+import _jobs
 from _report import log
-from droppick.report.compare import run_all, run_configs
+from droppick.report.compare import run_configs
 from droppick.schedule import for_budget
 from droppick.train.config import TrainConfig
 
@@ -94,19 +94,13 @@ def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[R
 def main() -> None:
     from fashion_mnist_frontier import BASE, N, OUT, SEEDS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--report", action="store_true", help="only rewrite the page")
-    p.add_argument("--part", choices=["tune", "rows"], action="append", help="train this part (repeatable)")
-    args = p.parse_args()
+    args = _jobs.arguments(__doc__, ["tune", "rows"])
     out = OUT.parent / "noise" / "training"
     if not args.report:
-        parts = args.part or ["tune"]
-        if "tune" in parts:
-            for r in tuning_rules(BASE, N):
-                run_all({f"{r.config.policy}-seed{TUNE_SEED}": r.config}, out / "tuning" / r.folder, log=log)
-        if "rows" in parts:
-            for r, configs in rows(BASE, SEEDS, N, out):
-                run_all(configs, out / r.folder, log=log)
+        jobs: _jobs.Jobs = [({f"{r.config.policy}-seed{TUNE_SEED}": r.config}, out / "tuning" / r.folder)
+                            for r in tuning_rules(BASE, N)] if "tune" in args.part else []
+        jobs += [(configs, out / r.folder) for r, configs in rows(BASE, SEEDS, N, out)] if "rows" in args.part else []
+        _jobs.train(jobs, *args.share)
     lines = ["# Training on noisy labels", "", "| noise | rule | setting | noisy val top-1 |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {r.noise} | {r.rule} | {r.value} | {val_top1(r, out) or 'not trained yet'} |" for r in tuning_rules(BASE, N)]
     out.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,11 @@ from typing import Optional
 import torch
 
 from . import distributed
-from .policies import EXCLUDE, EpochEnd, Policy, build_policy
+from .policies import EXCLUDE, EpochEnd, Policy
 from .sampler import Chunks, DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
-from .records import checked_batch, write_records
+from .records import checked_batch, engine_policy, write_records
 from .scores import batch_scores, check_score
 from .selection import mask_indices
 from .suspects import LossStats
@@ -68,13 +68,10 @@ class DropAndPick:
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
                  epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks: Optional[Chunks] = None,
                  score: str = "loss", shard_state: bool = False):
-        require_int("num_samples", num_samples, 1)
-        if not isinstance(schedule, DaPSchedule):
-            raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
+        self.policy: Policy = engine_policy(num_samples, schedule, policy, target_compute=target_compute, labels=labels,
+                                            infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
+                                            epsilon=epsilon, ema_beta=ema_beta)
         self.num_samples, self.schedule, self.seed, self.chunks = num_samples, schedule, int(seed), chunks
-        self.policy: Policy = build_policy(policy, target_compute=target_compute, labels=labels,
-                                           infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
-                                           epsilon=epsilon, ema_beta=ema_beta)
         self._plan = self.policy.plan(schedule, num_samples)
         self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1

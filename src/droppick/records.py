@@ -1,5 +1,6 @@
-"""What both engines do with a batch's losses: check it (``checked_batch``) and, at ``flush``, write
-the batches recorded since into per-sample arrays (``write_records``).
+"""What both engines do with their arguments and a batch's losses: check the arguments and build the
+policy (``engine_policy``), check a batch (``checked_batch``) and, at ``flush``, write the batches
+recorded since into per-sample arrays (``write_records``).
 
 ``DropAndPick`` writes into arrays over all N samples; the sharded engine (``sharded_engine``) into
 arrays over the samples of its rank's shard. The same function makes the same rules hold in both.
@@ -8,6 +9,18 @@ arrays over the samples of its rank's shard. The same function makes the same ru
 from __future__ import annotations
 
 import torch
+
+from .policies import Policy, build_policy
+from .schedule import DaPSchedule, require_int
+
+
+def engine_policy(num_samples: int, schedule: DaPSchedule, policy, **settings) -> Policy:
+    """The policy an engine runs (``policies.build_policy`` with ``settings``), after the checks of the
+    engine's first two arguments."""
+    require_int("num_samples", num_samples, 1)
+    if not isinstance(schedule, DaPSchedule):
+        raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
+    return build_policy(policy, **settings)
 
 
 def checked_batch(indices, losses: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -29,8 +29,8 @@ import torch
 
 from . import distributed
 from .engine import STATE_FORMAT, DropAndPick, NonFiniteLossError
-from .policies import DROP, EXCLUDE, PICK, Policy, Scheduled, build_policy
-from .records import checked_batch, write_records
+from .policies import DROP, EXCLUDE, PICK, Policy, Scheduled
+from .records import checked_batch, engine_policy, write_records
 from .scores import batch_scores, check_score
 from .sampler import DaPSampler, ShardedSampler, shard_order
 from .schedule import DaPSchedule, require_int
@@ -51,13 +51,10 @@ class ShardedDropAndPick(DropAndPick):
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, exclude_nonfinite: bool = False,
                  epsilon: Optional[float] = None, ema_beta: Optional[float] = None, chunks=None,
                  score: str = "loss", shard_state: bool = True):
-        require_int("num_samples", num_samples, 1)
-        if not isinstance(schedule, DaPSchedule):
-            raise ValueError(f"schedule must be a DaPSchedule, got {type(schedule).__name__}")
+        self.policy: Policy = engine_policy(num_samples, schedule, policy, target_compute=target_compute, labels=labels,
+                                            infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
+                                            epsilon=epsilon, ema_beta=ema_beta)
         self.num_samples, self.schedule, self.seed, self.chunks = num_samples, schedule, int(seed), chunks
-        self.policy: Policy = build_policy(policy, target_compute=target_compute, labels=labels,
-                                           infobatch_ratio=infobatch_ratio, infobatch_delta=infobatch_delta,
-                                           epsilon=epsilon, ema_beta=ema_beta)
         check_shardable(self.policy)
         self._plan = self.policy.plan(schedule, num_samples)
         self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
