@@ -145,7 +145,7 @@ def test_readme_lightning_block_runs_as_written(tmp_path, monkeypatch):
     pytest.importorskip("pytorch_lightning")
     monkeypatch.chdir(tmp_path)  # Lightning writes lightning_logs/ and checkpoints/ in the working directory
     ns = image_namespace()
-    exec(readme_block("DropAndPickCallback"), ns)
+    exec(readme_block("cb.dap.compute_fraction"), ns)
     dap = ns["cb"].dap
     assert dap.done and dap.samples_per_epoch == list(dap.plan().subset_sizes)
     assert dap.compute_fraction == pytest.approx(dap.plan().compute_fraction) and dap.compute_fraction < 1.0

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("pytorch_lightning")
 
-from droppick import DaPSchedule, IndexedDataset, keep_count  # noqa: E402
+from droppick import DaPSchedule, IndexedDataset, SelectiveBackprop, backprop_losses, keep_count  # noqa: E402
+from droppick.policies.selective_backprop import FORWARD_COST  # noqa: E402
 from droppick.integrations.lightning import DropAndPickCallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +209,69 @@ def test_resume_from_lightnings_checkpoint_equals_an_uninterrupted_run(tmp_path)
     assert resumed_cb.dap.samples_per_epoch == straight_cb.dap.samples_per_epoch
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+class SelectiveModel(Model):
+    """The Selective Backprop pattern: ``backprop_losses`` in training_step. Keeps each epoch's
+    {index: recorded loss} and the number of samples it back-propagated."""
+
+    def training_step(self, batch, batch_idx):
+        indices, x, y = batch
+        recorded, trained = backprop_losses(self.cb.dap, batch_idx,
+                                            lambda at: F.cross_entropy(self.net(x[at]), y[at], reduction="none"))
+        epoch = self.current_epoch + 1
+        self.losses.setdefault(epoch, {}).update(zip(indices.tolist(), recorded.tolist()))
+        self.trained[epoch] = self.trained.get(epoch, 0) + trained.numel()
+        return {"loss": trained.mean(), "sample_losses": recorded}
+
+
+def test_selective_backprop_in_training_step_records_every_sample_and_counts_what_it_back_propagated(tmp_path):
+    schedule = DaPSchedule(epochs=3, warmup=1, interval=1, keep=1.0)
+    cb = DropAndPickCallback(num_samples=N, schedule=schedule, policy=SelectiveBackprop(keep=0.4, start=2, interrupt=3),
+                             seed=0)
+    recorded = []  # what the callback handed the engine: (epoch, indices, losses) per batch
+    record = cb.dap.record
+    cb.dap.record = lambda indices, losses, **kw: (recorded.append((cb.dap.epoch, indices, losses)),
+                                                   record(indices, losses, **kw))
+    model, logger = SelectiveModel(cb, dataset()), Recorder()
+    model.trained = {}
+    trainer(tmp_path, cb, max_epochs=3, enable_checkpointing=False, logger=logger).fit(model)
+
+    # 200 samples in batches of 32: six of 32, one of 8. Epoch 1 trains whole; from epoch 2 every
+    # third batch (2, 5) trains whole, the others back-propagate int(0.4 x n): 12 of 32, 3 of 8.
+    hand = {1: 200, 2: 4 * 12 + 3 + 2 * 32, 3: 4 * 12 + 3 + 2 * 32}
+    assert model.trained == hand
+    forwarded = 4 * 32 + 8  # the selecting batches' samples: their pass without gradients
+    assert cb.spent == [{"samples_backprop": 200, "step_equivalents": 200.0}] + [
+        {"samples_backprop": 115, "step_equivalents": 115 + FORWARD_COST * forwarded}] * 2
+    logged = [r for r in logger.rows if "dap/samples_backprop" in r]
+    assert [r["dap/samples_backprop"] for r in logged] == [200, 115, 115]
+    assert [r["dap/step_equivalents"] for r in logged] == pytest.approx([200, 115 + forwarded / 3, 115 + forwarded / 3])
+    for epoch in (1, 2, 3):  # every sample's loss recorded once an epoch, the pass over all of them
+        batches = [(i, losses) for e, i, losses in recorded if e == epoch]
+        indices = torch.cat([i for i, _ in batches])
+        assert sorted(indices.tolist()) == list(range(N))
+        assert dict(zip(indices.tolist(), torch.cat([v for _, v in batches]).tolist())) == model.losses[epoch]
+    assert cb.dap.done and cb.dap.samples_per_epoch == [N] * 3
+
+
+def test_selective_backprop_refuses_a_step_that_does_not_call_backprop_losses(tmp_path):
+    schedule = DaPSchedule(epochs=3, warmup=1, interval=1, keep=1.0)
+    cb = DropAndPickCallback(num_samples=N, schedule=schedule, policy=SelectiveBackprop(), seed=0)
+    with pytest.raises(ValueError, match=r"training_step left its counts untouched: get the losses from "
+                                         r"droppick.backprop_losses\(cb.dap, batch_idx, sample_losses\)"):
+        trainer(tmp_path, cb, max_epochs=3, enable_checkpointing=False).fit(Model(cb, dataset()))
+
+
+def test_the_stacks_pages_selective_backprop_block_runs_as_written(tmp_path, monkeypatch):
+    from test_library_api import image_namespace, readme_block
+
+    monkeypatch.chdir(tmp_path)  # Lightning writes lightning_logs/ in the working directory
+    ns = image_namespace(n=64)
+    exec(readme_block("cb.spent"), ns)
+    assert ns["cb"].dap.done and ns["cb"].dap.samples_per_epoch == [64] * 4
+    # 4 batches of 16 an epoch: batches 0 and 2 back-propagate 8 of 16, 1 and 3 (the interrupt) all 16
+    assert ns["cb"].spent == [{"samples_backprop": 48, "step_equivalents": 48 + FORWARD_COST * 32}] * 4
 
 
 def test_ddp_ranks_keep_identical_subsets(tmp_path):

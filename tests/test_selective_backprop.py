@@ -1,13 +1,18 @@
-"""Selective Backprop: which batches select, what a selection draws, what a run reports it spent,
-and that a stopped run resumes to the same result."""
+"""Selective Backprop: which batches select, what a selection draws, what a step runs
+(backprop_losses), what a run reports it spent, one process and two, and that a stopped run resumes
+to the same result."""
 
 import json
+import math
 
 import pytest
 import torch
 
+from droppick import DaPSchedule, DropAndPick, backprop_losses
 from droppick.cli.main import main
 from droppick.policies.selective_backprop import FORWARD_COST, SelectiveBackprop
+
+from launch import torchrun
 
 
 def test_batches_select_inside_the_epochs_asked_for_except_every_interrupt_th():
@@ -34,6 +39,41 @@ def test_a_selection_draws_keep_x_n_distinct_samples_favouring_high_losses():
         SelectiveBackprop(keep=0.0)
 
 
+class Calls:
+    """``sample_losses`` for backprop_losses: loss i is i + 1, and each call is noted (the positions
+    asked for, whether gradients were on)."""
+
+    def __init__(self, n: int):
+        self.weights = torch.ones(n, requires_grad=True)
+        self.calls = []
+
+    def __call__(self, at):
+        self.calls.append((at, torch.is_grad_enabled()))
+        return self.weights[at] * torch.arange(1.0, self.weights.numel() + 1)[at]
+
+
+def test_backprop_losses_runs_a_selecting_batch_twice_and_any_other_once_and_counts_both():
+    schedule = DaPSchedule(epochs=2, warmup=1, interval=1, keep=1.0)
+    dap = DropAndPick(10, schedule, policy=SelectiveBackprop(keep=0.3, start=1, interrupt=2), seed=4)
+    step = Calls(10)
+    recorded, trained = backprop_losses(dap, 0, step)  # batch 0 selects
+    (everything, grad_off), (part, grad_on) = step.calls
+    assert everything == slice(None) and not grad_off and grad_on
+    drawn = SelectiveBackprop(keep=0.3).choose(torch.arange(1.0, 11), 4, 1, 0)  # the engine's seed, the epoch, the batch
+    assert torch.equal(part, drawn)
+    assert part.numel() == 3 and torch.equal(trained, part + 1.0) and trained.requires_grad  # int(0.3 x 10)
+    assert torch.equal(recorded, torch.arange(1.0, 11)) and not recorded.requires_grad
+    step.calls.clear()
+    recorded, trained = backprop_losses(dap, 1, step)  # every second batch trains whole
+    assert step.calls == [(slice(None), True)] and trained.requires_grad and torch.equal(recorded, trained.detach())
+    assert dap.policy.take_counts() == {"samples_backprop": 3 + 10, "step_equivalents": 13 + FORWARD_COST * 10}
+
+    full = DropAndPick(10, schedule, policy="full", seed=4)  # any other policy: one pass, nothing counted
+    step = Calls(10)
+    recorded, trained = backprop_losses(full, 0, step)
+    assert step.calls == [(slice(None), True)] and torch.equal(recorded, trained.detach())
+
+
 def test_a_run_reports_samples_back_propagated_and_step_equivalents_and_resumes_exactly(fake_fashion, tmp_path):
     args = ["train", "--data-dir", str(fake_fashion), "--epochs", "4", "--reuse-at", "none", "--batch-size", "40",
             "--policy", "selective_backprop", "--sb-keep", "0.5", "--sb-start", "2", "--no-progress", "--device", "cpu"]
@@ -58,7 +98,51 @@ def test_the_policies_pages_own_loop_block_runs_as_written():
 
     ns = user_namespace(n=64)
     ns["train_set"] = torch.utils.data.TensorDataset(torch.randn(64, 8), torch.randint(0, 3, (64,)))
-    exec(readme_block("dap.policy.selects(dap.epoch, batch)"), ns)
+    exec(readme_block("spent.append(dap.policy.take_counts())"), ns)
     dap = ns["dap"]
     assert dap.done and dap.samples_per_epoch == [64] * 4  # every sample forwarded and recorded
-    assert dap.policy.take_counts()["samples_backprop"] > 0  # the last epoch's draws were counted
+    # 4 batches of 16 an epoch: batches 0 and 2 back-propagate 8 of 16, 1 and 3 (the interrupt) all 16
+    assert ns["spent"] == [{"samples_backprop": 48, "step_equivalents": 48 + FORWARD_COST * 32}] * 4
+
+
+def test_two_processes_count_every_ranks_batches_and_resume_to_the_uninterrupted_run(tmp_path):
+    from droppick.data.in_memory import make_fake_fashion_mnist
+    from droppick.train.rundir import RunDir
+
+    data = make_fake_fashion_mnist(tmp_path / "data", n_train=237, n_test=40, seed=0)  # odd: padded shards
+    args = ["-m", "droppick.cli.main", "train", "--data-dir", str(data), "--model", "small_cnn", "--epochs", "3",
+            "--reuse-at", "none", "--batch-size", "40", "--policy", "selective_backprop", "--sb-keep", "0.3",
+            "--sb-start", "2", "--device", "cpu", "--no-progress"]
+    straight = torchrun(args + ["--out", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # Each rank trains ceil(237 / 2) = 119 samples (rank 1's shard padded by one), in batches of 40, 40
+    # and 39. Epoch 1 trains whole; from epoch 2 batches 0 and 2 select int(0.3 x n), batch 1 (every
+    # second, the interrupt) trains whole.
+    shard = math.ceil(237 / 2)
+    sizes = [min(40, shard - start) for start in range(0, shard, 40)]
+    assert sizes == [40, 40, 39]
+    sb = SelectiveBackprop(keep=0.3, start=2)
+    expected = []
+    for epoch in (1, 2, 3):
+        selecting = [n for b, n in enumerate(sizes) if sb.selects(epoch, b)]
+        back = sum(max(1, int(0.3 * n)) for n in selecting) + sum(sizes) - sum(selecting)
+        expected.append((2 * back, 2 * (back + FORWARD_COST * sum(selecting))))  # both ranks alike
+    assert [e[0] for e in expected] == [238, 2 * (12 + 40 + 11), 2 * (12 + 40 + 11)]
+    rows = RunDir(tmp_path / "straight").read_metrics()
+    assert [r["samples_backprop"] for r in rows] == [e[0] for e in expected]
+    assert [r["step_equivalents"] for r in rows] == pytest.approx([e[1] for e in expected], abs=1e-9)
+    assert [r["samples_seen"] for r in rows] == [237] * 3  # every sample forwarded and recorded, once
+
+    stopped = torchrun(args + ["--out", str(tmp_path / "resumed"), "--stop-after", "2"])
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    resumed = torchrun(["-m", "droppick.cli.main", "train", "--resume", str(tmp_path / "resumed"), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summaries = [json.loads(RunDir(tmp_path / run).summary_path.read_text()) for run in ("straight", "resumed")]
+    for key in ("final_test_top1", "backprop_fraction", "step_equivalent_fraction", "world_size"):
+        assert summaries[0][key] == summaries[1][key], key
+    timeless = [[{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in RunDir(tmp_path / run).read_metrics()]
+                for run in ("straight", "resumed")]
+    assert timeless[0] == timeless[1]
+    final = [RunDir(tmp_path / run).latest_checkpoint()["model"] for run in ("straight", "resumed")]
+    assert all(torch.equal(final[0][key], final[1][key]) for key in final[0])

@@ -194,6 +194,16 @@ def test_refusals_name_the_fix(tmp_path):
         make_trainer(tmp_path / "x")[0].train(resume_from_checkpoint=str(tmp_path / "plain" / "checkpoint-8"))
 
 
+def test_selective_backprop_is_refused_with_where_it_runs(tmp_path):
+    """The Trainer back-propagates the one loss compute_loss returns for the whole batch: no part of it."""
+    dap = DropAndPick(num_samples=60, schedule=DaPSchedule(epochs=4, warmup=1, interval=1, keep=1.0),
+                      policy="selective_backprop", seed=0)
+    with pytest.raises(ValueError, match=r"Selective Backprop back-propagates a part of each batch.* Use it with "
+                                         r"droppick train, Lightning \(droppick.backprop_losses in training_step\) "
+                                         r"or a loop of your own"):
+        DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=Images(), dap=dap)
+
+
 def test_readme_block_runs_as_written(tmp_path, monkeypatch):
     from test_library_api import readme_block
 

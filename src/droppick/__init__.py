@@ -13,7 +13,7 @@ from .engine import DropAndPick, NonFiniteLossError
 from .sharded_engine import ShardedDropAndPick  # also makes DropAndPick(..., shard_state=True) build one
 from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage,
                        KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, SelectiveBackprop, SeTa,
-                       Static)
+                       Static, backprop_losses)
 from .sampler import DaPSampler
 from .plan import Plan
 from .schedule import DaPSchedule, keep_count
@@ -43,6 +43,7 @@ __all__ = [
     "NonFiniteLossError",
     "Plan",
     "POLICIES",
+    "backprop_losses",
     "keep_count",
 ]
 __version__ = installed_version()  # from the metadata: pyproject.toml holds the version

@@ -18,6 +18,10 @@ What the callback does, and why:
   says so once): ``train_dataloader()`` is called every epoch and sees the new subset.
   Returning the same DataLoader (``persistent_workers=True``) from every call keeps its workers
   alive across these reloads; its length follows the DaP sampler.
+- Selective Backprop (``policy=SelectiveBackprop(...)``) selects inside the training step, so the
+  step takes part: ``recorded, trained = droppick.backprop_losses(cb.dap, batch_idx, sample_losses)``,
+  then ``{"loss": trained.mean(), "sample_losses": recorded}``. The callback refuses a step that
+  does not call it, and takes and logs the policy's counts at each epoch's end.
 - The DaP state rides in Lightning's checkpoints (``state_dict``/``load_state_dict``), so
   ``trainer.fit(..., ckpt_path=...)`` resumes exactly.
 - Under ``strategy="ddp"`` the DaP sampler shards by rank itself, and ``end_epoch`` merges every
@@ -37,6 +41,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("droppick.integrations.lightning needs PyTorch Lightning: pip install 'droppick[lightning]'") from err
 
 from ..engine import DropAndPick
+from ..policies.selective_backprop import SelectiveBackprop
 from ..sampler import DaPSampler
 from ..schedule import DaPSchedule
 
@@ -49,6 +54,12 @@ class DropAndPickCallback(pl.Callback):
     ``training_step`` output that holds the per-sample losses; ``logits_key`` and ``targets_key`` those
     holding the batch's logits and class targets, which a ``score`` other than "loss" is computed
     from (the step's own: no extra forward pass). ``cb.dap`` is the engine.
+
+    Under ``SelectiveBackprop`` the ``training_step`` gets its losses from
+    ``droppick.backprop_losses(cb.dap, batch_idx, ...)`` and returns ``"loss": trained.mean()`` and
+    the recorded losses under ``losses_key``; the callback takes the policy's counts at each epoch's
+    end into ``cb.spent`` (this rank's) and logs ``dap/samples_backprop`` and ``dap/step_equivalents``
+    (summed over the ranks).
     """
 
     def __init__(self, num_samples: int, schedule: DaPSchedule, policy: Any = "dap", seed: int = 0,
@@ -57,8 +68,10 @@ class DropAndPickCallback(pl.Callback):
         self.dap = DropAndPick(num_samples, schedule, policy=policy, seed=seed, **engine_kwargs)
         self.losses_key, self.log = losses_key, log
         self.logits_key, self.targets_key = logits_key, targets_key
+        self.spent: list[dict] = []  # per epoch of this fit, this rank's policy counts (Selective Backprop's)
         self._expected = 0  # samples this rank's loader yields this epoch
         self._recorded = 0  # of which recorded so far
+        self._counted = 0  # Selective Backprop: samples back-propagated this epoch, up to the last batch
 
     def sampler(self) -> DaPSampler:
         """The sampler for ``train_dataloader()``: this epoch's subset, this rank's shard."""
@@ -97,6 +110,7 @@ class DropAndPickCallback(pl.Callback):
         drop_last, batch_size = getattr(loader, "drop_last", False), getattr(loader, "batch_size", None)
         self._expected = n - n % batch_size if drop_last and batch_size else n
         self._recorded = 0
+        self._counted = getattr(self.dap.policy, "backprop", 0)  # Selective Backprop's count before the batch
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -106,6 +120,13 @@ class DropAndPickCallback(pl.Callback):
             raise ValueError(f"score {self.dap.score!r} is computed from the logits and targets: training_step must "
                              f"return them beside the losses, {{'loss': ..., {self.losses_key!r}: losses, "
                              f"{self.logits_key!r}: logits, {self.targets_key!r}: targets}}")
+        policy = self.dap.policy
+        if isinstance(policy, SelectiveBackprop) and policy.backprop == self._counted:
+            raise ValueError("the policy is SelectiveBackprop, but training_step left its counts untouched: get the "
+                             "losses from droppick.backprop_losses(cb.dap, batch_idx, sample_losses) and return "
+                             f"{{'loss': trained.mean(), {self.losses_key!r}: recorded}}; a plain step trains every "
+                             "sample of every batch")
+        self._counted = getattr(policy, "backprop", 0)
         self.dap.record(indices, losses, logits=logits, targets=targets)
         self._recorded += indices.numel()
         if self._recorded == self._expected:
@@ -125,12 +146,19 @@ class DropAndPickCallback(pl.Callback):
 
     def _end_epoch(self, pl_module: "pl.LightningModule") -> None:
         trained = self.dap.subset.numel()
+        # Selective Backprop (backprop_losses in training_step): this rank's samples back-propagated and
+        # step-equivalents this epoch, reset for the next
+        spent = getattr(self.dap.policy, "take_counts", dict)()
+        self.spent.append(spent)
         self.dap.end_epoch()
         if self.log:
             # Identical on every rank (end_epoch merged the losses): the mean over ranks is the value.
             pl_module.log("dap/subset_size", float(trained), on_step=False, on_epoch=True, sync_dist=True)
             pl_module.log("dap/compute_fraction", self.dap.compute_fraction, on_step=False, on_epoch=True,
                         sync_dist=True)
+            for key, value in spent.items():  # each rank's own: their sum is the run's
+                pl_module.log(f"dap/{key}", float(value), on_step=False, on_epoch=True, sync_dist=True,
+                              reduce_fx="sum")
 
     def _batch_losses(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(outputs, dict) or self.losses_key not in outputs:

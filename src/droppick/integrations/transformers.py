@@ -22,6 +22,9 @@ What the subclass changes, and why:
 - The drop or pick is applied at each epoch's end, before the Trainer saves a checkpoint; the
   DaP state is saved in every checkpoint folder (``droppick_dap.pt``) and loaded by
   ``trainer.train(resume_from_checkpoint=...)``.
+- Selective Backprop is refused: it back-propagates a drawn part of each batch after a pass over all
+  of it without gradients, and the Trainer back-propagates the one loss ``compute_loss`` returns for
+  the whole batch (use ``droppick train``, Lightning or a loop of your own).
 - Under DDP the DaP sampler shards by rank itself, so Accelerate's own batch sharding is turned
   off for it; ``end_epoch`` merges all ranks' losses, and the ranks' subsets are compared after
   every epoch (``distributed.check_agreement``).
@@ -45,6 +48,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from .. import distributed
 from ..atomic import atomic_write_bytes
 from ..engine import DropAndPick
+from ..policies.selective_backprop import SelectiveBackprop
 from ..sampler import DaPSampler, per_rank
 
 # The Trainer's private hooks this subclass overrides (checked at import: a transformers release
@@ -121,6 +125,11 @@ class DropAndPickTrainer(transformers.Trainer):
             raise ValueError("InfoBatch's subset sizes depend on the losses (its plan is an upper bound), so the "
                              "Trainer's steps and LR schedule cannot be sized from the plan: use a scheduled policy "
                              "here, or InfoBatch in your own loop")
+        if isinstance(dap.policy, SelectiveBackprop):
+            raise ValueError("Selective Backprop back-propagates a part of each batch, drawn after a forward pass over "
+                             "all of it without gradients; DropAndPickTrainer's compute_loss runs one forward pass over "
+                             "the whole batch, which the Trainer back-propagates whole. Use it with droppick train, "
+                             "Lightning (droppick.backprop_losses in training_step) or a loop of your own")
         if self.train_dataset is None or len(self.train_dataset) != dap.num_samples:
             found = None if self.train_dataset is None else len(self.train_dataset)
             raise ValueError(f"train_dataset has {found} samples but the DaP engine was made for {dap.num_samples}: "

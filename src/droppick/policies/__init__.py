@@ -33,7 +33,7 @@ from .full import Full, Scaled
 from .infobatch import InfoBatch
 from .noise import SHARE, SKIP, KeepHardestTrusted, KeepWindow
 from .random import KeepRandom
-from .selective_backprop import SelectiveBackprop
+from .selective_backprop import SelectiveBackprop, backprop_losses
 from .seta import SeTa
 from .rs2 import RS2
 from .scheduled import Scheduled
@@ -77,6 +77,6 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
 __all__ = [
     "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd",
     "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted", "KeepRandom",
-    "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa", "Static", "build_policy",
-    "checked_selection"
+    "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa", "Static", "backprop_losses",
+    "build_policy", "checked_selection"
 ]

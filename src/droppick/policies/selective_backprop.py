@@ -11,11 +11,14 @@ first runs forward without gradients on all of them; its losses are recorded as 
 Its compute is not samples trained: a forward pass without gradients costs about a third of a training
 step (forward and backward), the usual approximation. ``choose`` counts both, so a run reports the
 samples back-propagated and its step-equivalents, n/3 + k for a selective batch and n for a whole one.
+
+``backprop_losses`` is the one call a training step makes for it (``droppick train``'s, a loop of your
+own, a Lightning ``training_step``): it runs the passes a batch needs and keeps those counts.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -74,3 +77,31 @@ class SelectiveBackprop(Policy):
 
     def params(self) -> dict:
         return {"sb_keep": self.keep, "sb_start": self.start, "sb_end": self.end, "sb_interrupt": self.interrupt}
+
+
+Positions = Union[slice, torch.Tensor]  # the whole batch (slice(None)) or some of its positions
+
+
+def backprop_losses(dap, batch: int, sample_losses: Callable[[Positions], torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``batch`` (0-based in the epoch) of a training step: ``(recorded, trained)``, every sample's
+    loss (detached, what ``dap.record`` takes) and the per-sample losses to back-propagate.
+
+    ``sample_losses(at)`` returns the per-sample losses of the batch's samples at ``at``, indexing
+    the batch's tensors with it: ``slice(None)`` the whole batch, a LongTensor of positions a part.
+    Under Selective Backprop, in a batch that selects (``selects(dap.epoch, batch)``) the whole
+    batch runs without gradients, then the part ``choose`` draws (seeded by ``dap.seed``, as
+    ``droppick train`` draws it) runs with them; in any other batch, and under any other policy,
+    the whole batch runs once, with gradients, and ``recorded`` is ``trained`` detached. The
+    policy's counts (``take_counts``) follow either way: call it once per epoch, or they add up."""
+    policy = dap.policy
+    selective = isinstance(policy, SelectiveBackprop)
+    if not (selective and policy.selects(dap.epoch, batch)):
+        losses = sample_losses(slice(None))
+        if selective:
+            policy.count_whole(losses.numel())
+        return losses.detach(), losses
+    with torch.no_grad():  # the selection pass: every sample's loss, about a third of a step each
+        recorded = sample_losses(slice(None))
+    keep = policy.choose(recorded, dap.seed, dap.epoch, batch).to(recorded.device)
+    return recorded, sample_losses(keep)
