@@ -181,6 +181,9 @@ def test_refusals_name_the_fix(tmp_path):
     infobatch = DropAndPick(num_samples=60, schedule=SCHEDULE, policy="infobatch", seed=0)
     with pytest.raises(ValueError, match=r"InfoBatch's subset sizes depend on the losses .* use a scheduled policy here"):
         DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=train, dap=infobatch)
+    seta = DropAndPick(num_samples=60, schedule=SCHEDULE, policy="seta", seed=0)
+    with pytest.raises(ValueError, match=r"SeTa's subset sizes depend on the losses .* use a scheduled policy here"):
+        DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=train, dap=seta)
 
     tensors = torch.utils.data.TensorDataset(train.images, train.labels)
     trainer = DropAndPickTrainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=tensors, dap=dap)

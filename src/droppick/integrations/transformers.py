@@ -121,10 +121,11 @@ class DropAndPickTrainer(transformers.Trainer):
         if self.args.max_steps > 0:
             raise ValueError(f"max_steps={self.args.max_steps} would cut the DaP schedule short: leave it unset (-1); "
                              "the run's length is the plan's epochs")
-        if dap.policy.name == "infobatch":
-            raise ValueError("InfoBatch's subset sizes depend on the losses (its plan is an upper bound), so the "
+        if dap.policy.name in ("infobatch", "seta"):
+            named = {"infobatch": "InfoBatch", "seta": "SeTa"}[dap.policy.name]
+            raise ValueError(f"{named}'s subset sizes depend on the losses (its plan is an upper bound), so the "
                              "Trainer's steps and LR schedule cannot be sized from the plan: use a scheduled policy "
-                             "here, or InfoBatch in your own loop")
+                             f"here, or {named} with droppick train or in your own loop")
         if isinstance(dap.policy, SelectiveBackprop):
             raise ValueError("Selective Backprop back-propagates a part of each batch, drawn after a forward pass over "
                              "all of it without gradients; DropAndPickTrainer's compute_loss runs one forward pass over "
