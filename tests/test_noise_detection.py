@@ -38,11 +38,26 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
         "data_dir": str(fake_fashion), "train_samples": 200, "epochs": 3, "warmup": 1, "reuse_at": [], "lr_milestones": [],
         "batch_size": 50, "eval_every": 3}))
     monkeypatch.setattr(nd, "NOISE", [("symmetric 20%", 0.2, "symmetric")])
+    monkeypatch.setattr(nd, "SIGNALS", {s: nd.SIGNALS[s] for s in ("loss", "margin")})  # two signals: cheaper
     monkeypatch.setattr(sys, "argv", ["noise_detection.py"])
     nd.main()
     page = (tmp_path / "README.md").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| symmetric 20% |")]
-    assert [row.split(" | ")[1] for row in rows] == ["droppick (DaP run)", "cleanlab (5-fold)"]
+    assert [row.split(" | ")[1] for row in rows] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"], "cleanlab (5-fold)"]
     compute = [float(row.split(" | ")[2]) for row in rows]
-    assert compute[1] == 4.0 and 0.5 < compute[0] < 1.0
+    assert compute[2] == 4.0 and 0.5 < compute[0] == compute[1] < 1.0
     assert all(0.0 <= float(row.split(" | ")[-1].strip(" |")) <= 1.0 for row in rows)  # an AUROC each
+    # the validation setting (another slice seed) has droppick's signals only, and chooses among them
+    validation = [line for line in page.splitlines() if line.startswith(f"| {nd.VALIDATION[0]} |")]
+    assert [row.split(" | ")[1] for row in validation] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"]]
+    aurocs = [float(row.split(" | ")[-1].strip(" |")) for row in validation]
+    best = ["loss", "margin"][aurocs.index(max(aurocs))]
+    assert f"Signal chosen on the validation setting (by AUROC): {best}." in page
+
+
+def test_the_signal_is_chosen_by_validation_auroc_first_on_a_tie():
+    row = lambda auroc: {"auroc": auroc}  # noqa: E731
+    assert nd.chosen_signal(None) is None
+    scores = {"loss": 0.7, "el2n": 0.9, "margin": 0.8}
+    assert nd.chosen_signal({nd.SIGNALS[s]: row(a) for s, a in scores.items()}) == "el2n"
+    assert nd.chosen_signal({label: row(0.8) for label in nd.SIGNALS.values()}) == "loss"
