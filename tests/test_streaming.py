@@ -219,6 +219,23 @@ def test_a_streamed_run_resumes_exactly_and_refuses_a_missing_split(data, tmp_pa
         train(config(f"litdata:{tmp_path / 'only-train'}", data), tmp_path / "b")
 
 
+def test_both_chunked_formats_train_the_same_dap_run(data, tmp_path):
+    """Policy dap, whose subsets follow the losses: WebDataset shards and litdata chunks of the same
+    samples, chunked alike, give the same chunk-aware order, so the same losses and subsets epoch by
+    epoch (the in-memory path has no chunks, so another order and other losses: compared under
+    random above)."""
+    from droppick.train.rundir import RunDir
+    from droppick.train.trainer import train
+
+    rows = {}
+    for name in ("wds", "litdata"):
+        train(config(SOURCES[name].format(root=data), data, policy="dap"), tmp_path / name)
+        rows[name] = RunDir(tmp_path / name).read_metrics()
+    for key in ("subset_size", "subset_sha256", "train_loss", "samples_decoded"):
+        assert [r[key] for r in rows["wds"]] == [r[key] for r in rows["litdata"]], key
+    assert [r["subset_size"] for r in rows["wds"]] == [61, 61, 24]
+
+
 def test_the_large_datasets_page_runs_as_printed(tmp_path, monkeypatch):
     """The page's Fashion-MNIST lines, run by the installed `droppick` on fake data where the printed
     paths look (DROPPICK_DATA; the ImageNet lines are parsed and started in test_readme_commands),
