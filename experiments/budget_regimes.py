@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from droppick.report.compare import dataset_size, run_configs
-from droppick.schedule import for_budget
 from droppick.train.config import TrainConfig
 
 KEEP = 0.8  # the budget: DaP keep 0.8's planned compute on each regime's N
@@ -47,8 +46,7 @@ def rule_configs(base: TrainConfig, regime: Regime, rule: str, seeds: list[int])
         cfg = TrainConfig.from_dict(cfg.to_dict() | {"keep": 0.9})
     if rule == "budget":
         compute = cfg.schedule.plan(n).compute_fraction
-        s = for_budget(compute, n, cfg.epochs, cfg.warmup, cfg.interval, cfg.reuse_at, cfg.active)
-        cfg = TrainConfig.from_dict(cfg.to_dict() | {"keep": s.keep, "min_keep": s.min_keep, "target_compute": compute})
+        cfg = cfg.with_budget(compute, n)
     return run_configs(cfg, ["dap" if rule == "budget" else rule], seeds, n)
 
 

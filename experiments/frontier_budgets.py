@@ -31,7 +31,7 @@ import budget_regimes
 import frontier_beyond
 from _report import log
 from droppick.report.compare import run_configs
-from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, closest_keep, for_budget, largest_floor
+from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, closest_keep, largest_floor
 from droppick.train.config import TrainConfig
 
 TUNE_VAL = 10_000  # validation images; the tuning slice is N + TUNE_VAL images
@@ -114,9 +114,8 @@ def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> 
 
 def budget_candidate(base: TrainConfig, budget: float, n: int) -> Candidate:
     """What ``--target-compute budget`` chooses on the frontier's schedule: the budget rule's floor and p."""
-    s = for_budget(budget, n, base.epochs, base.warmup, base.interval, base.reuse_at, base.active)
-    changes = {"min_keep": s.min_keep} | ({"warmup": s.warmup} if s.warmup != base.warmup else {})
-    cfg = TrainConfig.from_dict(base.to_dict() | changes | {"policy": "dap", "keep": s.keep, "target_compute": budget})
+    cfg = TrainConfig.from_dict(base.to_dict() | {"policy": "dap"}).with_budget(budget, n)
+    changes = {"min_keep": cfg.min_keep} | ({"warmup": cfg.warmup} if cfg.warmup != base.warmup else {})
     return Candidate(budget, "budget", changes, cfg, f"c{budget:.4g}-budget")
 
 

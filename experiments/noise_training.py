@@ -25,7 +25,6 @@ from typing import NamedTuple, Optional
 import _jobs
 from _report import log
 from droppick.report.compare import run_configs
-from droppick.schedule import for_budget
 from droppick.train.config import TrainConfig
 
 NOISE = {"symmetric-20": (0.2, "symmetric"), "pairs-20": (0.2, "pairs"), "symmetric-40": (0.4, "symmetric")}
@@ -51,8 +50,7 @@ def rule(base: TrainConfig, noise: str, name: str, value: Optional[float], n: in
     values = base.to_dict() | {"keep": KEEP, "label_noise": rate, "noise_kind": kind}
     budget = TrainConfig.from_dict(values).schedule.plan(n).compute_fraction
     if name in ("budget", "trusted", "window"):  # on the budget rule's schedule
-        s = for_budget(budget, n, base.epochs, base.warmup, base.interval, base.reuse_at, base.active)
-        values |= {"keep": s.keep, "min_keep": s.min_keep, "target_compute": budget}
+        values = TrainConfig.from_dict(values).with_budget(budget, n).to_dict()
     policy = {"budget": "dap"}.get(name, name)
     values["policy"] = policy
     if value is not None:

@@ -347,9 +347,10 @@ def _config_from_args(args) -> TrainConfig:
     from ..report.compare import dataset_size
 
     refuse_budget_conflicts(asked)
-    schedule = budget_schedule({k: values[k] for k in SCHEDULE_KEYS}, dataset_size(cfg), cfg.target_compute, asked)
-    return TrainConfig.from_dict(values | {"keep": schedule.keep, "min_keep": schedule.min_keep,
-                                           "warmup": schedule.warmup})
+    n = dataset_size(cfg)
+    budgeted = cfg.with_budget(cfg.target_compute, n, fixed_warmup="warmup" in asked)
+    print(describe_budget(budgeted.schedule, n, cfg.target_compute, cfg.warmup), file=sys.stderr)
+    return budgeted
 
 
 def build_parser() -> argparse.ArgumentParser:

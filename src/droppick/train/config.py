@@ -24,7 +24,7 @@ from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
-from ..schedule import DaPSchedule, require_int
+from ..schedule import DaPSchedule, for_budget, require_int
 from ..scores import BUILT_IN as SCORES
 from ..sharded_rules import REFUSED
 
@@ -303,6 +303,13 @@ class TrainConfig:
     def schedule(self) -> DaPSchedule:
         return DaPSchedule(self.epochs, self.warmup, self.interval, self.keep, self.active, self.reuse_at,
                            self.min_keep)
+
+    def with_budget(self, compute: float, num_samples: int, fixed_warmup: bool = False) -> "TrainConfig":
+        """This run on the budget rule's schedule for ``compute`` (``DaPSchedule.for_budget``: its
+        warm-up, at most this one unless ``fixed_warmup``, floor and keep), recording the budget."""
+        s = for_budget(compute, num_samples, self.epochs, self.warmup, self.interval, self.reuse_at, self.active,
+                       fixed_warmup)
+        return dataclasses.replace(self, warmup=s.warmup, keep=s.keep, min_keep=s.min_keep, target_compute=compute)
 
     @property
     def milestones(self) -> list[int]:
