@@ -90,6 +90,9 @@ def aggregate(configs: dict[str, TrainConfig], summaries: dict[str, dict], out: 
                            for col in zip(*[[r["test_top1"] for r in m] for m in metrics])],
             "epoch_subset": [r["subset_size"] for r in metrics[0]],
         }
+        for key in ("backprop_fraction", "step_equivalent_fraction"):  # Selective Backprop's spend (train/summary.py)
+            if all(key in x for x in s):
+                rows[policy][key] = statistics.fmean(x[key] for x in s)
     if "full" in rows:
         for row in rows.values():
             row["top1_vs_full"] = row["top1_mean"] - rows["full"]["top1_mean"]
