@@ -29,6 +29,7 @@ def test_selective_backprops_keep_spends_the_budget_in_step_equivalents():
             assert c.config.schedule.plan(frontier.N).compute_fraction == pytest.approx(budget, abs=0.005)
     assert {c.peer for c in peers.candidates(frontier.BASE, frontier.N)} == set(peers.PEERS)
     assert peers.sb_keep(0.3, 30, 5) is None  # 4 whole epochs and a third of the rest already spend more
+    assert peers.sb_keep(0.4464, 30, 5) is None and peers.sb_keep(0.4464, 30, 1) == 0.113  # 0.028: too few to train
 
 
 def test_each_peers_winner_is_its_best_validation_run(tmp_path):
