@@ -91,6 +91,9 @@ def plot_fit(points: list, n: int, path: Path) -> None:
 def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
     candidates = fb.tuning_candidates(base, n)
     dap = {c.budget: fb.val_top1(c, out / "tuning", n) for c in candidates if (c.rule, c.changes) == ("dap", {})}
+    for keep in fb.SHORT_WARMUP:  # there DaP's validation run is frontier_beyond's
+        theirs = fb.frontier_beyond.candidate(candidates[0].config, keep, "dap", None, n)
+        dap[fb.paper_budget(base, keep, n)] = fb.val_top1(theirs, out.parent / "beyond" / "tuning", n)
     lines = ["## Tuning on the validation split", "",
              f"Seed {fb.TUNE_SEED}, one run per candidate: {n:,} training images of a seeded {n + fb.TUNE_VAL:,}-image "
              f"slice, the other {fb.TUNE_VAL:,} (class-stratified) held out for validation; the best final validation "
@@ -101,7 +104,7 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
              "| budget | rule | setting | final val top-1 (%) | vs DaP |", "| ---: | --- | --- | ---: | ---: |"]
     for c in candidates:
         score = fb.val_top1(c, out / "tuning", n)
-        best = fb.winner(candidates, c.budget, out / "tuning", n) == c
+        best = c.budget in fb.GRID and fb.winner(candidates, c.budget, out / "tuning", n) == c  # else: the fit's table
         cell = "not trained yet" if score is None else f"**{score:.2f}**" if best else f"{score:.2f}"
         d = None if score is None or dap[c.budget] is None or (c.rule, c.changes) == ("dap", {}) else score - dap[c.budget]
         vs = "" if d is None else f"{d:+.2f} ({noise_word(d, dap_std[c.budget] * 2 ** 0.5)})"
@@ -257,7 +260,7 @@ def readme(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) -> l
 
 
 def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) -> Path:
-    from fashion_mnist_frontier import frontier_configs, run_configs
+    from fashion_mnist_frontier import FOLDERS, frontier_configs, run_configs
 
     full = one(rows_of, run_configs(base, ["full"], seeds, n), here / "table2f")
     all_full = one(rows_of, fb.run_configs(fb.TrainConfig.from_dict(base.to_dict() | {"train_samples": None}), ["full"],
@@ -265,6 +268,8 @@ def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) 
     dap_44 = one(rows_of, frontier_configs(0.8), here / "frontier" / "keep-0.8")
     table = budget_rows(base, seeds, n, here, out, rows_of)
     dap_std = {b: (table.get(b, {}).get("dap", (None, None))[1] or dap_44)["top1_std"] for b in fb.GRID}
+    dap_std |= {fb.paper_budget(base, keep, n): one(rows_of, frontier_configs(keep), FOLDERS[keep])["top1_std"]
+                for keep in fb.SHORT_WARMUP}
     points = fb.tuned_floors(base, n, out)
     readme_lines = readme(base, n, seeds, here, out, rows_of)
     lines = ["# The budget rule: evidence at 25% to 63% compute, on scarce and long-tailed data", "",

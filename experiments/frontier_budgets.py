@@ -51,7 +51,7 @@ PAPER_KEEPS = (0.8, 0.9)  # the frontier's tuned budgets (frontier_beyond.py): D
 GRID: dict[float, list[tuple[str, dict]]] = {
     0.35: [("dap", {}),
            ("floor", {"min_keep": 0.1}), ("floor", {"min_keep": 0.17}), ("floor", {"min_keep": 0.178}),
-           ("floor", {"warmup": 3, "min_keep": 0.21}),
+           ("floor", {"warmup": 3, "min_keep": 0.21}), ("dap", {"warmup": 2}),
            ("floor", {"warmup": 2, "min_keep": 0.15}), ("floor", {"warmup": 2, "min_keep": 0.24}),
            ("floor", {"warmup": 1, "min_keep": 0.27}),
            ("floor", {"reuse_at": [15, 22], "min_keep": 0.12})],
@@ -59,6 +59,15 @@ GRID: dict[float, list[tuple[str, dict]]] = {
            ("floor", {"warmup": 2, "min_keep": 0.06}), ("floor", {"warmup": 2, "min_keep": 0.12}),
            ("floor", {"warmup": 1, "min_keep": 0.1}), ("floor", {"warmup": 1, "min_keep": 0.15}),
            ("floor", {"warmup": 0, "min_keep": 0.18})],
+}
+
+
+# At DaP keep 0.8's and 0.9's compute frontier_beyond.py tuned floors at the frontier's W = 4 only.
+# Once W = 2 had won at 25% and 35%, the same warm-up joins there too (DaP, and a floor near W = 2's
+# largest, 0.361 and 0.569): whether the rule shortens the warm-up at every budget or only at low ones.
+SHORT_WARMUP: dict[float, list[tuple[str, dict]]] = {
+    0.8: [("dap", {"warmup": 2}), ("floor", {"warmup": 2, "min_keep": 0.35})],
+    0.9: [("dap", {"warmup": 2}), ("floor", {"warmup": 2, "min_keep": 0.55})],
 }
 
 
@@ -95,7 +104,15 @@ def candidate(base: TrainConfig, budget: float, rule: str, changes: dict, n: int
 def tuning_candidates(base: TrainConfig, n: int) -> list[Candidate]:
     tune = TrainConfig.from_dict(base.to_dict() | {"train_samples": n + TUNE_VAL, "val_samples": TUNE_VAL,
                                                    "seed": TUNE_SEED})
-    return [candidate(tune, budget, rule, changes, n) for budget, grid in GRID.items() for rule, changes in grid]
+    found = [candidate(tune, budget, rule, changes, n) for budget, grid in GRID.items() for rule, changes in grid]
+    return found + [candidate(tune, paper_budget(base, keep, n), rule, changes, n)
+                    for keep, grid in SHORT_WARMUP.items() for rule, changes in grid]
+
+
+def paper_budget(base: TrainConfig, keep: float, n: int) -> float:
+    """The planned compute of the paper's DaP at ``keep`` on the frontier's schedule, to 4 decimals
+    (a folder's name; 0.4464 and 0.6267)."""
+    return round(TrainConfig.from_dict(base.to_dict() | {"keep": keep}).schedule.plan(n).compute_fraction, 4)
 
 
 # A tuning run and its score are read as the frontier's own tuning reads them (same seed, same layout)
@@ -172,15 +189,17 @@ def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
         return Tuned(budget, setting, schedule.min_keep, largest_floor(schedule, n, budget), schedule.warmup, longer)
 
     points = []
-    for keep in PAPER_KEEPS:
-        tuning = frontier_beyond.tuning_candidates(base, n)
-        pick = frontier_beyond.chosen(tuning, keep, "floor", out.parent / "beyond" / "tuning", n)
-        if pick is None:
-            return None
-        schedule = pick.config.schedule
-        points.append(tuned(dataclasses.replace(schedule, min_keep=0.0, keep=keep).plan(n).compute_fraction,
-                            pick.setting, schedule))
     candidates = tuning_candidates(base, n)
+    beyond_tuning = out.parent / "beyond" / "tuning"
+    for keep in PAPER_KEEPS:  # frontier_beyond's DaP and floors (W = 4) against this script's W = 2 ones
+        theirs = [c for c in frontier_beyond.tuning_candidates(base, n) if c.keep == keep and c.rule in ("dap", "floor")]
+        ours = [c for c in candidates if c.budget == paper_budget(base, keep, n)]
+        scored = [(val_top1(c, beyond_tuning, n), c) for c in theirs] + [(val_top1(c, out / "tuning", n), c) for c in ours]
+        if any(score is None for score, _ in scored):
+            return None
+        best = max(scored, key=lambda sc: sc[0])[1]  # the first of equal scores: frontier_beyond's
+        compute = dataclasses.replace(base.schedule, keep=keep).plan(n).compute_fraction
+        points.append(tuned(compute, best.setting, best.config.schedule))
     for budget in GRID:
         best = winner(candidates, budget, out / "tuning", n)
         if best is None:

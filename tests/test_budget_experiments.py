@@ -53,7 +53,7 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
     assert fb.tuned_floors(frontier.BASE, frontier.N, out) is None and not fb.rule_is_final(frontier.BASE, frontier.N, out)
     write_paper_floor_tuning(tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})
     winners = {0.35: {"min_keep": 0.17}, 0.25: {"warmup": 2, "min_keep": 0.12}}
-    write_budget_tuning(out / "tuning", lambda c: 90.0 if c.changes == winners[c.budget] else 80.0)
+    write_budget_tuning(out / "tuning", lambda c: 90.0 if c.changes == winners.get(c.budget) else 80.0)
     points = fb.tuned_floors(frontier.BASE, frontier.N, out)
     # largest floors: W = 4 at 25% would be 0.062, but the winner's own W = 2 allows 0.134 (0.1 with W = 3)
     assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.longer) for p in points] == [
@@ -122,3 +122,14 @@ def test_the_regimes_train_the_budget_rule_only_once_it_is_final(tmp_path, monke
     monkeypatch.setattr(fb, "rule_is_final", lambda base, n, out: True)
     jobs = fb.regime_jobs(frontier.BASE, [0], frontier.N, here, out)
     assert len(jobs) == 3 * 4 and out / "c0.4464-budget" in [folder for _, folder in jobs]
+
+
+def test_a_short_warm_up_at_the_papers_budgets_competes_with_the_frontiers_floors(tmp_path):
+    out = tmp_path / "budgets"
+    write_paper_floor_tuning(tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})  # their floors: 90 on validation
+    favoured = {"warmup": 2, "min_keep": 0.35}  # W = 2 at DaP keep 0.8's compute: 95
+    write_budget_tuning(out / "tuning", lambda c: 95.0 if c.changes == favoured else 80.0)
+    points = {round(p.budget, 4): p for p in fb.tuned_floors(frontier.BASE, frontier.N, out)}
+    at_44, at_63 = points[0.4464], points[0.6267]
+    assert (at_44.warmup, at_44.floor, at_44.largest) == (2, 0.35, 0.361) and at_44.longer == 0.335  # W = 3's
+    assert (at_63.warmup, at_63.floor, at_63.longer) == (4, 0.5, None)  # the frontier's floor still wins there
