@@ -8,6 +8,7 @@ from pathlib import Path
 
 from _report import log
 from droppick.report.compare import run_all
+from droppick.train.lock import RunLockError
 
 Jobs = list[tuple[dict, Path]]  # (run name -> TrainConfig, the folder its runs go to)
 
@@ -34,7 +35,11 @@ def share(items: list, index: int, of: int) -> list:
 
 
 def train(jobs: Jobs, index: int = 0, of: int = 1) -> None:
-    """Train every unfinished run of ``jobs`` in this process's share (a finished run is reused)."""
+    """Train every unfinished run of ``jobs`` in this process's share (a finished run is reused). A run
+    another live process holds is left to it: shares computed at different times can overlap."""
     runs = [({name: cfg}, folder) for configs, folder in jobs for name, cfg in configs.items()]
     for configs, folder in share(runs, index, of):
-        run_all(configs, folder, log=log)
+        try:
+            run_all(configs, folder, log=log)
+        except RunLockError as held:
+            log(f"left to the process that holds it: {held}")
