@@ -60,7 +60,7 @@ def test_fraction_fields(values, message):
 
 @pytest.mark.parametrize("values,message", [  # a choice among names
     ({"policy": "dapp"}, "policy must be one of dap, random, full, scaled, static, infobatch, rs2, epsilon, ema, "
-                          "window, trusted, seta, selective_backprop; got 'dapp'"),
+                          "window, trusted, rho, seta, selective_backprop; got 'dapp'"),
     ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N .*; got 'gpu'"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; available models: .*tiny_cnn, or timm:NAME"),
     ({"dataset": "mnist"}, r"dataset must be one of fashion-mnist, cifar10, cifar100, imagefolder, hf:PATH "

@@ -183,7 +183,7 @@ def test_drop_without_any_recorded_loss_is_an_error():
 
 def test_constructor_validation():
     with pytest.raises(ValueError, match="policy must be one of dap, random, full, scaled, static, infobatch, rs2, "
-                                         "epsilon, ema, window, trusted, seta, selective_backprop or an "
+                                         "epsilon, ema, window, trusted, rho, seta, selective_backprop or an "
                                          "object"):
         DropAndPick(10, small_schedule(), policy="hardest")
     with pytest.raises(ValueError, match="num_samples must be >= 1"):

@@ -12,8 +12,8 @@ from .data.in_memory import IndexedDataset
 from .engine import DropAndPick, NonFiniteLossError
 from .sharded_engine import ShardedDropAndPick  # also makes DropAndPick(..., shard_state=True) build one
 from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardest, KeepHardestAverage,
-                       KeepHardestTrusted, KeepRandom, KeepWindow, Policy, Scaled, Scheduled, SelectiveBackprop, SeTa,
-                       Static, backprop_losses)
+                       KeepHardestTrusted, KeepHighestReducible, KeepRandom, KeepWindow, Policy, Scaled, Scheduled,
+                       SelectiveBackprop, SeTa, Static, backprop_losses)
 from .sampler import DaPSampler
 from .plan import Plan
 from .schedule import DaPSchedule, keep_count
@@ -29,6 +29,7 @@ __all__ = [
     "KeepHardest",
     "KeepHardestAverage",
     "KeepHardestTrusted",
+    "KeepHighestReducible",
     "KeepRandom",
     "KeepWindow",
     "Policy",

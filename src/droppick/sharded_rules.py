@@ -25,6 +25,8 @@ REFUSED = {
            "cannot draw its slice of them without drawing all N (sharding it is not done yet)",
     "infobatch": "InfoBatch weights every batch by per-sample weights, read for samples of any rank's "
                  "slice, and draws N random numbers every epoch (sharding it is not done yet)",
+    "rho": "rho's irreducible losses are one float32[N] tensor handed to the rule whole, which the sharded "
+           "engine would have to slice and checkpoint per rank (sharding it is not done yet)",
 }
 
 
@@ -33,8 +35,9 @@ def check_shardable(policy: Policy) -> None:
     if type(policy) is Scheduled:
         if type(policy.rule) in SHARDED_RULES:
             return
-        raise ValueError(f"shard_state=True cannot run the selection rule {policy.name!r}: its select() reads the "
-                         "losses of all N samples, which no rank holds when the state is sharded. Use one of dap, "
+        why = REFUSED.get(policy.name, "its select() reads the losses of all N samples, which no rank holds when the "
+                                       "state is sharded")
+        raise ValueError(f"shard_state=True cannot run the selection rule {policy.name!r}: {why}. Use one of dap, "
                          "ema, epsilon, random, window, trusted, or shard_state=False")
     if type(policy).end_epoch is Policy.end_epoch and type(policy).batch_weights is Policy.batch_weights:
         return  # full, scaled, static: nothing decided after the first subset, nothing weighted

@@ -300,6 +300,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
          f"{d.window_skip})", type=float, dest="window_skip")
     flag(g, "--trusted-share", f"policy trusted: share of all samples, the highest mean losses, ranked last at drops "
          f"(default {d.trusted_share})", type=float, dest="trusted_share")
+    flag(g, "--rho-epochs", f"policy rho: epochs its irreducible-loss model trains on the --val-samples split before "
+         f"epoch 1 (default {d.rho_epochs})", type=int, dest="rho_epochs")
     flag(g, "--seta-ratio", f"policy seta: share left out at random each epoch (default {d.seta_ratio})", type=float,
          dest="seta_ratio")
     flag(g, "--seta-groups", f"policy seta: loss clusters (default {d.seta_groups})", type=int, dest="seta_groups")
@@ -321,7 +323,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
     flag(g, "--profile", "print where each epoch's time goes", action="store_const", const=True)
     flag(g, "--shard-state", "each rank holds the DaP state of its own slice of the samples only, checkpointed as a file "
-         "per rank; the same subsets as without it (not with rs2, infobatch, seta)", action="store_const", const=True,
+         "per rank; the same subsets as without it (not with rs2, infobatch, seta, rho)", action="store_const", const=True,
          dest="shard_state")
     flag(g, "--eval-every", f"evaluate after every K-th epoch and the last (default {d.eval_every})", type=int,
          dest="eval_every")

@@ -15,6 +15,8 @@
   beta = ema.BETA unless given
 - "window": the schedule's drops skip the hardest share of the subset and keep the next (noise.py)
 - "trusted": the schedule's drops keep the hardest but rank the suspected wrong labels last (noise.py)
+- "rho": the schedule's drops keep the highest loss less a holdout model's loss, RHO-LOSS's reducible
+  loss (Mindermann et al. 2022; noise.py); its irreducible losses are given to the rule before the first drop
 - "seta": SeTa (Zhou et al., CVPR 2025): a random share, loss clusters and a sliding window every epoch
 - "selective_backprop": all data, each batch back-propagating a loss-weighted part (Jiang et al. 2019)
 """
@@ -31,7 +33,7 @@ from .ema import BETA, KeepHardestAverage
 from .epsilon import EPSILON, EpsilonGreedy
 from .full import Full, Scaled
 from .infobatch import InfoBatch
-from .noise import SHARE, SKIP, KeepHardestTrusted, KeepWindow
+from .noise import SHARE, SKIP, KeepHardestTrusted, KeepHighestReducible, KeepWindow
 from .random import KeepRandom
 from .selective_backprop import SelectiveBackprop, backprop_losses
 from .seta import SeTa
@@ -39,8 +41,8 @@ from .rs2 import RS2
 from .scheduled import Scheduled
 from .static import Static
 
-POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted", "seta",
-            "selective_backprop")
+POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted", "rho",
+            "seta", "selective_backprop")
 
 
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
@@ -64,6 +66,7 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "ema": lambda: Scheduled(KeepHardestAverage(BETA if ema_beta is None else ema_beta)),
             "window": lambda: Scheduled(KeepWindow(SKIP if window_skip is None else window_skip)),
             "trusted": lambda: Scheduled(KeepHardestTrusted(SHARE if trusted_share is None else trusted_share)),
+            "rho": lambda: Scheduled(KeepHighestReducible()),
             "seta": lambda: SeTa(**(seta or {}), target_compute=target_compute),
             "selective_backprop": lambda: SelectiveBackprop(**(selective_backprop or {})),
         }
@@ -76,7 +79,7 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
 
 __all__ = [
     "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd",
-    "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted", "KeepRandom",
-    "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa", "Static", "backprop_losses",
-    "build_policy", "checked_selection"
+    "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted",
+    "KeepHighestReducible", "KeepRandom", "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa",
+    "Static", "backprop_losses", "build_policy", "checked_selection"
 ]

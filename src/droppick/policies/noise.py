@@ -8,6 +8,10 @@ a mislabelled sample at every drop, because its loss stays high however well the
   highest mean loss over the epochs they trained in (``droppick.suspects``) rank last at every drop,
   so a drop keeps none of them while there are others to keep. Picks still return all data, as the
   schedule says (the compute stays the plan's); the next drop leaves the suspects out again.
+- ``KeepHighestReducible`` ("rho"): RHO-LOSS's reducible holdout loss (Mindermann et al. 2022) at
+  DaP's drops. Each sample's loss less its irreducible loss, the loss of a model trained on a holdout
+  split: a wrong or ambiguous label is hard for that model too, so its difference stays low, as does
+  an already learnt sample's; what ranks high is learnable and not learnt yet.
 """
 
 from __future__ import annotations
@@ -83,3 +87,50 @@ class KeepHardestTrusted:
         if state["stats"] is not None:
             self.stats = LossStats(0)
             self.stats.load_state_dict(state["stats"])
+
+
+class KeepHighestReducible:
+    """At each drop keep the ``k`` members with the highest reducible loss ``loss - irreducible[index]``
+    (module docstring); ties to the lower index, an unrecorded member (+inf) first and a non-finite one
+    (-inf) last, as in ``KeepHardest``. The irreducible losses are float32[N], one per sample, given
+    once (here or by ``set_irreducible``) before the first drop: ``droppick train --policy rho`` trains a
+    model on its ``--val-samples`` split and scores every training sample with it
+    (``droppick.train.irreducible``). State: those losses (4 bytes a sample)."""
+
+    name = "rho"
+
+    def __init__(self, irreducible: Optional[torch.Tensor] = None):
+        self.irreducible: Optional[torch.Tensor] = None
+        if irreducible is not None:
+            self.set_irreducible(irreducible)
+
+    def set_irreducible(self, irreducible) -> None:
+        """Each training sample's irreducible loss: a 1-D tensor of N finite numbers, kept as float32."""
+        il = torch.as_tensor(irreducible).detach()
+        if il.dim() != 1 or il.numel() == 0 or il.dtype == torch.bool or il.is_complex():
+            raise ValueError(f"rho's irreducible losses must be a 1-D tensor of one loss per training sample, got "
+                             f"{il.dtype} of shape {tuple(il.shape)}")
+        il = il.to("cpu", torch.float32).clone()
+        bad = (~torch.isfinite(il)).nonzero().squeeze(1)
+        if bad.numel():
+            raise ValueError(f"rho's irreducible losses must be finite; samples {bad[:10].tolist()} have "
+                             f"{il[bad[:10]].tolist()}: the holdout model diverged (lower its learning rate)")
+        self.irreducible = il
+
+    def select(self, subset: torch.Tensor, losses: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+        if self.irreducible is None:
+            raise RuntimeError("policy rho ranks by each sample's loss less its irreducible loss, and none were given: "
+                               "pass them as KeepHighestReducible(irreducible) or call rule.set_irreducible(losses) "
+                               "(dap.policy.rule with policy=\"rho\") before the first drop, with float32[N] losses of "
+                               "a model trained on a holdout split; droppick train computes them from --val-samples")
+        if self.irreducible.numel() != losses.numel():
+            raise ValueError(f"rho holds {self.irreducible.numel()} irreducible losses, but the engine has "
+                             f"{losses.numel()} samples: give one irreducible loss per training sample")
+        return select_hardest(subset, losses - self.irreducible, k)  # +inf and -inf stay: unrecorded first, non-finite last
+
+    def state_dict(self) -> dict:
+        return {"irreducible": None if self.irreducible is None else self.irreducible.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["irreducible"]
+        self.irreducible = None if saved is None else saved.to(torch.float32).clone()

@@ -33,9 +33,11 @@ AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # the policies whose subset sizes are the DaP schedule's
-FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted")
+FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted", "rho")
 # the policies DropAndPick(..., shard_state=True) runs (sharded_rules.check_shardable; a test keeps the two alike)
-SHARD_STATE_POLICIES = FOLLOWS_SCHEDULE + ("full", "scaled", "static", "selective_backprop")
+SHARD_STATE_POLICIES = tuple(p for p in FOLLOWS_SCHEDULE if p not in REFUSED) + ("full", "scaled", "static",
+                                                                                  "selective_backprop")
+RHO_EPOCHS = 5  # droppick's default: tune it on a (noisy) validation split
 DECODE_MODES = ("workers", "device")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -116,7 +118,7 @@ class TrainConfig:
     # Drop-and-Pick (the paper's Table 1)
     policy: str = "dap"
     """which samples the run trains on: dap (the paper), random, full, scaled, static, infobatch, rs2, epsilon,
-    ema (the policies guide)"""
+    ema, window, trusted, rho, seta, selective_backprop (the policies guide)"""
     score: str = "loss"
     """what ranks the samples: "loss" (the paper's), "el2n" (||softmax - one-hot||) or "margin" (a small margin
     of the true class's probability over the largest other one is hard), from the step's own logits"""
@@ -155,6 +157,10 @@ class TrainConfig:
     trusted_share: float = SHARE
     """policy "trusted": the share of all samples, the highest mean losses so far (the suspected wrong labels),
     ranked last at every drop"""
+    rho_epochs: int = RHO_EPOCHS
+    """policy "rho": the epochs its irreducible-loss model trains on the validation split (val_samples, which rho
+    needs) before epoch 1, with the run's model, optimiser settings and a cosine learning rate; that holdout
+    training and a forward pass over the training split are reported as extra compute (train.irreducible)"""
     seta_ratio: float = SETA_RATIO
     """policy "seta": the share of all samples its random step leaves out each epoch (with target_compute:
     recalibrated every epoch to spend it)"""
@@ -226,6 +232,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "eval_every", "image_size", "eval_resize", "chunk_window"):
             require_int(name, getattr(self, name), 1)
         require_int("num_workers", self.num_workers, 0)
+        require_int("rho_epochs", self.rho_epochs, 1)
         require_int("augment_padding", self.augment_padding, 0)
         for name in ("train_samples", "test_samples", "per_class", "val_samples"):
             if getattr(self, name) is not None:
@@ -234,6 +241,9 @@ class TrainConfig:
                                           or self.cv_folds < 2):
             raise ValueError(f"cv_folds (>= 2) holds out fold cv_fold (0..cv_folds-1) instead of val_samples: got "
                              f"cv_folds={self.cv_folds}, cv_fold={self.cv_fold}, val_samples={self.val_samples}")
+        if self.policy == "rho" and self.val_samples is None and self.cv_folds is None:
+            raise ValueError("policy rho ranks by each sample's loss less the loss of a model trained on a validation "
+                             "split: hold one out with --val-samples V (val_samples; or cv_folds)")
         if not 0.0 <= self.label_noise < 1.0:
             raise ValueError(f"label_noise must lie in [0, 1) (the share of training labels made wrong), "
                              f"got {self.label_noise!r}")

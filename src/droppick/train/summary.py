@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .irreducible import holdout_summary
 from .rundir import RunDir, code_version
 
 
@@ -29,6 +30,8 @@ def run_summary(t, history: list[dict], run: RunDir, wall_seconds: float, device
         full = t.dap.plan().full_samples
         summary.update(backprop_fraction=sum(m["samples_backprop"] for m in history) / full,
                        step_equivalent_fraction=sum(m["step_equivalents"] for m in history) / full)
+    if cfg.policy == "rho":  # its holdout model's training and scoring: extra compute, in step-equivalents
+        summary.update(holdout_summary(t, history))
     if t.val_split is not None:  # --val-samples
         summary.update(num_val_samples=len(t.val_split), final_val_top1=history[-1]["val_top1"],
                        best_val_top1=max(m["val_top1"] for m in history if m["val_top1"] is not None))

@@ -40,6 +40,7 @@ from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
 from .dap_state import end_epoch, save_dap_shards, subset_metrics, with_dap_state
+from .irreducible import fit_irreducible, needs_irreducible
 from .scoring import evaluate_split
 from .selective import batch_losses
 from .rundir import RunDir
@@ -367,8 +368,13 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
         board = EpochWriter(run.path / "tensorboard", first_epoch=dap.epoch)
 
     started = time.perf_counter()
+    holdout = fit_irreducible(t) if needs_irreducible(dap) else {}  # --policy rho, before epoch 1 (not on resume)
+    if main and progress and holdout:
+        tqdm.write(f"rho: irreducible losses from {holdout['holdout_samples']} validation samples trained and "
+                   f"{holdout['holdout_forward']} training samples scored ({holdout['holdout_seconds']:.1f} s)")
     while not dap.done:
-        row = t.train_and_decide(progress)
+        row = t.train_and_decide(progress) | holdout  # the holdout's counts go to epoch 1's row
+        holdout = {}
         epoch, train_loss, event = row["epoch"], row["train_loss"], row["event"]
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {train_loss}")
