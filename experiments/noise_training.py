@@ -1,19 +1,27 @@
 """Training on noisy labels (issue 32, parts 4-6): at DaP keep 0.8's compute (44.6%) on the frontier's
 20,000-image slice with 20% symmetric, 20% pairs and 40% symmetric noise, full training on the noisy
-labels, the paper's DaP, rs2, the budget rule and the two rules that keep suspects out of the subsets,
+labels, the paper's DaP, rs2, the budget rule and the three rules that keep suspects out of the subsets,
 each tuned on a noisy validation split. From the repository root:
 
-    .venv/bin/python experiments/noise_training.py --part tune   # window and trusted on the noisy validation split
+    .venv/bin/python experiments/noise_training.py --part tune   # window, trusted, rho on the noisy validation split
     .venv/bin/python experiments/noise_training.py --part rows   # every rule, 3 seeds, at each noise setting
     .venv/bin/python experiments/noise_training.py --report      # only rewrite the page
 
 Setting: the frontier's (experiments/fashion_mnist_frontier.py), ``--label-noise`` R with its kind. The
 noise rules run on the budget rule's schedule (what ``--target-compute`` chooses for DaP's compute), so
 a win over it is the noise rule's alone: ``trusted`` ranks the share s of samples with the highest mean
-loss last at every drop, ``window`` skips the hardest share of each drop's subset. Tuning: seed 0, 20,000
-training images of a 30,000-image slice with the noise applied before the other 10,000 are held out,
-so the validation split is as noisy as training; the best final validation top-1 wins. The test split
-stays clean. The script never reads a tuning run's test accuracy.
+loss last at every drop, ``window`` skips the hardest share of each drop's subset, ``rho`` keeps the highest
+loss less a holdout model's loss (RHO-LOSS), that model trained for ``rho_epochs`` on the validation split.
+Tuning: seed 0, 20,000 training images of a 30,000-image slice with the noise applied before the other
+10,000 are held out, so the validation split is as noisy as training; the best final validation top-1
+wins. The test split stays clean. The script never reads a tuning run's test accuracy.
+
+rho's holdout is that noisy validation split, in tuning and in the rows (each seed's 30,000-image slice,
+10,000 held out: rho sees 10,000 noisy labels the other rules' 20,000-image slice lacks, for its holdout
+model only; its validation top-1 is read beside a split its ranking learnt from, so it ranks rho's own
+settings, not rho against the others). Its holdout costs compute: val x rho_epochs samples trained and N
+scored at a third of a step, taken out of the budget its schedule gets, so its step-equivalents (the
+summary's ``step_equivalent_fraction``) match the others' compute.
 """
 
 from __future__ import annotations
@@ -24,20 +32,22 @@ from typing import NamedTuple, Optional
 
 import _jobs
 from _report import log
+from droppick.policies.selective_backprop import FORWARD_COST
 from droppick.report.compare import run_configs
 from droppick.train.config import TrainConfig
 
 NOISE = {"symmetric-20": (0.2, "symmetric"), "pairs-20": (0.2, "pairs"), "symmetric-40": (0.4, "symmetric")}
 KEEP = 0.8  # the budget: DaP's planned compute at this keep
-GRID = {"trusted": ("trusted_share", (0.1, 0.2, 0.3)), "window": ("window_skip", (0.05, 0.1, 0.2))}
+GRID = {"trusted": ("trusted_share", (0.1, 0.2, 0.3)), "window": ("window_skip", (0.05, 0.1, 0.2)),
+        "rho": ("rho_epochs", (2, 5, 10))}
 TUNE_VAL, TUNE_SEED = 10_000, 0
-RULES = ("full", "dap", "rs2", "budget", "trusted", "window")
+RULES = ("full", "dap", "rs2", "budget", "trusted", "window", "rho")
 
 
 class Rule(NamedTuple):
     noise: str  # a key of NOISE
     rule: str  # one of RULES
-    value: Optional[float]  # the tuned setting of trusted and window
+    value: Optional[float]  # the tuned setting of trusted, window and rho
     config: TrainConfig
 
     @property
@@ -48,14 +58,23 @@ class Rule(NamedTuple):
 def rule(base: TrainConfig, noise: str, name: str, value: Optional[float], n: int) -> Rule:
     rate, kind = NOISE[noise]
     values = base.to_dict() | {"keep": KEEP, "label_noise": rate, "noise_kind": kind}
+    if name == "rho" and values["val_samples"] is None:  # the rows: its holdout split held out as in tuning
+        values |= {"train_samples": n + TUNE_VAL, "val_samples": TUNE_VAL}
     budget = TrainConfig.from_dict(values).schedule.plan(n).compute_fraction
-    if name in ("budget", "trusted", "window"):  # on the budget rule's schedule
+    if name == "rho":  # the holdout's compute comes out of the budget (module docstring)
+        budget -= holdout_fraction(values["val_samples"], value, n, values["epochs"])
+    if name in ("budget", "trusted", "window", "rho"):  # on the budget rule's schedule
         values = TrainConfig.from_dict(values).with_budget(budget, n).to_dict()
     policy = {"budget": "dap"}.get(name, name)
     values["policy"] = policy
     if value is not None:
         values[GRID[name][0]] = value
     return Rule(noise, name, value, TrainConfig.from_dict(values))
+
+
+def holdout_fraction(val_samples: int, rho_epochs: int, n: int, epochs: int) -> float:
+    """rho's holdout in training steps, over the all-data run's: val x rho_epochs trained, N scored."""
+    return (val_samples * rho_epochs + FORWARD_COST * n) / (epochs * n)
 
 
 def tuning_rules(base: TrainConfig, n: int) -> list[Rule]:
