@@ -46,10 +46,11 @@ demo: install data
 
 # Two pytest workers (pytest-xdist): many tests wait on child processes (torchrun, SIGKILL and
 # resume, the GPU script's CPU run), so on 2 cores the suite takes about 6 minutes instead of 10.
-# --dist loadfile keeps a file's tests, and its module-scoped fixtures, in one worker.
+# --dist loadfile keeps a file's tests, and its module-scoped fixtures, in one worker; --durations lists
+# the slowest tests, so a CI log shows which ones hold the suite near its 10-minute budget.
 TEST_WORKERS ?= 2
 test: install-test
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # ruff's checks for mistakes (the rule set and why: [tool.ruff] in pyproject.toml); .ci/run runs it.
 lint: install-test
