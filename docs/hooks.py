@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORTS = {  # folder -> the files of it that are reports (pages and the figures they show)
     "experiments/fashion-mnist": ("**/*.md", "**/*.png"),
     "experiments/fashion-mnist-gpu": ("*.md", "*.png"),
-    "bench": ("README.md", "results.md"),
+    "bench": ("README.md", "results.md", "flake.md"),
 }
 
 
