@@ -35,6 +35,9 @@ def test_measured_compute_equals_plan_and_run_dir_is_complete(fake_fashion, tmp_
         assert key in summary
     assert summary["code"]["droppick"] == droppick.__version__ and summary["code"]["torch"] == torch.__version__
     assert summary["code"]["git_commit"] is None or re.fullmatch(r"[0-9a-f]{4,40}", summary["code"]["git_commit"])
+    from droppick.train.summary import LOADED_CODE  # the commit this process imported, not HEAD at the run's end
+
+    assert summary["code"] == LOADED_CODE
     metrics = RunDir(tmp_path / "run").read_metrics()
     assert [m["subset_size"] for m in metrics] == list(plan.subset_sizes)
     assert [m["samples_seen"] for m in metrics] == list(plan.subset_sizes)

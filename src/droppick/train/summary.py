@@ -7,6 +7,10 @@ import torch
 from .irreducible import holdout_summary
 from .rundir import RunDir, code_version
 
+# The code this process runs is the code it imported: a process that trains run after run (the
+# experiment scripts) while the checkout moves on would otherwise name a later commit than it ran.
+LOADED_CODE = code_version()
+
 
 def run_summary(t, history: list[dict], run: RunDir, wall_seconds: float, device: torch.device) -> dict:
     """The summary of the run that ``t`` (a ``Trainer``) has just finished, from its per-epoch
@@ -24,7 +28,7 @@ def run_summary(t, history: list[dict], run: RunDir, wall_seconds: float, device
         "world_size": t.world, "world_size_changes": t.world_size_changes,
         "excluded_nonfinite": run.count_listed(run.nonfinite_path),
         "unreadable_skipped": run.count_listed(run.unreadable_path),
-        "code": code_version(),
+        "code": LOADED_CODE,
     }
     if "step_equivalents" in history[-1]:  # Selective Backprop: what it really spent, beside samples forwarded
         full = t.dap.plan().full_samples
