@@ -8,7 +8,8 @@ import pytest
 
 from droppick import DaPSchedule
 from droppick.cli.main import main
-from droppick.train.config import TrainConfig, no_drop_warning
+from droppick.train.config import TrainConfig
+from droppick.train.epochs import no_drop_warning
 from droppick.train.rundir import RunDir
 from droppick.train.trainer import train
 

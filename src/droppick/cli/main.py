@@ -13,7 +13,8 @@ import sys
 from typing import Optional, Sequence
 
 from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES, SCORES,
-                            TrainConfig, describe_schedule, follow_epochs, no_drop_warning)
+                            TrainConfig)
+from ..train.epochs import describe_schedule, follow_epochs, no_drop_warning
 from ..policies import POLICIES, build_policy
 from ..budget import SOLVABLE, describe_budget, solve
 from ..distributed import RankDisagreementError

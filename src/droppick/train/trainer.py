@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from .. import distributed
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, restore_rng_states, rng_states
-from .config import TrainConfig, no_drop_warning
+from .config import TrainConfig
+from .epochs import no_drop_warning
 from ..engine import DropAndPick
 from ..policies import build_policy
 from ..models import build_model
