@@ -219,6 +219,12 @@ def all_reduce_counts(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return t.cpu().numpy()
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (collective: every rank gets the same answer, so all stop
+    together when one found a problem; alone, ``flag``)."""
+    return bool(all_reduce_counts([np.array([bool(flag)], dtype=np.int64)])[0])
+
+
 def all_to_all(tensors: list[torch.Tensor], counts: list[int]) -> tuple[list[torch.Tensor], list[int]]:
     """Send rank r the ``counts[r]`` entries of each 1-D tensor that follow those of ranks below r;
     returns what every rank sent this one, in rank order, and how many entries came from each."""

@@ -196,7 +196,7 @@ class ShardedDropAndPick(DropAndPick):
                     "policy_params": self.policy.params(), "score": self.score}
         problem = next(filter(None, (state_problem(s, used[0], expected, STATE_FORMAT, r, same)
                                      for r, s in zip(ranks, used))), None)
-        if int(self._sum([problem is not None])[0]):  # every rank stops, not only those that found it
+        if distributed.any_rank(problem is not None):  # every rank stops, not only those that found it
             raise ValueError(problem or "another rank could not load its shard of this state (its error says why)")
         head = used[0] if used else (state if isinstance(state, dict) else state[0])
         take = Resharder(used, self.lo, self.hi)

@@ -186,7 +186,7 @@ class TrainConfig:
     shard_state: bool = False
     """each rank holds the DaP state (losses, subset, the rule's per-sample state) of its own slice of the samples
     only, and checkpoints it as a file of its own: memory per rank that shrinks as ranks are added (the
-    distributed guide); the subsets equal an unsharded run's. Not with rs2, infobatch or seta"""
+    distributed guide); the subsets equal an unsharded run's. Not with rs2, infobatch, seta or rho"""
     # run
     seed: int = 0
     """seeds the model's initialisation, the data order, the slices and every policy's draws"""

@@ -91,7 +91,7 @@ def save_dap_shards(run: RunDir, dap: ShardedDropAndPick, epoch: int) -> dict:
             write_with_digest(path, buffer.getvalue())
     except RunWriteError as e:
         error = e
-    if int(distributed.all_reduce_counts([np.array([error is not None], dtype=np.int64)])[0]):
+    if distributed.any_rank(error is not None):
         raise error or RunWriteError(0, f"another rank could not write its DaP shard of epoch {epoch} in {run.path} "
                                      "(its error says why); everything saved before is intact")
     return {"shard_files": [run.dap_shard_path(epoch, r, dap.world).name for r in range(dap.world)],
@@ -114,7 +114,7 @@ def with_dap_state(run: RunDir, checkpoint: dict, rank: int, world: int) -> dict
             loaded[r] = load_checkpoint(run.path / files[r])
     except (ValueError, OSError) as e:
         error = e
-    if int(distributed.all_reduce_counts([np.array([error is not None], dtype=np.int64)])[0]):
+    if distributed.any_rank(error is not None):
         raise ValueError(f"cannot resume from the DaP shards of {run.path}: "
                          + (str(error) if error else "another rank could not read its shards (its error says why)"))
     return {**checkpoint, "dap": loaded[rank] if old == world else _Shards(loaded, old)}

@@ -31,6 +31,7 @@ from ..models import build_model
 from ..policies import KeepHighestReducible
 from ..policies.selective_backprop import FORWARD_COST
 from ..seeding import derive_seed, seeded_global_rng
+from .steps import optimizer_and_scaler
 
 
 def needs_irreducible(dap) -> bool:
@@ -78,9 +79,7 @@ def _train_holdout_seeded(t) -> torch.nn.Module:
     model = build_model(cfg.model, num_classes=val.num_classes, in_channels=val.in_channels).to(t.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(t.device.type, enabled=cfg.amp == "fp16")
+    optimizer, scaler = optimizer_and_scaler(cfg, model, t.device)
     augmented = InMemorySplit(val.images, True, num_classes=val.num_classes, padding=cfg.augment_padding,
                               flip=cfg.augment_flip)
     seed, steps = derive_seed(cfg.seed, "rho-holdout"), cfg.rho_epochs * math.ceil(len(val) / cfg.batch_size)

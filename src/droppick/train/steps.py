@@ -1,4 +1,5 @@
-"""Optimiser steps: how many each epoch plans, and how far a per-step LR schedule has got.
+"""Optimiser steps: the optimiser that takes them, how many each epoch plans, and how far a per-step
+LR schedule has got.
 
 The planner knows every epoch's subset size before training, so the steps of every epoch are
 known too: a cosine schedule sized by them ends where the run ends although epochs shrink.
@@ -8,7 +9,17 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..sampler import per_rank
+
+
+def optimizer_and_scaler(cfg, model: torch.nn.Module, device: torch.device):
+    """The run's SGD over ``model`` (``cfg``'s lr, momentum, Nesterov and weight decay) and its GradScaler
+    (active with fp16): the trainer's model and rho's holdout model train alike."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay)
+    return optimizer, torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
 
 def planned_steps(cfg, dap, world_size: int) -> list[int]:

@@ -45,7 +45,7 @@ from .irreducible import fit_irreducible, needs_irreducible
 from .scoring import evaluate_split
 from .selective import batch_losses
 from .rundir import RunDir
-from .steps import planned_steps, schedule_progress
+from .steps import optimizer_and_scaler, planned_steps, schedule_progress
 from .summary import run_summary
 from .testhook import kill_point as _test_kill_point
 from ..seeding import seeded_global_rng
@@ -88,9 +88,7 @@ class Trainer:
         # partial batch runs eagerly, so a shrinking subset never triggers a recompilation.
         self.compiled = torch.compile(self.net, dynamic=False, mode=cfg.compile_mode) if cfg.compile else None
         self.profiler = Profiler(cfg.profile, device)  # --profile; a no-op otherwise
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.optimizer, self.scaler = optimizer_and_scaler(cfg, self.model, device)
         self.steps = planned_steps(cfg, self.dap, self.world)
         self.lr_origin = (1, 0.0)  # see schedule_progress; moved by a resume in another world size
         self.world_size_changes: list[dict] = []  # {"epoch", "from", "to"}: resumes in another world size
