@@ -13,7 +13,7 @@ import budget_regimes
 import frontier_budgets as fb
 from _report import machine, noise_word, setting, standard_error, training_commits, utc_now
 from droppick.report.plot import _pyplot
-from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, for_budget
+from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, for_budget
 from droppick.train.rundir import code_version
 
 Rows = Callable[[dict, Path], Optional[dict]]  # fashion_mnist_frontier.rows_of: aggregated rows, None if unfinished
@@ -36,30 +36,39 @@ def versus(r: Optional[dict], other: Optional[dict]) -> str:
     return f"{d:+.2f} ({noise_word(d, standard_error(r, other))})"
 
 
-def fit_section(points: Optional[list], n: int, out: Path) -> list[str]:
+def fit_section(base, points: Optional[list], n: int, out: Path) -> list[str]:
     lines = ["## The budget rule", "",
-             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with a floor. Its warm-up is the longest, "
-             "at most the one given (here the frontier's W = 4), whose largest floor (the floor whose drops fall "
-             "straight to it and still spend C) reaches MIN_FLOOR; the floor is f = FLOOR_SHARE x that largest floor; "
-             "p is solved so the plan spends C. FLOOR_SHARE is the mean, over the tuned budgets, of the validation "
-             "winner's floor over its largest floor (a winner without a floor counts 0). MIN_FLOOR is the middle of the "
-             "thresholds that reproduce every winner's warm-up: at least the largest floor one warm-up epoch longer than "
-             "the winner's, at most the winner's own (where it has a warm-up to shorten).", ""]
+             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with three choices, p solved so the plan "
+             "spends C. Its warm-up is WARMUP_SHARE x the one given (here the frontier's W = 4), rounded down, and "
+             "shorter where C needs it. The largest floor C allows with that warm-up (the floor whose drops fall "
+             "straight to it and still spend C) decides the floor: none where it is under MIN_FLOOR, else f = "
+             "FLOOR_SHARE x that largest floor. The fit: WARMUP_SHARE is the share of W = 4 that most validation "
+             "winners used; MIN_FLOOR is the middle of the thresholds that separate the winners without a floor from "
+             "those with one (at the rule's warm-up, the largest of the first and the smallest of the second); "
+             "FLOOR_SHARE is the mean, over the winners with a floor, of their floor over their largest floor.", ""]
     if points is None:
         return lines + ["Not fitted yet: tuning runs are still missing (below).", ""]
-    lines += ["| budget | validation winner | W | its floor f | largest floor | f / largest | largest floor with W + 1 |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {100 * p.budget:.1f}% | {p.setting} | {p.warmup} | {p.floor} | {p.largest} | {p.floor / p.largest:.3f} "
-              f"| {'' if p.longer is None else p.longer} |" for p in points]
-    share, (low, high), threshold = fb.fitted_share(points), fb.min_floor_range(points), fb.fitted_min_floor(points)
-    fitted = (share, threshold) == (FLOOR_SHARE, MIN_FLOOR)
-    lines += ["", f"Fitted: FLOOR_SHARE {share}, MIN_FLOOR in ({low}, {high}]: "
-              + (f"{threshold}." if threshold is not None else "none (the range is empty: no one warm-up threshold "
-                 "reproduces the winners, and the rule's form must change).")
-              + f" droppick.schedule has FLOOR_SHARE = {FLOOR_SHARE}, MIN_FLOOR = {MIN_FLOOR} "
-              + ("(the same: the rule below is the fit)." if fitted else
-                 "(NOT the fit: set them to the fitted values, then train the budget rule's runs)."), "",
-              "What the rule chooses on the frontier's schedule (at most W = 4, I = 1, R = {15}, 30 epochs):", "",
+    fitted = fb.fitted_constants(base, points)
+    rule_w = int(fitted[0] * base.warmup)
+    lines += [f"| budget | validation winner | W | its floor f | largest floor | f / largest | largest floor with W = "
+              f"{rule_w} | the rule chooses |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for p in points:
+        rule = for_budget(p.budget, n, base.epochs, base.warmup, base.interval, base.reuse_at)
+        chosen = f"W {rule.warmup}, min_keep {rule.min_keep}, p {rule.keep}"
+        ratio = f"{p.floor / p.largest:.3f}" if p.floor else ""
+        lines.append(f"| {100 * p.budget:.1f}% | {p.setting} | {p.warmup} | {p.floor} | {p.largest} | {ratio} "
+                     f"| {p.at_rule_warmup} | {chosen} |")
+    (low, high), library = fb.min_floor_range(points), (WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE)
+    lines += ["", f"Fitted: WARMUP_SHARE {fitted[0]}, MIN_FLOOR in ({low}, {high}]: "
+              + (f"{fitted[1]}" if fitted[1] is not None else "none (the range is empty: no one threshold "
+                 "separates the winners, and the rule's form must change)")
+              + f", FLOOR_SHARE {fitted[2]}. droppick.schedule has WARMUP_SHARE = {WARMUP_SHARE}, MIN_FLOOR = "
+              + f"{MIN_FLOOR}, FLOOR_SHARE = {FLOOR_SHARE} "
+              + ("(the same: the rule below is the fit)." if fitted == library else
+                 "(NOT the fit: set them to the fitted values, then train the budget rule's runs)."),
+              "Where the rule's choice differs from a budget's winner (another warm-up, or a floor off by more than "
+              "0.01), the tuning table below has the candidate nearest the rule's choice and its score.", "",
+              "What the rule chooses on the frontier's schedule (W = 4 given, I = 1, R = {15}, 30 epochs):", "",
               "| budget | N = 20,000: W, min_keep, keep | N = 60,000: W, min_keep, keep |", "| ---: | --- | --- |"]
     for c in [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]:
         cells = [f"{s.warmup}, {s.min_keep}, {s.keep}" for s in (for_budget(c, size, 30, 4, 1, [15])
@@ -74,7 +83,7 @@ def plot_fit(points: list, n: int, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     grid = [0.21 + 0.01 * i for i in range(75)]
     ax.plot([100 * c for c in grid], [for_budget(c, n, 30, 4, 1, [15]).min_keep for c in grid],
-            label=f"the rule: {FLOOR_SHARE} x largest floor (W <= 4 chosen, R = 15)")
+            label=f"the rule (W {int(WARMUP_SHARE * 4)}, {FLOOR_SHARE} x largest floor from {MIN_FLOOR}, R = 15)")
     ax.scatter([100 * p.budget for p in points], [p.floor for p in points], color="C3", zorder=3,
                label="validation winners (their own W, R)")
     for p in points:
@@ -278,7 +287,7 @@ def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) 
              f"trained in the background of development sessions): {machine()}. "
              + training_commits(sorted(p.parent for p in out.rglob("summary.json"))), "",
              setting(fb.__doc__), "",
-             *fit_section(points, n, out), *rows_section(table, full),
+             *fit_section(base, points, n, out), *rows_section(table, full),
              "### What `--target-compute` chooses (the README's table)", "", *readme_lines, "",
              *all_data_section(base, n, out, all_full, rows_of),
              *regimes_section(base, seeds, here, out, rows_of),

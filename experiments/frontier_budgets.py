@@ -31,7 +31,7 @@ import budget_regimes
 import frontier_beyond
 from _report import log
 from droppick.report.compare import run_configs
-from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, closest_keep, largest_floor
+from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, closest_keep, largest_floor
 from droppick.train.config import TrainConfig
 
 TUNE_VAL = 10_000  # validation images; the tuning slice is N + TUNE_VAL images
@@ -47,7 +47,8 @@ PAPER_KEEPS = (0.8, 0.9)  # the frontier's tuned budgets (frontier_beyond.py): D
 # low one at the first. 0.178 (35%) and 0.059 (25%) are what droppick.schedule.for_budget chose from
 # the floors tuned at 44.6% and 62.7% alone (share 0.957 of the largest floor, p below 0.3). W = 3
 # at 35% (0.21, near its largest floor 0.22) was added once W = 2 had won there, to place the
-# warm-up threshold (MIN_FLOOR) between the winner's warm-up and the next longer one.
+# warm-up threshold between the winner's warm-up and the next longer one (the rule's first form shortened the
+# warm-up until the largest floor reached a threshold; the fit left no such threshold, see the page).
 GRID: dict[float, list[tuple[str, dict]]] = {
     0.35: [("dap", {}),
            ("floor", {"min_keep": 0.1}), ("floor", {"min_keep": 0.17}), ("floor", {"min_keep": 0.178}),
@@ -85,7 +86,7 @@ class Candidate(NamedTuple):
         parts += [f"R {self.config.reuse_at}"] if "reuse_at" in self.changes else []
         if self.rule == "rs2":
             return "target = C"
-        if self.rule in ("floor", "budget"):
+        if self.rule == "floor" or self.config.min_keep:
             parts.append(f"min_keep {self.config.min_keep}")
         return ", ".join(parts + [f"p {self.config.keep}"])
 
@@ -143,21 +144,28 @@ def rule_budgets(base: TrainConfig, n: int) -> list[float]:
 
 
 def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Candidate, dict]]:
-    """Per budget, the budget rule (once ``FLOOR_SHARE`` is the fit of the finished tuning runs); at
-    25% and 35% also the paper's DaP, rs2 and, where it differs from the budget rule, the validation
-    winner. (At 44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
+    """Per budget, the budget rule (once its constants are the fit of the finished tuning runs); at
+    25% and 35% also the paper's DaP, rs2 and, where its settings differ from the budget rule's, the
+    validation winner. (At 44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
     tuning = tuning_candidates(base, n)
     final = rule_is_final(base, n, out)
     out_rows = []
     for budget in rule_budgets(base, n):
-        picked = [budget_candidate(base, budget, n)] if final else []
+        rule = budget_candidate(base, budget, n)
+        picked = [rule] if final else []
         if budget in GRID:
             picked += [candidate(base, budget, "dap", {}, n), candidate(base, budget, "rs2", {}, n)]
             best = winner(tuning, budget, out / "tuning", n)
-            if best is not None and (best.rule, best.changes) != ("dap", {}):  # else it is DaP's row
-                picked.append(candidate(base, budget, best.rule, best.changes, n))
+            best = None if best is None else candidate(base, budget, best.rule, best.changes, n)
+            if best is not None and (best.rule, best.changes) != ("dap", {}) and not (final and same(best, rule)):
+                picked.append(best)  # else it is DaP's row, or the budget rule's
         out_rows += [(c, run_configs(c.config, [c.config.policy], seeds, n)) for c in picked]
     return out_rows
+
+
+def same(a: Candidate, b: Candidate) -> bool:
+    """Whether two candidates train the same runs (their schedules and policies are equal)."""
+    return (a.config.schedule, a.config.policy) == (b.config.schedule, b.config.policy)
 
 
 def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate, dict]]:
@@ -177,16 +185,14 @@ class Tuned(NamedTuple):
     floor: float  # its min_keep (0 for a winner without a floor)
     largest: float  # the largest floor its schedule allows at this budget
     warmup: int
-    longer: Optional[float]  # the largest floor with one epoch more of warm-up; None at the frontier's own W
+    at_rule_warmup: float  # the largest floor at this budget with the fitted warm-up (fitted_warmup_share)
 
 
 def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
     """The winner at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning (floors at the
     frontier's W), 25% and 35% from this script's; None until every tuning run is trained."""
     def tuned(budget: float, setting: str, schedule) -> Tuned:
-        longer = (largest_floor(dataclasses.replace(schedule, warmup=schedule.warmup + 1), n, budget)
-                  if schedule.warmup < base.warmup else None)
-        return Tuned(budget, setting, schedule.min_keep, largest_floor(schedule, n, budget), schedule.warmup, longer)
+        return Tuned(budget, setting, schedule.min_keep, largest_floor(schedule, n, budget), schedule.warmup, 0.0)
 
     points = []
     candidates = tuning_candidates(base, n)
@@ -205,20 +211,30 @@ def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
         if best is None:
             return None
         points.append(tuned(budget, best.setting, best.config.schedule))
-    return sorted(points)
+    warmup = int(fitted_warmup_share(points, base.warmup) * base.warmup)
+    return sorted(p._replace(at_rule_warmup=largest_floor(dataclasses.replace(base.schedule, warmup=warmup), n, p.budget))
+                  for p in points)
+
+
+def fitted_warmup_share(points: list[Tuned], given: int) -> float:
+    """The budget rule's WARMUP_SHARE: the share of the frontier's warm-up (``given``) that most
+    winners used, the longer one on a tie."""
+    shares = [p.warmup / given for p in points]
+    return max(set(shares), key=lambda share: (shares.count(share), share))
 
 
 def fitted_share(points: list[Tuned]) -> float:
-    """The budget rule's FLOOR_SHARE: the mean over the tuned budgets of floor / largest floor, to 3 decimals."""
-    return round(statistics.fmean(p.floor / p.largest for p in points), 3)
+    """The budget rule's FLOOR_SHARE: the mean over the winners with a floor of floor / largest floor
+    (at their own warm-up), to 3 decimals."""
+    return round(statistics.fmean(p.floor / p.largest for p in points if p.floor > 0), 3)
 
 
 def min_floor_range(points: list[Tuned]) -> tuple[float, float]:
-    """The MIN_FLOOR values that reproduce every winner's warm-up, (low, high]: the rule keeps a
-    warm-up whose largest floor reaches MIN_FLOOR, so each winner's must (unless it has none to
-    shorten) and the one a warm-up epoch longer must not."""
-    low = max([p.longer for p in points if p.longer is not None], default=0.0)
-    high = min([p.largest for p in points if p.warmup > 0], default=1.0)
+    """The MIN_FLOOR values that reproduce which winners have a floor, (low, high]: at the rule's
+    warm-up the largest floor of every winner without one must stay below MIN_FLOOR, that of every
+    winner with one must reach it."""
+    low = max([p.at_rule_warmup for p in points if p.floor == 0], default=0.0)
+    high = min([p.at_rule_warmup for p in points if p.floor > 0], default=1.0)
     return low, high
 
 
@@ -229,11 +245,16 @@ def fitted_min_floor(points: list[Tuned]) -> Optional[float]:
     return round((low + high) / 2, 3) if low < high else None
 
 
+def fitted_constants(base: TrainConfig, points: list[Tuned]) -> tuple:
+    """(WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE) as the finished tuning runs fit them."""
+    return fitted_warmup_share(points, base.warmup), fitted_min_floor(points), fitted_share(points)
+
+
 def rule_is_final(base: TrainConfig, n: int, out: Path) -> bool:
-    """Whether droppick's FLOOR_SHARE and MIN_FLOOR are the fit of the finished tuning runs: only then
-    do the budget rule's own runs train (they would measure a rule that is about to change otherwise)."""
+    """Whether droppick's WARMUP_SHARE, MIN_FLOOR and FLOOR_SHARE are the fit of the finished tuning
+    runs: only then do the budget rule's own runs train (they would measure a rule about to change)."""
     points = tuned_floors(base, n, out)
-    return points is not None and (fitted_share(points), fitted_min_floor(points)) == (FLOOR_SHARE, MIN_FLOOR)
+    return points is not None and fitted_constants(base, points) == (WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE)
 
 
 def regime_jobs(base: TrainConfig, seeds: list[int], n: int, here: Path, out: Path) -> list[tuple[dict, Path]]:
@@ -261,8 +282,8 @@ def jobs(parts: list[str]) -> _jobs.Jobs:
 
 def main() -> None:
     args = _jobs.arguments(__doc__, ["tune", "rows", "all-data", "regimes"],
-                           "train this part (repeatable): the budget rule's own runs train once FLOOR_SHARE and "
-                           "MIN_FLOOR are the fit of the finished tuning runs, a winner once its budget's tuning "
+                           "train this part (repeatable): the budget rule's own runs train once WARMUP_SHARE, "
+                           "MIN_FLOOR and FLOOR_SHARE are the fit of the finished tuning runs, a winner once its budget's tuning "
                            "runs are done")
     if not args.report:
         _jobs.train(jobs(args.part), *args.share)

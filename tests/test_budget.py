@@ -13,7 +13,8 @@ import pytest
 from droppick import DaPSchedule
 import droppick.schedule
 from droppick.budget import describe_budget
-from droppick.schedule import FLOOR_SHARE, TOLERANCE, for_budget, largest_floor, rule_warmup, smallest_compute
+from droppick.schedule import (FLOOR_SHARE, MIN_FLOOR, TOLERANCE, for_budget, largest_floor, rule_warmup,
+                               smallest_compute)
 from droppick.cli.main import main
 from droppick.train.config import TrainConfig
 
@@ -26,25 +27,30 @@ def test_the_budget_rule_plans_the_compute_asked_for_with_its_share_of_the_large
     schedule = DaPSchedule.for_budget(compute=compute, num_samples=n, **FRONTIER)
     assert abs(schedule.plan(n).compute_fraction - compute) <= TOLERANCE
     largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), n, compute)
-    assert schedule.min_keep == int(FLOOR_SHARE * largest * 1000) / 1000 and 0 < schedule.min_keep < largest
-    assert schedule.warmup == rule_warmup(DaPSchedule(keep=1.0, **FRONTIER), n, compute) <= 4
+    if largest >= MIN_FLOOR:
+        assert schedule.min_keep == int(FLOOR_SHARE * largest * 1000) / 1000 and 0 < schedule.min_keep < largest
+    else:
+        assert schedule.min_keep == 0.0 and compute < 0.3  # no floor: only the lowest budgets
+    assert schedule.warmup == rule_warmup(DaPSchedule(keep=1.0, **FRONTIER), n, compute) == 2  # half of 4
     assert (schedule.epochs, schedule.interval, schedule.reuse_at) == (30, 1, (15,))
 
 
-def test_the_rule_shortens_the_warm_up_only_where_the_floor_after_it_would_be_too_small(monkeypatch):
-    # largest floors on N = 20,000 at 35%: 0.187 with W = 4, 0.22 with 3, 0.25 with 2, 0.277 with 1
-    monkeypatch.setattr(droppick.schedule, "MIN_FLOOR", 0.24)
-    short = for_budget(0.35, 20000, **FRONTIER)
-    assert short.warmup == 2 and short.min_keep == int(FLOOR_SHARE * 0.25 * 1000) / 1000
-    assert abs(short.plan(20000).compute_fraction - 0.35) <= TOLERANCE
-    assert for_budget(0.446, 20000, **FRONTIER).warmup == 4  # 0.308 with W = 4: kept
+def test_the_rule_halves_the_warm_up_and_drops_the_floor_only_where_the_largest_is_small(monkeypatch):
+    # largest floors on N = 20,000 with W = 2: 0.134 at 25%, 0.25 at 35% (0.187 with W = 4)
+    assert (for_budget(0.25, 20000, **FRONTIER).min_keep, for_budget(0.35, 20000, **FRONTIER).min_keep) == (
+        0.0, int(FLOOR_SHARE * 0.25 * 1000) / 1000)
+    monkeypatch.setattr(droppick.schedule, "MIN_FLOOR", 0.26)  # above 35%'s largest floor: no floor there either
+    assert for_budget(0.35, 20000, **FRONTIER).min_keep == 0.0
+    monkeypatch.setattr(droppick.schedule, "WARMUP_SHARE", 1.0)
+    assert for_budget(0.446, 20000, **FRONTIER).warmup == 4 and for_budget(0.446, 20000, **FRONTIER).min_keep > 0
+    monkeypatch.undo()
     assert for_budget(0.35, 20000, **FRONTIER, fixed_warmup=True).warmup == 4  # the caller's warm-up kept
-    assert for_budget(0.35, 20000, **(FRONTIER | {"warmup": 1})).warmup == 1  # never longer than the one given
-    monkeypatch.setattr(droppick.schedule, "MIN_FLOOR", 0.9)  # no warm-up reaches it: none
-    assert for_budget(0.35, 20000, **FRONTIER).warmup == 0
-    # below W = 4's smallest compute (0.2) but not W = 0's: the rule shortens rather than refuse
-    assert for_budget(0.15, 20000, **FRONTIER).warmup < 4
-    assert "warm-up 0 instead of 4" in describe_budget(for_budget(0.35, 20000, **FRONTIER), 20000, 0.35, 4)
+    assert for_budget(0.35, 20000, **(FRONTIER | {"warmup": 5})).warmup == 2  # rounded down
+    assert for_budget(0.35, 20000, **(FRONTIER | {"warmup": 1})).warmup == 0
+    # below W = 2's smallest compute (0.1333) but not W = 0's: the rule shortens further rather than refuse
+    assert for_budget(0.12, 20000, **FRONTIER).warmup == 1 and for_budget(0.09, 20000, **FRONTIER).warmup == 0
+    assert "warm-up 2 instead of 4" in describe_budget(for_budget(0.35, 20000, **FRONTIER), 20000, 0.35, 4)
+    assert "no floor (the largest" in describe_budget(for_budget(0.25, 20000, **FRONTIER), 20000, 0.25, 4)
 
 
 def test_the_largest_floor_is_the_last_one_within_the_budget():
@@ -88,7 +94,9 @@ def test_plan_alone_chooses_the_budget_rule_and_with_solve_keeps_its_meaning(cap
     rule = for_budget(0.35, 20000, **FRONTIER, fixed_warmup=True)  # --warmup given: kept
     assert out["schedule"] == rule.to_dict() and abs(out["compute_fraction"] - 0.35) <= TOLERANCE
     [why] = captured.err.splitlines()
-    assert why.startswith("budget 0.35: DaP with a floor, min_keep") and "frontier/budgets/README.md" in why
+    assert why.startswith("budget 0.35: DaP, ") and "frontier/budgets/README.md" in why
+    # with W = 4 kept, 35% leaves a largest floor of 0.187, under MIN_FLOOR: the rule has no floor
+    assert rule.min_keep == 0.0 and "no floor (the largest this schedule allows at this budget, 0.187" in why
     assert main(["plan", *frontier, "--target-compute", "0.35", "--solve", "keep", "--json"]) == 0
     solved = json.loads(capsys.readouterr().out)
     assert solved["solved"] == "keep" and "min_keep" not in solved["schedule"]  # today's meaning: keep alone
@@ -112,7 +120,7 @@ def test_train_with_a_budget_runs_the_rule_and_spends_the_budget(fake_fashion, t
     common = ["--data-dir", str(fake_fashion), "--epochs", "10", "--warmup", "1", "--interval", "1", "--reuse-at",
               "5", "--batch-size", "64", "--no-progress", "--device", "cpu"]
     assert main(["train", *common, "--target-compute", "0.45", "--out", str(out)]) == 0
-    assert "budget 0.45: DaP with a floor" in capsys.readouterr().err
+    assert "budget 0.45: DaP, " in capsys.readouterr().err
     saved = TrainConfig.load(out / "config.json")
     rule = for_budget(0.45, 240, 10, 1, 1, [5], fixed_warmup=True)
     assert (saved.keep, saved.min_keep, saved.target_compute, saved.policy) == (rule.keep, rule.min_keep, 0.45, "dap")

@@ -52,24 +52,30 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
     out = tmp_path / "budgets"
     assert fb.tuned_floors(frontier.BASE, frontier.N, out) is None and not fb.rule_is_final(frontier.BASE, frontier.N, out)
     write_paper_floor_tuning(tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})
-    winners = {0.35: {"min_keep": 0.17}, 0.25: {"warmup": 2, "min_keep": 0.12}}
-    write_budget_tuning(out / "tuning", lambda c: 90.0 if c.changes == winners.get(c.budget) else 80.0)
+    winners = {0.35: {"warmup": 2, "min_keep": 0.15}, 0.25: {"warmup": 2}}
+    write_budget_tuning(out / "tuning", lambda c: 95.0 if c.changes == {"warmup": 2, "min_keep": 0.35} else
+                        90.0 if c.changes == winners.get(c.budget) else 80.0)  # W = 2's 0.35 beats 0.3 at 44.6%
     points = fb.tuned_floors(frontier.BASE, frontier.N, out)
-    # largest floors: W = 4 at 25% would be 0.062, but the winner's own W = 2 allows 0.134 (0.1 with W = 3)
-    assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.longer) for p in points] == [
-        (0.25, 0.12, 0.134, 2, 0.1), (0.35, 0.17, 0.187, 4, None), (0.4464, 0.3, 0.308, 4, None),
-        (0.6267, 0.5, 0.533, 4, None)]
-    share = round((0.12 / 0.134 + 0.17 / 0.187 + 0.3 / 0.308 + 0.5 / 0.533) / 4, 3)
+    # largest floors at the winners' own warm-up, and at the rule's (W = 2, the most common): 0.569 at 62.7%
+    assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.at_rule_warmup) for p in points] == [
+        (0.25, 0.0, 0.134, 2, 0.134), (0.35, 0.15, 0.25, 2, 0.25), (0.4464, 0.35, 0.361, 2, 0.361),
+        (0.6267, 0.5, 0.533, 4, 0.569)]
+    assert fb.fitted_warmup_share(points, 4) == 0.5
+    assert fb.fitted_warmup_share(points[:1] + points[3:], 4) == 1.0  # one W = 2, one W = 4: the longer
+    share = round((0.15 / 0.25 + 0.35 / 0.361 + 0.5 / 0.533) / 3, 3)  # the winners with a floor only
     assert fb.fitted_share(points) == share
-    # W = 2 must reach it at 25% (0.134) and W = 3 must not (0.1); every W = 4 winner's reaches 0.187 and more
-    assert fb.min_floor_range(points) == (0.1, 0.134) and fb.fitted_min_floor(points) == 0.117
+    # 25%'s winner has no floor (0.134 at W = 2), every other has one (0.25 and more): the threshold between
+    assert fb.min_floor_range(points) == (0.134, 0.25) and fb.fitted_min_floor(points) == 0.192
     labels = [r[0].rule for r in fb.rows(frontier.BASE, [0], frontier.N, out)]
-    assert "budget" not in labels and labels.count("floor") == 2  # the winners train; the rule waits
+    assert "budget" not in labels and labels.count("floor") == 1 and labels.count("dap") == 3  # the rule waits
+    assert fb.fitted_constants(frontier.BASE, points) == (0.5, 0.192, share)
     for module in (fb, droppick.schedule):
         monkeypatch.setattr(module, "FLOOR_SHARE", share)
-    assert not fb.rule_is_final(frontier.BASE, frontier.N, out)  # MIN_FLOOR is not the fit yet
+        monkeypatch.setattr(module, "MIN_FLOOR", 0.192)
+        monkeypatch.setattr(module, "WARMUP_SHARE", 1.0)
+    assert not fb.rule_is_final(frontier.BASE, frontier.N, out)  # WARMUP_SHARE is not the fit yet
     for module in (fb, droppick.schedule):
-        monkeypatch.setattr(module, "MIN_FLOOR", 0.117)
+        monkeypatch.setattr(module, "WARMUP_SHARE", 0.5)
     rows = fb.rows(frontier.BASE, [0], frontier.N, out)
     budget = [c for c, _ in rows if c.rule == "budget"]
     assert [round(c.budget, 4) for c in budget] == [0.35, 0.25, 0.4464, 0.6267]
@@ -77,7 +83,9 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
         rule = droppick.schedule.for_budget(c.budget, frontier.N, 30, 4, 1, [15])
         assert (c.config.warmup, c.config.keep, c.config.min_keep, c.config.target_compute) == (
             rule.warmup, rule.keep, rule.min_keep, c.budget)
-    assert [c.config.warmup for c in budget] == [4, 2, 4, 4]  # 25%: W = 4 leaves 0.062 < 0.117, W = 3 0.1, W = 2 0.134
+    assert [(c.config.warmup, c.config.min_keep > 0) for c in budget] == [(2, True), (2, False), (2, True), (2, True)]
+    # 25%'s winner (DaP with W = 2) is the budget rule there: it trains once, under the rule's name
+    assert [c.rule for c, _ in rows if c.budget == 0.25] == ["budget", "dap", "rs2"]
     [(everything, configs)] = fb.all_data_rows(frontier.BASE, frontier.N, out)
     assert [cfg.train_samples for cfg in configs.values()] == [None, None] and everything.budget == 0.35
 
@@ -106,8 +114,8 @@ def test_the_committed_floor_share_is_the_fit_of_the_committed_tuning_runs():
     if points is None:
         assert not [p for p in out.rglob("summary.json") if "budget" in p.parent.parent.parent.name.split("-")]
     else:
-        assert fb.fitted_share(points) == droppick.schedule.FLOOR_SHARE
-        assert fb.fitted_min_floor(points) == droppick.schedule.MIN_FLOOR
+        assert fb.fitted_constants(frontier.BASE, points) == (
+            droppick.schedule.WARMUP_SHARE, droppick.schedule.MIN_FLOOR, droppick.schedule.FLOOR_SHARE)
 
 
 @pytest.mark.parametrize("part", ["tune", "rows", "all-data", "regimes"])
@@ -131,5 +139,5 @@ def test_a_short_warm_up_at_the_papers_budgets_competes_with_the_frontiers_floor
     write_budget_tuning(out / "tuning", lambda c: 95.0 if c.changes == favoured else 80.0)
     points = {round(p.budget, 4): p for p in fb.tuned_floors(frontier.BASE, frontier.N, out)}
     at_44, at_63 = points[0.4464], points[0.6267]
-    assert (at_44.warmup, at_44.floor, at_44.largest) == (2, 0.35, 0.361) and at_44.longer == 0.335  # W = 3's
-    assert (at_63.warmup, at_63.floor, at_63.longer) == (4, 0.5, None)  # the frontier's floor still wins there
+    assert (at_44.warmup, at_44.floor, at_44.largest) == (2, 0.35, 0.361)
+    assert (at_63.warmup, at_63.floor, at_63.largest) == (4, 0.5, 0.533)  # the frontier's floor still wins there

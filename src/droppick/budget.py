@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .schedule import EVIDENCE, FLOOR_SHARE, MIN_FLOOR, DaPSchedule, check_budget, largest_floor
+from .schedule import EVIDENCE, FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, DaPSchedule, check_budget, largest_floor
 
 SOLVABLE = ("keep", "interval", "warmup", "active", "min_keep")
 
@@ -52,8 +52,10 @@ def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float, war
         return f"budget {compute}: all data every epoch (compute 1 leaves nothing to drop)"
     planned = schedule.plan(num_samples).compute_fraction
     largest = largest_floor(dataclasses.replace(schedule, min_keep=0.0), num_samples, compute)
-    shortened = (f"warm-up {schedule.warmup} instead of {warmup} (with {warmup} the largest floor stays under "
-                 f"{MIN_FLOOR}; give --warmup to keep yours), " if schedule.warmup != warmup else "")
-    return (f"budget {compute}: DaP with a floor, {shortened}min_keep {schedule.min_keep} ({FLOOR_SHARE} x "
-            f"{largest}, the largest floor this schedule allows at this budget) and keep {schedule.keep} solved for "
-            f"N = {num_samples} (planned compute {planned:.4f}); why this rule: {EVIDENCE}")
+    shortened = (f"warm-up {schedule.warmup} instead of {warmup} ({WARMUP_SHARE} x yours, or less where the "
+                 f"budget needs it; give --warmup to keep yours), " if schedule.warmup != warmup else "")
+    floor = (f"min_keep {schedule.min_keep} ({FLOOR_SHARE} x {largest}, the largest floor this schedule allows "
+             f"at this budget)" if schedule.min_keep else
+             f"no floor (the largest this schedule allows at this budget, {largest}, is under {MIN_FLOOR})")
+    return (f"budget {compute}: DaP, {shortened}{floor} and keep {schedule.keep} solved for N = {num_samples} "
+            f"(planned compute {planned:.4f}); why this rule: {EVIDENCE}")

@@ -35,14 +35,17 @@ Beyond the paper: a floor on the subset (``min_keep = f``). A drop keeps
 samples back. f = 0, the default, is the paper's schedule. A drop that the floor stops entirely
 (the subset is already at the floor) changes nothing, so it is no event, like p = 1.
 
-The budget rule (``DaPSchedule.for_budget``, ``--target-compute C``): DaP with a floor, p solved
-so the plan spends C. The largest floor C allows (``largest_floor``) is the one whose drops fall
-straight to it. The warm-up is the longest, at most the one given, whose largest floor reaches
-``MIN_FLOOR`` (a small floor learns less than the warm-up epochs it costs: at 35% on Fashion-MNIST
-W = 2 with floor 0.24 beat W = 4 with 0.17 by 3 points); ``fixed_warmup`` keeps the one given. The
-floor is ``FLOOR_SHARE`` x that largest floor, a share so the rule follows the user's picks and N.
-Both constants are fitted to the validation winners at every budget tried; the page ``EVIDENCE``
-(written by experiments/frontier_budgets.py) shows the fit and a test holds them to the runs.
+The budget rule (``DaPSchedule.for_budget``, ``--target-compute C``): DaP, p solved so the plan
+spends C, with three choices fitted to the validation winners at every budget tried (the page
+``EVIDENCE``, written by experiments/frontier_budgets.py, shows the fit; a test holds the constants
+to the committed runs):
+- the warm-up is ``WARMUP_SHARE`` x the one given, rounded down, and shorter still where C needs it
+  (a shorter warm-up leaves budget for the drops: at 25% on Fashion-MNIST W = 2 beat W = 4 by 8.6
+  points); ``fixed_warmup`` keeps the one given;
+- the largest floor C allows with that warm-up (``largest_floor``: the floor whose drops fall
+  straight to it) decides whether there is a floor: below ``MIN_FLOOR`` none (a small floor starves
+  the epochs after the drop: at 25% every floor lost to DaP without one);
+- the floor is ``FLOOR_SHARE`` x that largest floor, a share so the rule follows the user's picks and N.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ from typing import Optional, Sequence
 
 from .plan import DROP, PICK, Plan
 
-FLOOR_SHARE = 0.957  # the floor f(C) / largest_floor(C): the mean over the tuned budgets (module docstring)
-MIN_FLOOR = 0.0  # the warm-up is shortened until the largest floor reaches this (module docstring)
+WARMUP_SHARE = 0.5  # the rule's warm-up / the one given: what most budgets' winners used (module docstring)
+MIN_FLOOR = 0.192  # no floor where the largest floor is below this (module docstring)
+FLOOR_SHARE = 0.956  # the floor f(C) / largest_floor(C): the mean over the winners with a floor (module docstring)
 EVIDENCE = "experiments/fashion-mnist/frontier/budgets/README.md"  # the page that shows the fit and the runs
 TOLERANCE = 0.005  # the budget rule plans within this of the compute asked for
 _NOTHING = 1e-9  # a keep so small that every drop falls to its floor (keep_count never goes below 1)
@@ -188,8 +192,9 @@ class DaPSchedule:
                    reuse_at: Sequence[int] = (), active: Optional[int] = None,
                    fixed_warmup: bool = False) -> "DaPSchedule":
         """The schedule of the best rule droppick has evidence for at ``compute`` (a fraction of
-        training on all data): DaP with a floor and p solved for ``num_samples``, planned within 0.005
-        of it. The module docstring says how the rule chooses; ``for_budget`` what is refused."""
+        training on all data): DaP, with a floor where the budget allows one, and p solved for
+        ``num_samples``, planned within 0.005 of it. The module docstring says how the rule chooses;
+        ``for_budget`` what is refused."""
         return for_budget(compute, num_samples, epochs, warmup, interval, reuse_at, active, fixed_warmup)
 
     @classmethod
@@ -246,13 +251,19 @@ def largest_floor(schedule: DaPSchedule, num_samples: int, compute: float) -> fl
 
 
 def rule_warmup(schedule: DaPSchedule, num_samples: int, compute: float) -> int:
-    """The budget rule's warm-up: the longest, at most ``schedule.warmup``, whose largest floor
-    reaches ``MIN_FLOOR``; 0 if none does (module docstring)."""
-    for warmup in range(schedule.warmup, 0, -1):
-        shorter = dataclasses.replace(schedule, warmup=warmup)
-        if smallest_compute(shorter, num_samples) <= compute and largest_floor(shorter, num_samples, compute) >= MIN_FLOOR:
+    """The budget rule's warm-up: ``WARMUP_SHARE`` x ``schedule.warmup`` rounded down, or the longest
+    shorter one whose smallest compute is within ``compute``; 0 if none is (module docstring)."""
+    for warmup in range(int(WARMUP_SHARE * schedule.warmup), 0, -1):
+        if smallest_compute(dataclasses.replace(schedule, warmup=warmup), num_samples) <= compute:
             return warmup
     return 0
+
+
+def rule_floor(schedule: DaPSchedule, num_samples: int, compute: float) -> float:
+    """The budget rule's floor at the schedule's warm-up: ``FLOOR_SHARE`` x the largest floor (0.001
+    grid, rounded down), or none where the largest floor is below ``MIN_FLOOR`` (module docstring)."""
+    largest = largest_floor(schedule, num_samples, compute)
+    return int(FLOOR_SHARE * largest * 1000) / 1000 if largest >= MIN_FLOOR else 0.0
 
 
 def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
@@ -272,8 +283,8 @@ def for_budget(compute: float, num_samples: int, epochs: int, warmup: int, inter
                          f"{'shorten the warm-up or ' if fixed_warmup else ''}remove a pick (reuse_at)")
     if not fixed_warmup:
         base = dataclasses.replace(base, warmup=rule_warmup(base, num_samples, compute))
-    floor = int(FLOOR_SHARE * largest_floor(base, num_samples, compute) * 1000) / 1000
-    schedule = closest_keep(dataclasses.replace(base, min_keep=floor), num_samples, compute)
+    schedule = closest_keep(dataclasses.replace(base, min_keep=rule_floor(base, num_samples, compute)),
+                            num_samples, compute)
     planned = schedule.plan(num_samples).compute_fraction
     if abs(planned - compute) > TOLERANCE:
         raise ValueError(f"no keep p lands {num_samples} samples within {TOLERANCE} of compute {compute} (closest: "

@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_args(p)
     flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
     p.add_argument("--target-compute", type=float, default=None, metavar="FRACTION",
-                   help="alone: the budget rule's schedule for this compute (DaP with a floor, keep and min_keep "
+                   help="alone: the budget rule's schedule for this compute (DaP: warm-up, keep and min_keep "
                         "chosen; not with --keep or --min-keep); with --solve: the value of one hyper-parameter "
                         "that lands closest to it, the others as given")
     p.add_argument("--solve", choices=SOLVABLE, default=None, help="the hyper-parameter --target-compute changes")
