@@ -4,7 +4,7 @@ Informational (no target). DaP's subset changes size every epoch, so the last ba
 epoch has a size the run has not seen. With ``torch.backends.cudnn.benchmark = True`` cuDNN
 autotunes every convolution again for that shape. This times, for ResNet-20 on 28x28 inputs,
 one forward + backward of a batch of a never-seen size, with benchmark on and off, against a
-steady full batch of 128. The trainer tunes only full batches (``train._cudnn_tuning``).
+steady full batch of 128. The trainer tunes only full batches (``train.process.cudnn_tuning``).
 Needs CUDA.
 """
 

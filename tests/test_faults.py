@@ -202,6 +202,7 @@ def test_train_restores_the_cudnn_benchmark_it_turns_on_for_cuda(fake_fashion, t
     import types
 
     import droppick.train.trainer as trainer
+    from droppick.train.process import cudnn_tuning
 
     seen = []
 
@@ -221,7 +222,7 @@ def test_train_restores_the_cudnn_benchmark_it_turns_on_for_cuda(fake_fashion, t
         assert train(tiny_config(fake_fashion), tmp_path / "run") == {}
     assert seen == [True] and torch.backends.cudnn.benchmark is False
     torch.backends.cudnn.benchmark = True  # the per-batch switch restores the caller's setting too
-    with trainer._cudnn_tuning(allowed=False):
+    with cudnn_tuning(allowed=False):
         assert torch.backends.cudnn.benchmark is False
     assert torch.backends.cudnn.benchmark is True
 

@@ -1,5 +1,5 @@
-"""The ``droppick`` command line: ``main`` (plan, train, compare, demo, inspect, eval, models, recipes)
-and ``transfer`` (export, transfer, compare-transfer), with their shared ``args``."""
+"""The ``droppick`` command line: ``main`` (train, compare, demo, inspect, eval, models), ``plan`` (plan,
+recipes) and ``transfer`` (export, transfer, compare-transfer), with their shared ``args``."""
 
 from .main import main
 

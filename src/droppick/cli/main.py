@@ -14,111 +14,14 @@ from typing import Optional, Sequence
 
 from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES, SCORES,
                             TrainConfig)
-from ..train.epochs import describe_schedule, follow_epochs, no_drop_warning
-from ..policies import POLICIES, build_policy
-from ..budget import SOLVABLE, describe_budget, solve
+from ..train.epochs import describe_schedule, follow_epochs
+from ..policies import POLICIES
+from ..budget import describe_budget
 from ..distributed import RankDisagreementError
-from ..train.recipes import list_recipes, load_recipe, parse_overrides
-from ..schedule import DaPSchedule, for_budget
+from ..train.recipes import load_recipe, parse_overrides
 from ..version import installed_version
-from .args import dataset_name, flag, given, int_list, optional_int
-
-SCHEDULE_KEYS = ("epochs", "warmup", "interval", "keep", "active", "reuse_at", "min_keep")
-PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
-
-
-def _add_schedule_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Drop-and-Pick schedule (the paper's Table 1)")
-    flag(g, "--epochs", "E, total epochs", type=int)
-    flag(g, "--warmup", "W, epochs on all data before the first drop", type=int)
-    flag(g, "--interval", "I, epochs between drops", type=int)
-    flag(g, "--keep", "p, fraction of the current subset kept at a drop", type=float)
-    flag(g, "--active", "alpha, epochs of a cycle that drop; 'none' = no limit", type=optional_int)
-    flag(g, "--reuse-at", "R, comma-separated epochs after which all data is picked up ('none' for none)",
-          type=int_list, dest="reuse_at")
-    flag(g, "--min-keep", "f, beyond the paper: a drop never leaves fewer than ceil(f x N) samples (default 0, "
-         "no floor)", type=float, dest="min_keep")
-
-
-def refuse_budget_conflicts(asked: dict) -> None:
-    """The budget rule chooses keep and the floor itself: a value given beside it is refused, not overridden."""
-    both = [f"--{key.replace('_', '-')}" for key in ("keep", "min_keep") if key in asked]
-    if both:
-        raise ValueError(f"--target-compute chooses keep and min_keep itself (the budget rule); remove {' and '.join(both)}, "
-                         "or remove --target-compute to set them yourself (the paper's rule: --policy dap --keep P)")
-
-
-def budget_schedule(values: dict, num_samples: int, compute: float, asked: dict) -> DaPSchedule:
-    """The budget rule's schedule for the other schedule values, and the line that says why (stderr).
-    A warm-up given on the command line (in ``asked``) is kept; a default or a recipe's may be shortened."""
-    schedule = for_budget(compute, num_samples, values["epochs"], values["warmup"], values["interval"],
-                          values["reuse_at"], values.get("active"), fixed_warmup="warmup" in asked)
-    print(describe_budget(schedule, num_samples, compute, values["warmup"]), file=sys.stderr)
-    return schedule
-
-
-def _schedule_values(config: dict) -> dict:
-    """The schedule's keys a config (a recipe's) sets; a key it leaves out takes DaPSchedule's default."""
-    return {k: config[k] for k in SCHEDULE_KEYS if k in config}
-
-
-def _policy_plan(config: dict, schedule: DaPSchedule, num_samples: int):
-    """The plan of a recipe's policy (the paper's DaP without a recipe)."""
-    policy = build_policy(config.get("policy", "dap"), target_compute=config.get("target_compute"))
-    return policy.plan(schedule, num_samples)
-
-
-def cmd_plan(args) -> int:
-    recipe = load_recipe(args.recipe_name) if args.recipe_name else None
-    base = _schedule_values(recipe.config) if recipe else PAPER_BASELINE
-    values, derived = follow_epochs(base, given(args, SCHEDULE_KEYS))
-    if derived:
-        print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
-    num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
-    if args.solve and args.target_compute is None:
-        raise ValueError("--solve needs --target-compute, e.g. --target-compute 0.63 --solve keep")
-    if args.solve:
-        schedule, _ = solve(DaPSchedule(**values), num_samples, args.target_compute, args.solve)
-        print(f"solved {args.solve} = {getattr(schedule, args.solve)} for target compute {args.target_compute}",
-              file=sys.stderr)
-    elif args.target_compute is not None:  # the budget rule chooses keep and the floor
-        asked = given(args, SCHEDULE_KEYS)
-        refuse_budget_conflicts(asked)
-        schedule = budget_schedule(values, num_samples, args.target_compute, asked)
-    else:
-        schedule = DaPSchedule(**values)
-    config = recipe.config if recipe else {}
-    plan = _policy_plan(config, schedule, num_samples)
-    # on stderr, like the derived-schedule note, so that --json output stays one object
-    warning = no_drop_warning(schedule, num_samples, config.get("policy", "dap"), config.get("target_compute"))
-    if args.plot:
-        from ..report.plot import plot_plan
-
-        plot_plan(plan, args.plot, title=recipe.name if recipe else "")
-    if args.json:
-        out = plan.to_dict()
-        if recipe:
-            out.update(recipe=recipe.name, paper=recipe.paper, paper_compute=recipe.paper_compute)
-        out.update(schedule=schedule.to_dict())
-        if args.solve:
-            out.update(solved=args.solve)
-        print(json.dumps(out))
-        if warning:
-            print(warning, file=sys.stderr)
-        return 0
-    print(f"{'epoch':>6} {'subset':>10}  event")
-    for epoch, (size, event) in enumerate(zip(plan.subset_sizes, plan.events), start=1):
-        print(f"{epoch:>6} {size:>10}  {event or ''}")
-    print(f"compute: {plan.total_samples} of {plan.epochs} x {plan.num_samples} samples = "
-          f"{100 * plan.compute_fraction:.2f}% (compute_fraction {plan.compute_fraction:.4f})")
-    if recipe and recipe.paper_compute is not None:
-        print(f"paper: {100 * recipe.paper_compute:.0f}% ({recipe.paper})")
-    if args.plot:
-        print(f"plot written to {args.plot}")
-    if warning:
-        sys.stdout.flush()  # after the table it explains, also when both go to one terminal
-        print(warning, file=sys.stderr)
-    return 0
+from .args import add_schedule_args, dataset_name, flag, given, int_list, refuse_budget_conflicts
+from .plan import add_plan_parser, add_recipes_parser
 
 
 def cmd_train(args) -> int:
@@ -237,14 +140,6 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_recipes(args) -> int:
-    for r in list_recipes():
-        plan = _policy_plan(r.config, DaPSchedule(**_schedule_values(r.config)), r.num_samples)
-        paper = f"{100 * r.paper_compute:.0f}%" if r.paper_compute is not None else "-"
-        print(f"{r.name:34s} compute {100 * plan.compute_fraction:5.1f}% (paper {paper:>4s})  {r.paper}")
-    return 0
-
-
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     """The flags that make a TrainConfig (shared by train and compare)."""
     d = TrainConfig()
@@ -318,7 +213,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     flag(g, "--exclude-nonfinite", "leave samples with a NaN/inf loss out (logged to nonfinite.jsonl) instead of "
           "stopping; skip optimiser steps with non-finite gradients", action="store_const", const=True,
           dest="exclude_nonfinite")
-    _add_schedule_args(p)
+    add_schedule_args(p)
     g = p.add_argument_group("run")
     flag(g, "--seed", f"default {d.seed}", type=int)
     flag(g, "--device", f"auto, cpu, cuda or cuda:N (default {d.device})")
@@ -361,20 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"droppick {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plan", help="subset size of every epoch and the compute fraction, without training",
-                       description="Without --recipe the defaults are the paper's CIFAR-10 baseline (Table 2): "
-                                   "E=300, W=40, I=10, p=0.9, R=150, N=50000.")
-    p.add_argument("--recipe", dest="recipe_name", help="plan a named recipe (see 'droppick recipes'); flags override it")
-    _add_schedule_args(p)
-    flag(p, "--num-samples", "N, training samples (default 50000, or the recipe's dataset size)", type=int)
-    p.add_argument("--target-compute", type=float, default=None, metavar="FRACTION",
-                   help="alone: the budget rule's schedule for this compute (DaP: warm-up, keep and min_keep "
-                        "chosen; not with --keep or --min-keep); with --solve: the value of one hyper-parameter "
-                        "that lands closest to it, the others as given")
-    p.add_argument("--solve", choices=SOLVABLE, default=None, help="the hyper-parameter --target-compute changes")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--plot", metavar="FILE.png", help="draw subset size against epoch")
-    p.set_defaults(func=cmd_plan)
+    add_plan_parser(sub)
 
     t = sub.add_parser("train", help="train with a policy and write a run directory",
                        description="Unset options take the recipe's value, else the default shown.")
@@ -433,8 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--in-channels", type=int, default=3)
     m.set_defaults(func=cmd_models)
 
-    r = sub.add_parser("recipes", help="list the paper's recipes with their planned compute")
-    r.set_defaults(func=cmd_recipes)
+    add_recipes_parser(sub)
 
     from .convert import add_parser as add_convert_parser
     from .transfer import add_parsers as add_transfer_parsers  # export, transfer, compare-transfer

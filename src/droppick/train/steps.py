@@ -1,5 +1,5 @@
-"""Optimiser steps: the optimiser that takes them, how many each epoch plans, and how far a per-step
-LR schedule has got.
+"""Optimiser steps: the optimiser that takes them, whether the gradients allow one, how many each
+epoch plans, and how far a per-step LR schedule has got.
 
 The planner knows every epoch's subset size before training, so the steps of every epoch are
 known too: a cosine schedule sized by them ends where the run ends although epochs shrink.
@@ -20,6 +20,11 @@ def optimizer_and_scaler(cfg, model: torch.nn.Module, device: torch.device):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                 weight_decay=cfg.weight_decay)
     return optimizer, torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+
+def grads_finite(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 def planned_steps(cfg, dap, world_size: int) -> list[int]:

@@ -15,12 +15,9 @@ rank 0's checkpoint (``dap_state``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -37,6 +34,7 @@ from ..engine import DropAndPick
 from ..policies import build_policy
 from ..models import build_model
 from .splits import build_run_splits, checked_num_classes
+from .process import cudnn_tuning, sigterm_exits
 from .profiling import Profiler
 from .lock import RunLock
 from .retention import Retention
@@ -45,7 +43,7 @@ from .irreducible import fit_irreducible, needs_irreducible
 from .scoring import evaluate_split
 from .selective import batch_losses
 from .rundir import RunDir
-from .steps import optimizer_and_scaler, planned_steps, schedule_progress
+from .steps import grads_finite, optimizer_and_scaler, planned_steps, schedule_progress
 from .summary import run_summary
 from .testhook import kill_point as _test_kill_point
 from ..seeding import seeded_global_rng
@@ -144,7 +142,7 @@ class Trainer:
         images, targets = self._to_device(images, targets)
         prof.lap("data")
         full_batch = len(indices) == cfg.batch_size
-        with _cudnn_tuning(full_batch):
+        with cudnn_tuning(full_batch):
             net = self.compiled if self.compiled is not None and full_batch else self.net
             losses = batch_losses(self, net, indices, images, targets, batch)  # all recorded; these back-propagate
             prof.lap("forward")
@@ -156,7 +154,7 @@ class Trainer:
             prof.lap("backward")
         # --exclude-nonfinite: skip a step whose gradients a NaN/inf loss reached. DDP's averaging
         # spreads it to every rank, so all ranks skip alike (an fp16 GradScaler skips such steps itself).
-        skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not _grads_finite(self.model)
+        skip = cfg.exclude_nonfinite and not self.scaler.is_enabled() and not grads_finite(self.model)
         if not skip:
             self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -286,47 +284,11 @@ def train(cfg: Optional[TrainConfig], out: str | Path, resume: bool = False, pro
         if distributed.is_main_process():  # the only rank that writes the directory
             run.path.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        with _sigterm_exits():
+        with sigterm_exits():
             return _run(cfg, run, resume, device, progress, stop_after)
     finally:
         lock.release()
         torch.backends.cudnn.benchmark = cudnn_benchmark  # the caller's setting, as it was
-
-
-@contextlib.contextmanager
-def _sigterm_exits():
-    """SIGTERM (SLURM preempting a job, torchrun stopping the other workers) ends the run as an
-    exception would, so ``finally`` releases the lock: the requeued job, maybe on another host,
-    then finds no lock to refuse it. Only in the main thread, and the caller's handler comes back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def leave(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, leave)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _cudnn_tuning(allowed: bool):
-    """cuDNN autotuning (``cudnn.benchmark``) only where ``allowed``: for full batches.
-
-    A shrinking subset gives the last batch of almost every epoch a size never seen before, and
-    cuDNN autotunes each new shape: about 2 s for a ResNet-20 on an H100, some 220 steady steps,
-    against 36 ms for that batch untuned (bench/cudnn_new_shapes.py). Tuning it made DaP's epochs
-    cost ~2 s more than their subset size explains, so its wall-clock savings lagged its compute.
-    """
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = saved and allowed
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
 
 
 def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, progress: bool,
@@ -426,8 +388,3 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, device: torch.device, prog
     if t.profiler.enabled:
         tqdm.write(t.profiler.report("run (this process)", run=True, samples=dap.samples_seen))
     return summary
-
-
-def _grads_finite(model: torch.nn.Module) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
