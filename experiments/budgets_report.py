@@ -118,14 +118,15 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
         d = None if score is None or dap[c.budget] is None or (c.rule, c.changes) == ("dap", {}) else score - dap[c.budget]
         vs = "" if d is None else f"{d:+.2f} ({noise_word(d, dap_std[c.budget] * 2 ** 0.5)})"
         lines.append(f"| {100 * c.budget:.0f}% | {c.rule} | {c.setting} | {cell} | {vs} |")
-    lines += ["", "rs2 is the reference, not a candidate (the rule is chosen among DaP's forms):"]
+    lines += ["", "rs2 and the epsilon challengers are references, not candidates (the rule is chosen among DaP's "
+              "forms: dap and floor):", ""]
     for c in candidates:
-        best = c.rule == "rs2" and fb.winner(candidates, c.budget, out / "tuning", n)
+        best = c.rule in ("rs2", "epsilon") and fb.winner(candidates, c.budget, out / "tuning", n)
         scores = [fb.val_top1(x, out / "tuning", n) for x in (c, best)] if best else [None]
         if None not in scores:
             d = scores[1] - scores[0]
-            lines.append(f"at {100 * c.budget:.0f}% the winner {d:+.2f} against rs2 on validation "
-                         f"({noise_word(d, dap_std[c.budget] * 2 ** 0.5)}){'' if d > 0 else ': rs2 scores higher'}.")
+            lines.append(f"- at {100 * c.budget:.0f}% the winner {d:+.2f} against {c.rule} ({c.setting}) on validation "
+                         f"({noise_word(d, dap_std[c.budget] * 2 ** 0.5)}){'' if d > 0 else f': {c.rule} scores higher'}.")
     return lines + [""]
 
 
