@@ -5,6 +5,7 @@ own rows at 44.6% and 62.7%). Every section says what is not trained yet instead
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -127,7 +128,25 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
             d = scores[1] - scores[0]
             lines.append(f"- at {100 * c.budget:.0f}% the winner {d:+.2f} against {c.rule} ({c.setting}) on validation "
                          f"({noise_word(d, dap_std[c.budget] * 2 ** 0.5)}){'' if d > 0 else f': {c.rule} scores higher'}.")
-    return lines + [""]
+    return lines + ["", *close_call_lines(base, n, out)]
+
+
+def close_call_lines(base, n: int, out: Path) -> list[str]:
+    """The winner against rs2 at ``fb.CLOSE_CALL`` over ``fb.CLOSE_CALL_SEEDS`` on the validation setting."""
+    pairs = fb.close_call(base, n, out)
+    scores = [[json.loads((out / "tuning" / c.folder / "runs" / name / "summary.json").read_text())["final_val_top1"]
+               for name in configs if (out / "tuning" / c.folder / "runs" / name / "summary.json").exists()]
+              for c, configs in pairs]
+    head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the winner and rs2 with seeds {fb.CLOSE_CALL_SEEDS} on the validation "
+            "setting (each seed draws its own slice and validation split; one seed each was a close call): ")
+    if not pairs or any(len(v) < len(fb.CLOSE_CALL_SEEDS) for v in scores):
+        return [head + "not trained yet.", ""]
+    (ours, theirs), a = scores, pairs[0][0]
+    d = statistics.fmean(ours) - statistics.fmean(theirs)
+    se = (statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs)) ** 0.5
+    return [head + f"{a.setting}: {statistics.fmean(ours):.2f} ± {statistics.stdev(ours):.2f}; rs2: "
+            f"{statistics.fmean(theirs):.2f} ± {statistics.stdev(theirs):.2f}; difference {d:+.2f} "
+            f"({noise_word(d, se)} two standard errors, {2 * se:.2f}).", ""]
 
 
 def budget_rows(base, seeds, n: int, here: Path, out: Path, rows_of: Rows) -> dict[float, dict[str, tuple]]:

@@ -141,3 +141,15 @@ def test_a_short_warm_up_at_the_papers_budgets_competes_with_the_frontiers_floor
     at_44, at_63 = points[0.4464], points[0.6267]
     assert (at_44.warmup, at_44.floor, at_44.largest) == (2, 0.35, 0.361)
     assert (at_63.warmup, at_63.floor, at_63.largest) == (4, 0.5, 0.533)  # the frontier's floor still wins there
+
+
+def test_the_close_call_at_25_percent_trains_the_winner_and_rs2_with_three_seeds(tmp_path):
+    out = tmp_path / "budgets"
+    assert fb.close_call(frontier.BASE, frontier.N, out) == []  # no winner yet: nothing to compare
+    write_budget_tuning(out / "tuning", lambda c: 90.0 if (c.rule, c.changes) == ("dap", {"warmup": 2}) else 80.0)
+    (ours, ours_runs), (rs2, rs2_runs) = fb.close_call(frontier.BASE, frontier.N, out)
+    assert (ours.budget, ours.changes, rs2.rule) == (0.25, {"warmup": 2}, "rs2")
+    assert list(rs2_runs) == ["rs2-seed0", "rs2-seed1", "rs2-seed2"] and list(ours_runs)[0] == "dap-seed0"
+    assert {cfg.val_samples for cfg in [*ours_runs.values(), *rs2_runs.values()]} == {fb.TUNE_VAL}
+    # seed 0 is the tuning run itself, so the close call reuses it
+    assert ours_runs["dap-seed0"] == next(iter(fb.tuning_configs(ours, frontier.N).values()))
