@@ -137,16 +137,20 @@ def close_call_lines(base, n: int, out: Path) -> list[str]:
     scores = [[json.loads((out / "tuning" / c.folder / "runs" / name / "summary.json").read_text())["final_val_top1"]
                for name in configs if (out / "tuning" / c.folder / "runs" / name / "summary.json").exists()]
               for c, configs in pairs]
-    head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the winner and rs2 with seeds {fb.CLOSE_CALL_SEEDS} on the validation "
-            "setting (each seed draws its own slice and validation split; one seed each was a close call): ")
+    head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the winner, rs2 and the best epsilon challenger with seeds "
+            f"{fb.CLOSE_CALL_SEEDS} on the validation setting (each seed draws its own slice and validation split; "
+            "one seed each was a close call): ")
     if not pairs or any(len(v) < len(fb.CLOSE_CALL_SEEDS) for v in scores):
         return [head + "not trained yet.", ""]
-    (ours, theirs), a = scores, pairs[0][0]
-    d = statistics.fmean(ours) - statistics.fmean(theirs)
-    se = (statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs)) ** 0.5
-    return [head + f"{a.setting}: {statistics.fmean(ours):.2f} ± {statistics.stdev(ours):.2f}; rs2: "
-            f"{statistics.fmean(theirs):.2f} ± {statistics.stdev(theirs):.2f}; difference {d:+.2f} "
-            f"({noise_word(d, se)} two standard errors, {2 * se:.2f}).", ""]
+    lines = [head, "", "| rule | setting | final val top-1 (%), 3 seeds | vs rs2 |", "| --- | --- | ---: | ---: |"]
+    rs2 = scores[1]
+    for (c, _), values in zip(pairs, scores):
+        d = statistics.fmean(values) - statistics.fmean(rs2)
+        se = (statistics.variance(values) / len(values) + statistics.variance(rs2) / len(rs2)) ** 0.5
+        vs = "" if values is rs2 else f"{d:+.2f} ({noise_word(d, se)}, 2 SE {2 * se:.2f})"
+        lines.append(f"| {c.rule} | {c.setting} | {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} "
+                     f"| {vs} |")
+    return lines + [""]
 
 
 def budget_rows(base, seeds, n: int, here: Path, out: Path, rows_of: Rows) -> dict[float, dict[str, tuple]]:

@@ -147,8 +147,8 @@ def test_the_close_call_at_25_percent_trains_the_winner_and_rs2_with_three_seeds
     out = tmp_path / "budgets"
     assert fb.close_call(frontier.BASE, frontier.N, out) == []  # no winner yet: nothing to compare
     write_budget_tuning(out / "tuning", lambda c: 90.0 if (c.rule, c.changes) == ("dap", {"warmup": 2}) else 80.0)
-    (ours, ours_runs), (rs2, rs2_runs) = fb.close_call(frontier.BASE, frontier.N, out)
-    assert (ours.budget, ours.changes, rs2.rule) == (0.25, {"warmup": 2}, "rs2")
+    (ours, ours_runs), (rs2, rs2_runs), (challenger, _) = fb.close_call(frontier.BASE, frontier.N, out)
+    assert (ours.budget, ours.changes, rs2.rule, challenger.rule) == (0.25, {"warmup": 2}, "rs2", "epsilon")
     assert list(rs2_runs) == ["rs2-seed0", "rs2-seed1", "rs2-seed2"] and list(ours_runs)[0] == "dap-seed0"
     assert {cfg.val_samples for cfg in [*ours_runs.values(), *rs2_runs.values()]} == {fb.TUNE_VAL}
     # seed 0 is the tuning run itself, so the close call reuses it
