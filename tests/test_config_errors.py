@@ -120,10 +120,10 @@ def test_a_damaged_config_json_names_the_file(text, message, tmp_path, capsys):
 def test_no_drop_warning_concerns_the_policies_that_follow_the_drops():
     none = DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.9, reuse_at=[2])  # `--epochs 3` alone
     some = DaPSchedule(epochs=3, warmup=1, interval=1, keep=0.9, reuse_at=[])
-    for policy in ("dap", "random", "scaled", "static"):
+    for policy in ("dap", "random", "epsilon", "ema", "window", "trusted", "rho", "scaled", "static"):
         assert "policy " + policy + " will train on all data every epoch" in no_drop_warning(none, 100, policy)
         assert no_drop_warning(some, 100, policy) is None
-    for policy in ("full", "infobatch"):
+    for policy in ("full", "infobatch", "rs2", "seta", "selective_backprop"):
         assert no_drop_warning(none, 100, policy) is None
     assert no_drop_warning(none, 100, "scaled", target_compute=0.5) is None  # its own target, not the plan's
     keep_all = DaPSchedule(epochs=3, warmup=1, interval=1, keep=1.0)

@@ -12,9 +12,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from ..train.config import (AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, FOLLOWS_SCHEDULE, LR_SCHEDULES, SCORES,
-                            TrainConfig)
-from ..train.epochs import describe_schedule, follow_epochs
+from ..train.config import AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, SCORES, TrainConfig
+from ..train.epochs import FOLLOWS_SCHEDULE, describe_schedule, follow_epochs
 from ..policies import POLICIES
 from ..budget import describe_budget
 from ..distributed import RankDisagreementError

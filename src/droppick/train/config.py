@@ -27,14 +27,12 @@ from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as
 from ..schedule import DaPSchedule, for_budget, require_int
 from ..scores import BUILT_IN as SCORES
 from ..sharded_rules import REFUSED
-from .epochs import scale_epochs
+from .epochs import FOLLOWS_SCHEDULE, scale_epochs
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("step", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-# the policies whose subset sizes are the DaP schedule's
-FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted", "rho")
 # the policies DropAndPick(..., shard_state=True) runs (sharded_rules.check_shardable; a test keeps the two alike)
 SHARD_STATE_POLICIES = tuple(p for p in FOLLOWS_SCHEDULE if p not in REFUSED) + ("full", "scaled", "static",
                                                                                   "selective_backprop")

@@ -7,6 +7,9 @@ from typing import Optional
 
 from ..schedule import DaPSchedule
 
+# the policies whose subset sizes are the DaP schedule's
+FOLLOWS_SCHEDULE = ("dap", "random", "epsilon", "ema", "window", "trusted", "rho")
+
 # The schedule's keys counted in epochs: they follow --epochs when not given themselves.
 EPOCH_KEYS = ("warmup", "interval", "active", "reuse_at", "lr_milestones")
 
@@ -51,10 +54,11 @@ def no_drop_warning(schedule: DaPSchedule, num_samples: int, policy: str = "dap"
     after), else None.
 
     A warning, not an error: a dap run on all data is a legitimate control. It concerns the
-    policies that drop on the schedule (dap, random) and those matched to its compute when no
-    ``target_compute`` is given (scaled, static); full and infobatch do not follow the drops.
+    policies that drop on the schedule (``FOLLOWS_SCHEDULE``) and those matched to its compute when
+    no ``target_compute`` is given (scaled, static); full, infobatch, rs2, seta and selective
+    backprop do not follow the drops.
     """
-    follows = policy in ("dap", "random") or (policy in ("scaled", "static") and target_compute is None)
+    follows = policy in FOLLOWS_SCHEDULE or (policy in ("scaled", "static") and target_compute is None)
     if not follows or schedule.plan(num_samples).drop_epochs:
         return None
     s = schedule
