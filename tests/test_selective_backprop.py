@@ -146,3 +146,15 @@ def test_two_processes_count_every_ranks_batches_and_resume_to_the_uninterrupted
     assert timeless[0] == timeless[1]
     final = [RunDir(tmp_path / run).latest_checkpoint()["model"] for run in ("straight", "resumed")]
     assert all(torch.equal(final[0][key], final[1][key]) for key in final[0])
+
+
+@pytest.mark.parametrize("shard_state", [False, True])
+def test_a_score_other_than_the_loss_is_refused_where_it_would_be_recorded_and_never_used(shard_state, capsys, tmp_path):
+    schedule = DaPSchedule(epochs=4, warmup=1, interval=1, keep=0.5)
+    with pytest.raises(ValueError, match="ranks each batch by its loss.*remove --score"):
+        DropAndPick(100, schedule, policy="selective_backprop", score="el2n", shard_state=shard_state)
+    assert DropAndPick(100, schedule, policy="selective_backprop", shard_state=shard_state).score == "loss"
+    assert DropAndPick(100, schedule, policy="dap", score="el2n", shard_state=shard_state).score == "el2n"
+    if not shard_state:  # the command line refuses before it writes anything
+        assert main(["train", "--policy", "selective_backprop", "--score", "margin", "--out", str(tmp_path / "r")]) == 2
+        assert "rank by margin with --policy dap" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -29,6 +29,7 @@ import torch
 
 from . import distributed
 from .policies import EXCLUDE, EpochEnd, Policy
+from .policies.selective_backprop import refuse_other_scores
 from .sampler import Chunks, DaPSampler, shard_order
 from .plan import Plan
 from .schedule import DaPSchedule, require_int
@@ -74,6 +75,7 @@ class DropAndPick:
         self.num_samples, self.schedule, self.seed, self.chunks = num_samples, schedule, int(seed), chunks
         self._plan = self.policy.plan(schedule, num_samples)
         self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
+        refuse_other_scores(self.policy, self.score)
         self.epoch = 1  # the epoch being trained, 1-based as in Algorithm 1
         self._losses = torch.full((num_samples,), float("inf"))  # this epoch's (``losses``)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, losses) recorded since flush()

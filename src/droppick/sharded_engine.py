@@ -30,6 +30,7 @@ import torch
 from . import distributed
 from .engine import STATE_FORMAT, DropAndPick, NonFiniteLossError
 from .policies import DROP, EXCLUDE, PICK, Policy, Scheduled
+from .policies.selective_backprop import refuse_other_scores
 from .records import checked_batch, engine_policy, write_records
 from .scores import batch_scores, check_score
 from .sampler import DaPSampler, ShardedSampler, shard_order
@@ -58,6 +59,7 @@ class ShardedDropAndPick(DropAndPick):
         check_shardable(self.policy)
         self._plan = self.policy.plan(schedule, num_samples)
         self.exclude_nonfinite, self.score = bool(exclude_nonfinite), check_score(score)
+        refuse_other_scores(self.policy, self.score)
         self.epoch = 1
         self.rank, self.world = distributed.rank_and_world()
         self.lo, self.hi = slice_bounds(num_samples, self.world)[self.rank:self.rank + 2]  # the owned slice

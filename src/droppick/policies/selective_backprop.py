@@ -82,6 +82,14 @@ class SelectiveBackprop(Policy):
 Positions = Union[slice, torch.Tensor]  # the whole batch (slice(None)) or some of its positions
 
 
+def refuse_other_scores(policy, score: str) -> None:
+    """A ``ValueError`` for Selective Backprop (by name or object) with a score other than the loss: it
+    ranks each batch by its loss, as Composer's, so another score would be recorded and never used."""
+    if (policy == SelectiveBackprop.name or isinstance(policy, SelectiveBackprop)) and score != "loss":
+        raise ValueError(f"selective_backprop ranks each batch by its loss (as Composer's), not by score {score!r}: "
+                         f"remove --score (score=), or rank by {score} with --policy dap")
+
+
 def backprop_losses(dap, batch: int, sample_losses: Callable[[Positions], torch.Tensor]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``batch`` (0-based in the epoch) of a training step: ``(recorded, trained)``, every sample's

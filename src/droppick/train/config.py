@@ -23,6 +23,7 @@ from ..data.webdataset import is_wds
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
+from ..policies.selective_backprop import refuse_other_scores
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, for_budget, require_int
 from ..scores import BUILT_IN as SCORES
@@ -223,6 +224,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         check_model_name(self.model)
+        refuse_other_scores(self.policy, self.score)
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index); got {self.device!r}")
         if self.data_dir is not None and not self.data_dir.strip():
