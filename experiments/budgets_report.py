@@ -158,7 +158,8 @@ def budget_rows(base, seeds, n: int, here: Path, out: Path, rows_of: Rows) -> di
     DaP, rs2 and (25%, 35%) the validation winner; 44.6% and 62.7% take DaP and rs2 from the frontier."""
     table: dict[float, dict[str, tuple]] = {}
     for c, configs in fb.rows(base, seeds, n, out):
-        label = {"budget": "budget rule", "dap": "dap", "rs2": "rs2"}.get(c.rule, "validation winner")
+        label = {"budget": "budget rule", "dap": "dap", "rs2": "rs2", "epsilon": "challenger"}.get(c.rule,
+                                                                                                 "validation winner")
         table.setdefault(c.budget, {})[label] = (c.setting, one(rows_of, configs, out / c.folder))
     frontier = {0.8: (here / "frontier" / "keep-0.8", here / "frontier" / "beyond" / "keep-0.8"),
                 0.9: (here / "table2f", here / "frontier" / "beyond" / "keep-0.9")}

@@ -185,7 +185,8 @@ def rule_budgets(base: TrainConfig, n: int) -> list[float]:
 def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Candidate, dict]]:
     """Per budget, the budget rule (once its constants are the fit of the finished tuning runs); at
     25% and 35% also the paper's DaP, rs2 and, where its settings differ from the budget rule's, the
-    validation winner. (At 44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
+    validation winner; at ``CLOSE_CALL`` the best challenger once the close call is trained. (At
+    44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
     tuning = tuning_candidates(base, n)
     final = rule_is_final(base, n, out)
     out_rows = []
@@ -198,6 +199,8 @@ def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[C
             best = None if best is None else candidate(base, budget, best.rule, best.changes, n)
             if best is not None and (best.rule, best.changes) != ("dap", {}) and not (final and same(best, rule)):
                 picked.append(best)  # else it is DaP's row, or the budget rule's
+        if budget == CLOSE_CALL:  # the best challenger, chosen on validation, on the frontier's slice too
+            picked += [candidate(base, budget, c.rule, c.changes, n) for c, _ in close_call(base, n, out)[2:]]
         out_rows += [(c, run_configs(c.config, [c.config.policy], seeds, n)) for c in picked]
     return out_rows
 
