@@ -84,8 +84,9 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
         assert (c.config.warmup, c.config.keep, c.config.min_keep, c.config.target_compute) == (
             rule.warmup, rule.keep, rule.min_keep, c.budget)
     assert [(c.config.warmup, c.config.min_keep > 0) for c in budget] == [(2, True), (2, False), (2, True), (2, True)]
-    # 25%'s winner (DaP with W = 2) is the budget rule there: it trains once, under the rule's name
-    assert [c.rule for c, _ in rows if c.budget == 0.25] == ["budget", "dap", "rs2"]
+    # 25%'s winner (DaP with W = 2) is the budget rule there: it trains once, under the rule's name; the
+    # best epsilon challenger on validation trains beside it
+    assert [c.rule for c, _ in rows if c.budget == 0.25] == ["budget", "dap", "rs2", "epsilon"]
     [(everything, configs)] = fb.all_data_rows(frontier.BASE, frontier.N, out)
     assert [cfg.train_samples for cfg in configs.values()] == [None, None] and everything.budget == 0.35
 
