@@ -122,7 +122,7 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
     lines += ["", "rs2 and the epsilon challengers are references, not candidates (the rule is chosen among DaP's "
               "forms: dap and floor):", ""]
     for c in candidates:
-        best = c.rule in ("rs2", "epsilon") and fb.winner(candidates, c.budget, out / "tuning", n)
+        best = c.rule in fb.REFERENCES and fb.winner(candidates, c.budget, out / "tuning", n)
         scores = [fb.val_top1(x, out / "tuning", n) for x in (c, best)] if best else [None]
         if None not in scores:
             d = scores[1] - scores[0]
@@ -131,25 +131,32 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
     return lines + ["", *close_call_lines(base, n, out)]
 
 
+def val_row(configs: dict, folder: Path) -> Optional[dict]:
+    """The runs' final validation top-1 as a row (``top1_mean``, ``top1_std``, ``seeds``, as
+    ``standard_error`` reads it), None while any of them is unfinished."""
+    paths = [folder / "runs" / name / "summary.json" for name in configs]
+    if not all(p.exists() for p in paths):
+        return None
+    values = [json.loads(p.read_text())["final_val_top1"] for p in paths]
+    return {"top1_mean": statistics.fmean(values), "top1_std": statistics.stdev(values), "seeds": len(values)}
+
+
 def close_call_lines(base, n: int, out: Path) -> list[str]:
-    """The winner against rs2 at ``fb.CLOSE_CALL`` over ``fb.CLOSE_CALL_SEEDS`` on the validation setting."""
+    """The winner and the best challenger against rs2 at ``fb.CLOSE_CALL`` over ``fb.CLOSE_CALL_SEEDS``
+    on the validation setting."""
     pairs = fb.close_call(base, n, out)
-    scores = [[json.loads((out / "tuning" / c.folder / "runs" / name / "summary.json").read_text())["final_val_top1"]
-               for name in configs if (out / "tuning" / c.folder / "runs" / name / "summary.json").exists()]
-              for c, configs in pairs]
+    rows = [val_row(configs, out / "tuning" / c.folder) for c, configs in pairs]
     head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the winner, rs2 and the best epsilon challenger with seeds "
             f"{fb.CLOSE_CALL_SEEDS} on the validation setting (each seed draws its own slice and validation split; "
             "one seed each was a close call): ")
-    if not pairs or any(len(v) < len(fb.CLOSE_CALL_SEEDS) for v in scores):
+    if not pairs or None in rows:
         return [head + "not trained yet.", ""]
     lines = [head, "", "| rule | setting | final val top-1 (%), 3 seeds | vs rs2 |", "| --- | --- | ---: | ---: |"]
-    rs2 = scores[1]
-    for (c, _), values in zip(pairs, scores):
-        d = statistics.fmean(values) - statistics.fmean(rs2)
-        se = (statistics.variance(values) / len(values) + statistics.variance(rs2) / len(rs2)) ** 0.5
-        vs = "" if values is rs2 else f"{d:+.2f} ({noise_word(d, se)}, 2 SE {2 * se:.2f})"
-        lines.append(f"| {c.rule} | {c.setting} | {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} "
-                     f"| {vs} |")
+    rs2 = rows[1]
+    for (c, _), r in zip(pairs, rows):
+        d, se = r["top1_mean"] - rs2["top1_mean"], standard_error(r, rs2)
+        vs = "" if r is rs2 else f"{d:+.2f} ({noise_word(d, se)}, 2 SE {2 * se:.2f})"
+        lines.append(f"| {c.rule} | {c.setting} | {r['top1_mean']:.2f} ± {r['top1_std']:.2f} | {vs} |")
     return lines + [""]
 
 

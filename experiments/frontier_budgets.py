@@ -85,6 +85,9 @@ CHALLENGERS: dict[float, list[tuple[str, dict]]] = {
 }
 
 
+REFERENCES = ("rs2", "epsilon")  # rules the tuning shows beside DaP's forms, never the rule's winner
+
+
 # At 25% rs2's validation run beat the winner's by 1.02, one seed each, and the best epsilon challenger
 # beat rs2 by 0.43: the three train two seeds more on the validation setting, so the verdicts there
 # rest on three seeds a side.
@@ -93,7 +96,7 @@ CLOSE_CALL, CLOSE_CALL_SEEDS = 0.25, [0, 1, 2]
 
 class Candidate(NamedTuple):
     budget: float  # the target compute C
-    rule: str  # "dap", "floor" or "rs2"
+    rule: str  # "dap", "floor", "budget" or one of REFERENCES
     changes: dict  # schedule keys that differ from the frontier's
     config: TrainConfig  # p solved for C; seed and slice still to be set
     folder: str  # its folder's name
@@ -115,7 +118,7 @@ class Candidate(NamedTuple):
 def candidate(base: TrainConfig, budget: float, rule: str, changes: dict, n: int) -> Candidate:
     """One rule at one budget on ``n`` training samples: p solved so the planned compute is ``budget``
     (rs2 matches the paper's DaP at that budget, as ``run_configs`` matches it)."""
-    values = base.to_dict() | changes | {"policy": rule if rule in ("rs2", "epsilon") else "dap"}
+    values = base.to_dict() | changes | {"policy": rule if rule in REFERENCES else "dap"}
     solved = closest_keep(TrainConfig.from_dict(values).schedule, n, budget)
     cfg = TrainConfig.from_dict(values | {"keep": solved.keep})
     name = "-".join([f"c{budget}", rule] + [f"{k}-{v}" if not isinstance(v, list) else f"{k}-{'-'.join(map(str, v))}"
@@ -163,7 +166,7 @@ def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> 
     """The DaP candidate with the best validation top-1 at this budget (the first in the grid on a tie),
     None until all of them are trained. rs2's validation run is the page's reference: the rule is
     chosen among DaP's forms, and the page says where rs2 scores higher."""
-    scored = [(val_top1(c, tuning, n), c) for c in candidates if c.budget == budget and c.rule in ("dap", "floor")]
+    scored = [(val_top1(c, tuning, n), c) for c in candidates if c.budget == budget and c.rule not in REFERENCES]
     if any(score is None for score, _ in scored):
         return None
     return max(scored, key=lambda sc: sc[0])[1]
@@ -233,10 +236,7 @@ class Tuned(NamedTuple):
 def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
     """The winner at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning (floors at the
     frontier's W), 25% and 35% from this script's; None until every tuning run is trained."""
-    def tuned(budget: float, setting: str, schedule) -> Tuned:
-        return Tuned(budget, setting, schedule.min_keep, largest_floor(schedule, n, budget), schedule.warmup, 0.0)
-
-    points = []
+    points = []  # (budget, the winner's setting, its schedule)
     candidates = tuning_candidates(base, n)
     beyond_tuning = out.parent / "beyond" / "tuning"
     for keep in PAPER_KEEPS:  # frontier_beyond's DaP and floors (W = 4) against this script's W = 2 ones
@@ -247,20 +247,21 @@ def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
             return None
         best = max(scored, key=lambda sc: sc[0])[1]  # the first of equal scores: frontier_beyond's
         compute = dataclasses.replace(base.schedule, keep=keep).plan(n).compute_fraction
-        points.append(tuned(compute, best.setting, best.config.schedule))
+        points.append((compute, best.setting, best.config.schedule))
     for budget in GRID:
         best = winner(candidates, budget, out / "tuning", n)
         if best is None:
             return None
-        points.append(tuned(budget, best.setting, best.config.schedule))
-    warmup = int(fitted_warmup_share(points, base.warmup) * base.warmup)
-    return sorted(p._replace(at_rule_warmup=largest_floor(dataclasses.replace(base.schedule, warmup=warmup), n, p.budget))
-                  for p in points)
+        points.append((budget, best.setting, best.config.schedule))
+    rule = dataclasses.replace(base.schedule, warmup=int(fitted_warmup_share([s for *_, s in points], base.warmup)
+                                                         * base.warmup))
+    return sorted(Tuned(budget, setting, s.min_keep, largest_floor(s, n, budget), s.warmup,
+                        largest_floor(rule, n, budget)) for budget, setting, s in points)
 
 
-def fitted_warmup_share(points: list[Tuned], given: int) -> float:
+def fitted_warmup_share(points: list, given: int) -> float:
     """The budget rule's WARMUP_SHARE: the share of the frontier's warm-up (``given``) that most
-    winners used, the longer one on a tie."""
+    winners used, the longer one on a tie (``points``: anything with a ``warmup``, Tuned or schedules)."""
     shares = [p.warmup / given for p in points]
     return max(set(shares), key=lambda share: (shares.count(share), share))
 

@@ -22,8 +22,8 @@ from ..data.hf import is_hf
 from ..data.webdataset import is_wds
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
-from ..policies.selective_backprop import INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START, SelectiveBackprop
-from ..policies.selective_backprop import refuse_other_scores
+from ..policies.selective_backprop import (INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START,
+                                           SelectiveBackprop, refuse_other_scores)
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
 from ..schedule import DaPSchedule, for_budget, require_int
 from ..scores import BUILT_IN as SCORES
