@@ -47,7 +47,7 @@ def rule_configs(base: TrainConfig, regime: Regime, rule: str, seeds: list[int])
     if rule == "budget":
         compute = cfg.schedule.plan(n).compute_fraction
         cfg = cfg.with_budget(compute, n)
-    return run_configs(cfg, ["dap" if rule == "budget" else rule], seeds, n)
+    return run_configs(cfg, [cfg.policy if rule == "budget" else rule], seeds, n)
 
 
 def folder(regime: Regime, rule: str, here: Path, out: Path) -> Path:

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import budget_regimes
 import frontier_budgets as fb
 from _report import machine, noise_word, setting, standard_error, training_commits, utc_now
+from droppick.budget import RANDOM_SHARE, budget_rule
 from droppick.report.plot import _pyplot
 from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, for_budget
 from droppick.train.rundir import code_version
@@ -39,44 +40,52 @@ def versus(r: Optional[dict], other: Optional[dict]) -> str:
 
 def fit_section(base, points: Optional[list], n: int, out: Path) -> list[str]:
     lines = ["## The budget rule", "",
-             "`--target-compute C` (and `DaPSchedule.for_budget`) trains DaP with three choices, p solved so the plan "
-             "spends C. Its warm-up is WARMUP_SHARE x the one given (here the frontier's W = 4), rounded down, and "
-             "shorter where C needs it. The largest floor C allows with that warm-up (the floor whose drops fall "
-             "straight to it and still spend C) decides the floor: none where it is under MIN_FLOOR, else f = "
-             "FLOOR_SHARE x that largest floor. The fit: WARMUP_SHARE is the share of W = 4 that most validation "
-             "winners used; MIN_FLOOR is the middle of the thresholds that separate the winners without a floor from "
-             "those with one (at the rule's warm-up, the largest of the first and the smallest of the second); "
-             "FLOOR_SHARE is the mean, over the winners with a floor, of their floor over their largest floor.", ""]
+             "`--target-compute C` (and `droppick.budget_rule`; `DaPSchedule.for_budget` is its schedule) makes four "
+             "choices, p solved so the plan spends C. Its warm-up is WARMUP_SHARE x the one given (here the "
+             "frontier's W = 4), rounded down, and shorter where C needs it. The largest floor C allows with that "
+             "warm-up (the floor whose drops fall straight to it and still spend C) decides the floor: none where it "
+             "is under MIN_FLOOR, else f = FLOOR_SHARE x that largest floor. Its drops: DaP's (the hardest) where it "
+             "has a floor; epsilon-greedy where it has none, RANDOM_SHARE of each drop's keep drawn at random. The "
+             "fit: WARMUP_SHARE is the share of W = 4 that most validation winners used; MIN_FLOOR is the middle of "
+             "the thresholds that separate the winners without a floor from those with one (at the rule's warm-up, "
+             "the largest of the first and the smallest of the second); FLOOR_SHARE is the mean, over the winners "
+             "with a floor, of their floor over their largest floor; RANDOM_SHARE is the mean random share of the "
+             "winners without a floor (0 for DaP's drops).", ""]
     if points is None:
         return lines + ["Not fitted yet: tuning runs are still missing (below).", ""]
     fitted = fb.fitted_constants(base, points)
     rule_w = int(fitted[0] * base.warmup)
-    lines += [f"| budget | validation winner | W | its floor f | largest floor | f / largest | largest floor with W = "
-              f"{rule_w} | the rule chooses |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += [f"| budget | validation winner | W | its floor f | largest floor | f / largest | its random share "
+              f"| largest floor with W = {rule_w} | the rule chooses |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for p in points:
-        rule = for_budget(p.budget, n, base.epochs, base.warmup, base.interval, base.reuse_at)
-        chosen = f"W {rule.warmup}, min_keep {rule.min_keep}, p {rule.keep}"
-        ratio = f"{p.floor / p.largest:.3f}" if p.floor else ""
-        lines.append(f"| {100 * p.budget:.1f}% | {p.setting} | {p.warmup} | {p.floor} | {p.largest} | {ratio} "
-                     f"| {p.at_rule_warmup} | {chosen} |")
-    (low, high), library = fb.min_floor_range(points), (WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE)
+        lines.append(f"| {100 * p.budget:.1f}% | {p.setting} | {p.warmup} | {p.floor} | {p.largest} | "
+                     f"{f'{p.floor / p.largest:.3f}' if p.floor else ''} | {p.epsilon if not p.floor else ''} | "
+                     f"{p.at_rule_warmup} | {chosen(p.budget, n)} |")
+    low, high = fb.min_floor_range(points)
     lines += ["", f"Fitted: WARMUP_SHARE {fitted[0]}, MIN_FLOOR in ({low}, {high}]: "
               + (f"{fitted[1]}" if fitted[1] is not None else "none (the range is empty: no one threshold "
                  "separates the winners, and the rule's form must change)")
-              + f", FLOOR_SHARE {fitted[2]}. droppick.schedule has WARMUP_SHARE = {WARMUP_SHARE}, MIN_FLOOR = "
-              + f"{MIN_FLOOR}, FLOOR_SHARE = {FLOOR_SHARE} "
-              + ("(the same: the rule below is the fit)." if fitted == library else
+              + f", FLOOR_SHARE {fitted[2]}, RANDOM_SHARE {fitted[3]}. droppick has WARMUP_SHARE = {WARMUP_SHARE}, "
+              + f"MIN_FLOOR = {MIN_FLOOR}, FLOOR_SHARE = {FLOOR_SHARE} (droppick.schedule), RANDOM_SHARE = "
+              + f"{RANDOM_SHARE} (droppick.budget) "
+              + ("(the same: the rule below is the fit)." if fitted == fb.LIBRARY else
                  "(NOT the fit: set them to the fitted values, then train the budget rule's runs)."),
               "Where the rule's choice differs from a budget's winner (another warm-up, or a floor off by more than "
               "0.01), the tuning table below has the candidate nearest the rule's choice and its score.", "",
               "What the rule chooses on the frontier's schedule (W = 4 given, I = 1, R = {15}, 30 epochs):", "",
-              "| budget | N = 20,000: W, min_keep, keep | N = 60,000: W, min_keep, keep |", "| ---: | --- | --- |"]
+              "| budget | N = 20,000 | N = 60,000 |", "| ---: | --- | --- |"]
     for c in [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]:
-        cells = [f"{s.warmup}, {s.min_keep}, {s.keep}" for s in (for_budget(c, size, 30, 4, 1, [15])
-                                                                  for size in (n, fb.ALL_DATA))]
-        lines.append(f"| {100 * c:.0f}% | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {100 * c:.0f}% | {chosen(c, n)} | {chosen(c, fb.ALL_DATA)} |")
     plot_fit(points, n, out / "rule.png")
     return lines + ["", "![the budget rule](rule.png)", ""]
+
+
+def chosen(budget: float, n: int) -> str:
+    """What the rule chooses at ``budget`` on the frontier's schedule for ``n`` samples, as the page names it."""
+    rule = budget_rule(budget, n, 30, 4, 1, [15])
+    s, eps = rule.schedule, f", eps {rule.epsilon}" if rule.policy == "epsilon" else ""
+    return f"W {s.warmup}, min_keep {s.min_keep}{eps}, p {s.keep}"
 
 
 def plot_fit(points: list, n: int, path: Path) -> None:
@@ -119,8 +128,8 @@ def tuning_section(base, n: int, out: Path, dap_std: dict) -> list[str]:
         d = None if score is None or dap[c.budget] is None or (c.rule, c.changes) == ("dap", {}) else score - dap[c.budget]
         vs = "" if d is None else f"{d:+.2f} ({noise_word(d, dap_std[c.budget] * 2 ** 0.5)})"
         lines.append(f"| {100 * c.budget:.0f}% | {c.rule} | {c.setting} | {cell} | {vs} |")
-    lines += ["", "rs2 and the epsilon challengers are references, not candidates (the rule is chosen among DaP's "
-              "forms: dap and floor):", ""]
+    lines += ["", "rs2 is a reference, not a candidate (the rule is chosen among its forms: dap, floor and epsilon):",
+              ""]
     for c in candidates:
         best = c.rule in fb.REFERENCES and fb.winner(candidates, c.budget, out / "tuning", n)
         scores = [fb.val_top1(x, out / "tuning", n) for x in (c, best)] if best else [None]
@@ -142,11 +151,11 @@ def val_row(configs: dict, folder: Path) -> Optional[dict]:
 
 
 def close_call_lines(base, n: int, out: Path) -> list[str]:
-    """The winner and the best challenger against rs2 at ``fb.CLOSE_CALL`` over ``fb.CLOSE_CALL_SEEDS``
-    on the validation setting."""
+    """The best of DaP's forms and the best epsilon form against rs2 at ``fb.CLOSE_CALL`` over
+    ``fb.CLOSE_CALL_SEEDS`` on the validation setting."""
     pairs = fb.close_call(base, n, out)
     rows = [val_row(configs, out / "tuning" / c.folder) for c, configs in pairs]
-    head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the winner, rs2 and the best epsilon challenger with seeds "
+    head = (f"At {100 * fb.CLOSE_CALL:.0f}%, the best of DaP's forms, rs2 and the best epsilon form with seeds "
             f"{fb.CLOSE_CALL_SEEDS} on the validation setting (each seed draws its own slice and validation split; "
             "one seed each was a close call): ")
     if not pairs or None in rows:
@@ -165,8 +174,8 @@ def budget_rows(base, seeds, n: int, here: Path, out: Path, rows_of: Rows) -> di
     DaP, rs2 and (25%, 35%) the validation winner; 44.6% and 62.7% take DaP and rs2 from the frontier."""
     table: dict[float, dict[str, tuple]] = {}
     for c, configs in fb.rows(base, seeds, n, out):
-        label = {"budget": "budget rule", "dap": "dap", "rs2": "rs2", "epsilon": "challenger"}.get(c.rule,
-                                                                                                 "validation winner")
+        label = {"budget": "budget rule", "budget-dap": "the rule's schedule, DaP's drops", "dap": "dap",
+                 "rs2": "rs2", "former": "an earlier challenger"}.get(c.rule, "validation winner")
         table.setdefault(c.budget, {})[label] = (c.setting, one(rows_of, configs, out / c.folder))
     frontier = {0.8: (here / "frontier" / "keep-0.8", here / "frontier" / "beyond" / "keep-0.8"),
                 0.9: (here / "table2f", here / "frontier" / "beyond" / "keep-0.9")}
@@ -249,37 +258,51 @@ def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[s
                 r["seeds"], f"{100 * r['compute_fraction']:.1f}%", top1(r), "=" if bal is None else f"{bal:.2f}")
             lines.append(f"| {regime.name} | {rule} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
                          f"{versus(r, rows.get('full'))} | {versus(r, rows.get('rs2'))} |")
-            if rule == "budget" and r is not None:
-                mixes[regime.name] = where / "runs" / next(iter(configs))
-        rule, full, rs2 = rows["budget"], rows["full"], rows["rs2"]
-        if None not in (rule, full, rs2):
+            if rule in ("budget", "dap") and r is not None:
+                mixes.setdefault(rule, {})[regime.name] = where / "runs" / next(iter(configs))
+        rule, full, rs2, dap = rows["budget"], rows["full"], rows["rs2"], rows["dap"]
+        if None not in (rule, full, rs2, dap):
             gap = rule["top1_mean"] - full["top1_mean"]
             close = gap >= 0 or noise_word(gap, standard_error(rule, full)) == "within"
             lead = rule["top1_mean"] - rs2["top1_mean"]
             verdicts.append(f"- {regime.name}: the budget rule is {lead:+.2f} against rs2 ("
                             + ("at or above it" if lead >= 0 else f"short by {-lead:.2f}") + f") and {gap:+.2f} against "
-                            f"full ({'within two standard errors or above' if close else 'short, beyond two standard errors'}).")
+                            f"full ({'within two standard errors or above' if close else 'short, beyond two standard errors'})"
+                            f"; the paper's DaP is {dap['top1_mean'] - full['top1_mean']:+.2f} against full and the "
+                            f"rule {versus(rule, dap)} against DaP.")
     lines += [""] + (verdicts or ["No regime has all four rules trained yet."]) + [""]
-    if mixes:
-        plot_mix(mixes, out / "class_mix.png")
-        lines += ["The budget rule's subset, seed 0: the share of each class's images it trains on, epoch by epoch "
-                  "(1.0: all of them).", "", "![class mix](class_mix.png)", ""]
+    if "budget" in mixes:
+        plot_mix({rule: mixes[rule] for rule in ("budget", "dap") if rule in mixes}, out / "class_mix.png")
+        lines += ["The budget rule's subset (top) and the paper's DaP's (bottom), seed 0: the share of each class's "
+                  "images it trains on, epoch by epoch (1.0: all of them). Where the rule has a floor, its drops reach "
+                  "it within one or two epochs and then stop, so each cycle trains on one subset to its end; DaP's "
+                  "keeps shrinking and re-choosing the hardest. Where DaP scores closer to full than the rule (the "
+                  "lines above), our reading, not tested: the rule's one subset holds a small share of several "
+                  "classes through the last, low-learning-rate epochs, where DaP's re-chooses every epoch.", "", "![class mix](class_mix.png)", ""]
     return lines
 
 
-def plot_mix(runs: dict[str, Path], path: Path) -> None:
+def plot_mix(runs: dict[str, dict[str, Path]], path: Path) -> None:
+    """One row per rule (``runs``: rule -> regime name -> run folder), one panel per regime."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
-    for ax, (name, run) in zip(axes[0], runs.items()):
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        totals = rows[0]["subset_class_counts"]  # epoch 1 trains on every image
-        for c in range(len(totals)):
-            ax.plot([r["epoch"] for r in rows], [r["subset_class_counts"][c] / totals[c] for r in rows],
-                    label=f"class {c} ({totals[c]})", lw=1)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("share of the class trained on")
-    axes[0][-1].legend(fontsize=6)
+    names = list(runs["budget"])
+    fig, axes = plt.subplots(len(runs), len(names), figsize=(4.2 * len(names), 3.4 * len(runs)), squeeze=False)
+    for row, (rule, by_regime) in zip(axes, runs.items()):
+        for ax, name in zip(row, names):
+            rows = [json.loads(line) for line in (by_regime[name] / "metrics.jsonl").read_text().splitlines()
+                    ] if name in by_regime else [{}]
+            if "subset_class_counts" not in rows[0]:  # a run trained before the mix was recorded
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{rule}, {name}: class mix not recorded", ha="center", fontsize=8)
+                continue
+            totals = rows[0]["subset_class_counts"]  # epoch 1 trains on every image
+            for c in range(len(totals)):
+                ax.plot([r["epoch"] for r in rows], [r["subset_class_counts"][c] / totals[c] for r in rows],
+                        label=f"class {c} ({totals[c]})", lw=1)
+            ax.set_title(f"{'the budget rule' if rule == 'budget' else 'DaP'}: {name}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("share of the class trained on")
+        row[-1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -31,6 +31,7 @@ import budget_regimes
 import frontier_beyond
 from _report import log
 from droppick.report.compare import run_configs
+from droppick.budget import RANDOM_SHARE
 from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, closest_keep, largest_floor
 from droppick.train.config import TrainConfig
 
@@ -74,18 +75,25 @@ SHORT_WARMUP: dict[float, list[tuple[str, dict]]] = {
 
 # At 25%, where rs2 beat every DaP form on validation (84.83 against 83.81), challengers of the DaP
 # forms: epsilon-greedy drops (policies/epsilon.py: a share epsilon of each drop's keep drawn at
-# random from the rest), so the subset mixes the hardest with random ones as rs2's does. Shown beside
-# rs2 as references, never the rule's winner: one that wins says the rule's form must change.
-# Once W 2 with eps 0.8 had scored 85.26 at 25% (rs2 84.83), the same two at 35%: whether the random
-# share helps only where the subset gets small.
+# random from the rest), so the subset mixes the hardest with random ones as rs2's does. Once W 2
+# with eps 0.8 had scored 85.26 at 25% (rs2 84.83), the same two at 35%: whether the random share
+# helps only where the subset gets small (it lost to the floor there). The epsilon form then became
+# one of the rule's (droppick.budget.rule_policy: its drops where there is no floor), and two more
+# joined at 25% to place its random share and warm-up: eps 0.9 at W 2, eps 0.8 at W 1.
 CHALLENGERS: dict[float, list[tuple[str, dict]]] = {
     0.25: [("epsilon", {"warmup": 2, "epsilon": 0.5}), ("epsilon", {"warmup": 2, "epsilon": 0.8}),
-           ("epsilon", {"warmup": 0, "epsilon": 0.5})],
+           ("epsilon", {"warmup": 0, "epsilon": 0.5}), ("epsilon", {"warmup": 2, "epsilon": 0.9}),
+           ("epsilon", {"warmup": 1, "epsilon": 0.8})],
     0.35: [("epsilon", {"warmup": 2, "epsilon": 0.5}), ("epsilon", {"warmup": 2, "epsilon": 0.8})],
 }
 
 
-REFERENCES = ("rs2", "epsilon")  # rules the tuning shows beside DaP's forms, never the rule's winner
+# Rows trained on the frontier's slice before the grid grew past them: still shown, beside the rule.
+FORMER: dict[float, list[tuple[str, dict]]] = {0.25: [("epsilon", {"warmup": 2, "epsilon": 0.8})]}
+
+
+REFERENCES = ("rs2",)  # rules the tuning shows beside the rule's forms, never the rule's winner
+DAP_FORMS = ("dap", "floor")  # the rule's forms with DaP's drops; "epsilon" is its form without a floor
 
 
 # At 25% rs2's validation run beat the winner's by 1.02, one seed each, and the best epsilon challenger
@@ -96,7 +104,7 @@ CLOSE_CALL, CLOSE_CALL_SEEDS = 0.25, [0, 1, 2]
 
 class Candidate(NamedTuple):
     budget: float  # the target compute C
-    rule: str  # "dap", "floor", "budget" or one of REFERENCES
+    rule: str  # "dap", "floor", "epsilon", one of REFERENCES; in rows also "budget", "budget-dap", "former"
     changes: dict  # schedule keys that differ from the frontier's
     config: TrainConfig  # p solved for C; seed and slice still to be set
     folder: str  # its folder's name
@@ -108,7 +116,7 @@ class Candidate(NamedTuple):
         parts += [f"R {self.config.reuse_at}"] if "reuse_at" in self.changes else []
         if self.rule == "rs2":
             return "target = C"
-        if self.rule == "epsilon":
+        if self.config.policy == "epsilon":
             parts.append(f"eps {self.config.epsilon}")
         if self.rule == "floor" or self.config.min_keep:
             parts.append(f"min_keep {self.config.min_keep}")
@@ -118,7 +126,7 @@ class Candidate(NamedTuple):
 def candidate(base: TrainConfig, budget: float, rule: str, changes: dict, n: int) -> Candidate:
     """One rule at one budget on ``n`` training samples: p solved so the planned compute is ``budget``
     (rs2 matches the paper's DaP at that budget, as ``run_configs`` matches it)."""
-    values = base.to_dict() | changes | {"policy": rule if rule in REFERENCES else "dap"}
+    values = base.to_dict() | changes | {"policy": "dap" if rule in DAP_FORMS else rule}
     solved = closest_keep(TrainConfig.from_dict(values).schedule, n, budget)
     cfg = TrainConfig.from_dict(values | {"keep": solved.keep})
     name = "-".join([f"c{budget}", rule] + [f"{k}-{v}" if not isinstance(v, list) else f"{k}-{'-'.join(map(str, v))}"
@@ -138,17 +146,14 @@ def tuning_candidates(base: TrainConfig, n: int) -> list[Candidate]:
 
 
 def close_call(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate, dict]]:
-    """The winner, rs2 and the best challenger at ``CLOSE_CALL`` on the validation setting, with
-    ``CLOSE_CALL_SEEDS`` (seed 0 is their tuning run); empty until the winner and the challengers are known."""
+    """The best of DaP's forms, rs2 and the best epsilon form at ``CLOSE_CALL`` on the validation
+    setting, with ``CLOSE_CALL_SEEDS`` (seed 0 is their tuning run); empty until all are known."""
     candidates = tuning_candidates(base, n)
-    best = winner(candidates, CLOSE_CALL, out / "tuning", n)
+    best = [winner(candidates, CLOSE_CALL, out / "tuning", n, forms) for forms in (DAP_FORMS, ("epsilon",))]
     rs2 = [c for c in candidates if (c.budget, c.rule) == (CLOSE_CALL, "rs2")]
-    challengers = [(val_top1(c, out / "tuning", n), c) for c in candidates
-                   if (c.budget, c.rule) == (CLOSE_CALL, "epsilon")]
-    if best is None or any(score is None for score, _ in challengers):
+    if None in best:
         return []
-    picked = [best, *rs2] + [max(challengers, key=lambda sc: sc[0])[1]] * bool(challengers)
-    return [(c, run_configs(c.config, [c.config.policy], CLOSE_CALL_SEEDS, n)) for c in picked]
+    return [(c, run_configs(c.config, [c.config.policy], CLOSE_CALL_SEEDS, n)) for c in [best[0], *rs2, best[1]]]
 
 
 def paper_budget(base: TrainConfig, keep: float, n: int) -> float:
@@ -162,21 +167,23 @@ tuning_configs, val_top1 = frontier_beyond.tuning_configs, frontier_beyond.val_t
 assert frontier_beyond.TUNE_SEED == TUNE_SEED
 
 
-def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int) -> Optional[Candidate]:
-    """The DaP candidate with the best validation top-1 at this budget (the first in the grid on a tie),
-    None until all of them are trained. rs2's validation run is the page's reference: the rule is
-    chosen among DaP's forms, and the page says where rs2 scores higher."""
-    scored = [(val_top1(c, tuning, n), c) for c in candidates if c.budget == budget and c.rule not in REFERENCES]
+def winner(candidates: list[Candidate], budget: float, tuning: Path, n: int,
+           forms: tuple = DAP_FORMS + ("epsilon",)) -> Optional[Candidate]:
+    """The candidate of one of the rule's ``forms`` with the best validation top-1 at this budget (the
+    first in the grid on a tie), None until all of them are trained. rs2's validation run is the page's
+    reference, never a winner: the page says where it scores higher."""
+    scored = [(val_top1(c, tuning, n), c) for c in candidates if c.budget == budget and c.rule in forms]
     if any(score is None for score, _ in scored):
         return None
     return max(scored, key=lambda sc: sc[0])[1]
 
 
-def budget_candidate(base: TrainConfig, budget: float, n: int) -> Candidate:
-    """What ``--target-compute budget`` chooses on the frontier's schedule: the budget rule's floor and p."""
-    cfg = TrainConfig.from_dict(base.to_dict() | {"policy": "dap"}).with_budget(budget, n)
+def budget_candidate(base: TrainConfig, budget: float, n: int, dap_drops: bool = False) -> Candidate:
+    """What ``--target-compute budget`` chooses on the frontier's schedule: the budget rule's floor, p
+    and drops; with ``dap_drops`` its schedule with DaP's drops (``--policy dap``: the rule's first form)."""
+    cfg = TrainConfig.from_dict(base.to_dict() | {"policy": "dap"}).with_budget(budget, n, fixed_policy=dap_drops)
     changes = {"min_keep": cfg.min_keep} | ({"warmup": cfg.warmup} if cfg.warmup != base.warmup else {})
-    return Candidate(budget, "budget", changes, cfg, f"c{budget:.4g}-budget")
+    return Candidate(budget, "budget-dap" if dap_drops else "budget", changes, cfg, f"c{budget:.4g}-budget")
 
 
 def rule_budgets(base: TrainConfig, n: int) -> list[float]:
@@ -186,31 +193,38 @@ def rule_budgets(base: TrainConfig, n: int) -> list[float]:
 
 
 def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Candidate, dict]]:
-    """Per budget, the budget rule (once its constants are the fit of the finished tuning runs); at
-    25% and 35% also the paper's DaP, rs2 and, where its settings differ from the budget rule's, the
-    validation winner; at ``CLOSE_CALL`` the best challenger once the close call is trained. (At
-    44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
+    """Per budget, the budget rule (once its constants are the fit of the finished tuning runs) and,
+    where its drops are epsilon-greedy, its schedule with DaP's drops; at 25% and 35% also the paper's
+    DaP, rs2, the validation winner and the ``FORMER`` rows. A rule whose runs another row trains (same
+    schedule and drops) reads that row's runs. (At 44.6% and 62.7% the frontier has DaP's and rs2's rows.)"""
     tuning = tuning_candidates(base, n)
     final = rule_is_final(base, n, out)
     out_rows = []
     for budget in rule_budgets(base, n):
-        rule = budget_candidate(base, budget, n)
-        picked = [rule] if final else []
+        picked = []
         if budget in GRID:
             picked += [candidate(base, budget, "dap", {}, n), candidate(base, budget, "rs2", {}, n)]
             best = winner(tuning, budget, out / "tuning", n)
-            best = None if best is None else candidate(base, budget, best.rule, best.changes, n)
-            if best is not None and (best.rule, best.changes) != ("dap", {}) and not (final and same(best, rule)):
-                picked.append(best)  # else it is DaP's row, or the budget rule's
-        if budget == CLOSE_CALL:  # the best challenger, chosen on validation, on the frontier's slice too
-            picked += [candidate(base, budget, c.rule, c.changes, n) for c, _ in close_call(base, n, out)[2:]]
+            if best is not None and (best.rule, best.changes) != ("dap", {}):
+                picked.append(candidate(base, budget, best.rule, best.changes, n))
+            former = [candidate(base, budget, form, changes, n)._replace(rule="former")
+                      for form, changes in FORMER.get(budget, [])]
+            picked += [c for c in former if not any(same(c, x) for x in picked)]
+        rule = budget_candidate(base, budget, n)
+        if final:
+            twin = next((c for c in picked if same(c, rule)), None)
+            picked = [rule if twin is None else twin._replace(rule="budget")] + [c for c in picked if c is not twin]
+            if rule.config.policy != "dap":
+                picked.append(budget_candidate(base, budget, n, dap_drops=True))
         out_rows += [(c, run_configs(c.config, [c.config.policy], seeds, n)) for c in picked]
     return out_rows
 
 
 def same(a: Candidate, b: Candidate) -> bool:
-    """Whether two candidates train the same runs (their schedules and policies are equal)."""
-    return (a.config.schedule, a.config.policy) == (b.config.schedule, b.config.policy)
+    """Whether two candidates train the same runs (their schedules and drops are equal)."""
+    def drops(c: Candidate) -> tuple:
+        return c.config.schedule, c.config.policy, c.config.epsilon if c.config.policy == "epsilon" else None
+    return drops(a) == drops(b)
 
 
 def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate, dict]]:
@@ -220,7 +234,7 @@ def all_data_rows(base: TrainConfig, n: int, out: Path) -> list[tuple[Candidate,
         return []
     everything = TrainConfig.from_dict(base.to_dict() | {"train_samples": None})
     c = budget_candidate(everything, 0.35, ALL_DATA)
-    return [(c, run_configs(c.config, ["dap"], ALL_SEEDS, ALL_DATA))]
+    return [(c, run_configs(c.config, [c.config.policy], ALL_SEEDS, ALL_DATA))]
 
 
 class Tuned(NamedTuple):
@@ -231,12 +245,13 @@ class Tuned(NamedTuple):
     largest: float  # the largest floor its schedule allows at this budget
     warmup: int
     at_rule_warmup: float  # the largest floor at this budget with the fitted warm-up (fitted_warmup_share)
+    epsilon: float  # its drops' random share: 0 for DaP's drops
 
 
 def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
     """The winner at every tuned budget: 44.6% and 62.7% from frontier_beyond's tuning (floors at the
     frontier's W), 25% and 35% from this script's; None until every tuning run is trained."""
-    points = []  # (budget, the winner's setting, its schedule)
+    points = []  # (budget, the winner's setting, its config)
     candidates = tuning_candidates(base, n)
     beyond_tuning = out.parent / "beyond" / "tuning"
     for keep in PAPER_KEEPS:  # frontier_beyond's DaP and floors (W = 4) against this script's W = 2 ones
@@ -247,21 +262,22 @@ def tuned_floors(base: TrainConfig, n: int, out: Path) -> Optional[list[Tuned]]:
             return None
         best = max(scored, key=lambda sc: sc[0])[1]  # the first of equal scores: frontier_beyond's
         compute = dataclasses.replace(base.schedule, keep=keep).plan(n).compute_fraction
-        points.append((compute, best.setting, best.config.schedule))
+        points.append((compute, best.setting, best.config))
     for budget in GRID:
         best = winner(candidates, budget, out / "tuning", n)
         if best is None:
             return None
-        points.append((budget, best.setting, best.config.schedule))
-    rule = dataclasses.replace(base.schedule, warmup=int(fitted_warmup_share([s for *_, s in points], base.warmup)
+        points.append((budget, best.setting, best.config))
+    rule = dataclasses.replace(base.schedule, warmup=int(fitted_warmup_share([c for *_, c in points], base.warmup)
                                                          * base.warmup))
-    return sorted(Tuned(budget, setting, s.min_keep, largest_floor(s, n, budget), s.warmup,
-                        largest_floor(rule, n, budget)) for budget, setting, s in points)
+    return sorted(Tuned(budget, setting, c.min_keep, largest_floor(c.schedule, n, budget), c.warmup,
+                        largest_floor(rule, n, budget), c.epsilon if c.policy == "epsilon" else 0.0)
+                  for budget, setting, c in points)
 
 
 def fitted_warmup_share(points: list, given: int) -> float:
     """The budget rule's WARMUP_SHARE: the share of the frontier's warm-up (``given``) that most
-    winners used, the longer one on a tie (``points``: anything with a ``warmup``, Tuned or schedules)."""
+    winners used, the longer one on a tie (``points``: anything with a ``warmup``, Tuned or configs)."""
     shares = [p.warmup / given for p in points]
     return max(set(shares), key=lambda share: (shares.count(share), share))
 
@@ -288,16 +304,27 @@ def fitted_min_floor(points: list[Tuned]) -> Optional[float]:
     return round((low + high) / 2, 3) if low < high else None
 
 
+def fitted_random_share(points: list[Tuned]) -> Optional[float]:
+    """The budget rule's RANDOM_SHARE: the mean over the winners without a floor of their drops' random
+    share (0 for DaP's drops), to 2 decimals; None where every winner has a floor."""
+    shares = [p.epsilon for p in points if p.floor == 0]
+    return round(statistics.fmean(shares), 2) if shares else None
+
+
 def fitted_constants(base: TrainConfig, points: list[Tuned]) -> tuple:
-    """(WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE) as the finished tuning runs fit them."""
-    return fitted_warmup_share(points, base.warmup), fitted_min_floor(points), fitted_share(points)
+    """(WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE, RANDOM_SHARE) as the finished tuning runs fit them."""
+    return (fitted_warmup_share(points, base.warmup), fitted_min_floor(points), fitted_share(points),
+            fitted_random_share(points))
+
+
+LIBRARY = (WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE, RANDOM_SHARE)  # the rule droppick ships
 
 
 def rule_is_final(base: TrainConfig, n: int, out: Path) -> bool:
-    """Whether droppick's WARMUP_SHARE, MIN_FLOOR and FLOOR_SHARE are the fit of the finished tuning
-    runs: only then do the budget rule's own runs train (they would measure a rule about to change)."""
+    """Whether droppick's rule constants (``LIBRARY``) are the fit of the finished tuning runs: only
+    then do the budget rule's own runs train (they would measure a rule about to change)."""
     points = tuned_floors(base, n, out)
-    return points is not None and fitted_constants(base, points) == (WARMUP_SHARE, MIN_FLOOR, FLOOR_SHARE)
+    return points is not None and fitted_constants(base, points) == LIBRARY
 
 
 def regime_jobs(base: TrainConfig, seeds: list[int], n: int, here: Path, out: Path) -> list[tuple[dict, Path]]:

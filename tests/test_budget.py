@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from droppick import DaPSchedule
+from droppick import DaPSchedule, DropAndPick, budget_rule
 import droppick.schedule
-from droppick.budget import describe_budget
+from droppick.budget import RANDOM_SHARE, describe_budget
 from droppick.schedule import (FLOOR_SHARE, MIN_FLOOR, TOLERANCE, for_budget, largest_floor, rule_warmup,
                                smallest_compute)
 from droppick.cli.main import main
@@ -51,6 +51,24 @@ def test_the_rule_halves_the_warm_up_and_drops_the_floor_only_where_the_largest_
     assert for_budget(0.12, 20000, **FRONTIER).warmup == 1 and for_budget(0.09, 20000, **FRONTIER).warmup == 0
     assert "warm-up 2 instead of 4" in describe_budget(for_budget(0.35, 20000, **FRONTIER), 20000, 0.35, 4)
     assert "no floor (the largest" in describe_budget(for_budget(0.25, 20000, **FRONTIER), 20000, 0.25, 4)
+
+
+def test_the_rules_drops_are_epsilon_greedy_only_where_it_has_no_floor():
+    low, high = budget_rule(0.25, 20000, **FRONTIER), budget_rule(0.35, 20000, **FRONTIER)
+    assert (low.schedule, high.schedule) == (for_budget(0.25, 20000, **FRONTIER), for_budget(0.35, 20000, **FRONTIER))
+    assert (low.policy, low.epsilon, low.schedule.min_keep) == ("epsilon", RANDOM_SHARE, 0.0)
+    assert (high.policy, high.epsilon) == ("dap", None) and high.schedule.min_keep > 0
+    assert budget_rule(1.0, 20000, **FRONTIER).policy == "dap"  # all data: nothing to drop
+    assert low.engine_args == {"schedule": low.schedule, "policy": "epsilon", "epsilon": RANDOM_SHARE}
+    assert high.engine_args == {"schedule": high.schedule, "policy": "dap"}
+    engine = DropAndPick(num_samples=20000, seed=0, **low.engine_args)
+    assert engine.policy.params() == {"epsilon": RANDOM_SHARE}
+    assert abs(engine.plan().compute_fraction - 0.25) <= TOLERANCE
+    why = describe_budget(low.schedule, 20000, 0.25, 4)
+    assert why.startswith(f"budget 0.25: epsilon-greedy drops (epsilon {RANDOM_SHARE}") and "no floor" in why
+    mine = describe_budget(low.schedule, 20000, 0.25, 4, policy="dap")
+    assert mine.startswith("budget 0.25: policy dap (yours; the rule's drops here: epsilon-greedy drops")
+    assert describe_budget(high.schedule, 20000, 0.35, 4, policy="dap").startswith("budget 0.35: DaP, ")
 
 
 def test_the_largest_floor_is_the_last_one_within_the_budget():
@@ -94,9 +112,13 @@ def test_plan_alone_chooses_the_budget_rule_and_with_solve_keeps_its_meaning(cap
     rule = for_budget(0.35, 20000, **FRONTIER, fixed_warmup=True)  # --warmup given: kept
     assert out["schedule"] == rule.to_dict() and abs(out["compute_fraction"] - 0.35) <= TOLERANCE
     [why] = captured.err.splitlines()
-    assert why.startswith("budget 0.35: DaP, ") and "frontier/budgets/README.md" in why
-    # with W = 4 kept, 35% leaves a largest floor of 0.187, under MIN_FLOOR: the rule has no floor
+    assert why.startswith(f"budget 0.35: epsilon-greedy drops (epsilon {RANDOM_SHARE}") and "frontier/budgets/README.md" in why
+    # with W = 4 kept, 35% leaves a largest floor of 0.187, under MIN_FLOOR: no floor, so epsilon-greedy drops
     assert rule.min_keep == 0.0 and "no floor (the largest this schedule allows at this budget, 0.187" in why
+    assert (out["policy"], out["epsilon"]) == ("epsilon", RANDOM_SHARE)
+    assert main(["plan", *frontier[:2], *frontier[4:], "--target-compute", "0.35", "--json"]) == 0  # W = 2: a floor
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["policy"] == "dap" and "\nbudget 0.35: DaP, warm-up 2 instead of 4" in captured.err
     assert main(["plan", *frontier, "--target-compute", "0.35", "--solve", "keep", "--json"]) == 0
     solved = json.loads(capsys.readouterr().out)
     assert solved["solved"] == "keep" and "min_keep" not in solved["schedule"]  # today's meaning: keep alone
@@ -133,6 +155,24 @@ def test_train_with_a_budget_runs_the_rule_and_spends_the_budget(fake_fashion, t
     assert "remove --target-compute" in capsys.readouterr().err
 
 
+def test_train_without_a_policy_takes_the_rules_drops_and_with_one_keeps_it(fake_fashion, tmp_path, capsys):
+    common = ["--data-dir", str(fake_fashion), "--epochs", "10", "--warmup", "1", "--interval", "1", "--reuse-at",
+              "5", "--batch-size", "64", "--no-progress", "--device", "cpu", "--target-compute", "0.4"]
+    rule = budget_rule(0.4, 240, 10, 1, 1, [5], fixed_warmup=True)  # no floor at this budget: epsilon-greedy
+    assert (rule.policy, rule.schedule.min_keep) == ("epsilon", 0.0)
+    assert main(["train", *common, "--out", str(tmp_path / "rule")]) == 0
+    assert "budget 0.4: epsilon-greedy drops" in capsys.readouterr().err
+    saved = TrainConfig.load(tmp_path / "rule" / "config.json")
+    assert (saved.policy, saved.epsilon, saved.schedule) == ("epsilon", RANDOM_SHARE, rule.schedule)
+    assert main(["train", *common, "--policy", "dap", "--out", str(tmp_path / "dap")]) == 0
+    assert "budget 0.4: policy dap (yours; the rule's drops here: epsilon-greedy" in capsys.readouterr().err
+    saved = TrainConfig.load(tmp_path / "dap" / "config.json")
+    assert (saved.policy, saved.schedule) == ("dap", rule.schedule)
+    for run in ("rule", "dap"):  # the same schedule: the same compute, whatever the drops
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        assert abs(summary["compute_fraction"] - 0.4) <= TOLERANCE
+
+
 def test_the_readmes_budget_lines_run_as_printed_and_train_the_rule_its_table_names(real_fashion_dir, tmp_path):
     from test_readme_commands import blocks, command_lines, section
 
@@ -162,8 +202,8 @@ def test_the_readmes_budget_lines_run_as_printed_and_train_the_rule_its_table_na
     assert [cells[0].strip("| ") for cells in rows] == [f"{100 * b:.1f}%" for b in budgets]
     for cells, budget in zip(rows, budgets):
         named = frontier_budgets.budget_candidate(frontier.BASE, budget, frontier.N)
-        rule = for_budget(budget, 20000, 30, 4, 1, [15])
-        assert (named.config.warmup, named.config.min_keep, named.config.keep) == (rule.warmup, rule.min_keep, rule.keep)
+        rule = budget_rule(budget, 20000, 30, 4, 1, [15])
+        assert (named.config.schedule, named.config.policy) == (rule.schedule, rule.policy)
         assert cells[1] in ("not fitted yet", named.setting), cells
 
 
@@ -171,7 +211,8 @@ def test_the_policies_pages_budget_block_runs_as_written():
     from test_library_api import readme_block, user_namespace
 
     ns = user_namespace()
-    exec(readme_block("DaPSchedule.for_budget("), ns)
-    schedule, dap = ns["schedule"], ns["dap"]
-    assert schedule == for_budget(0.35, 60, **FRONTIER) and schedule.min_keep > 0
-    assert abs(dap.plan().compute_fraction - 0.35) <= TOLERANCE
+    exec(readme_block("budget_rule(compute="), ns)
+    schedule, dap, rule = ns["schedule"], ns["dap"], ns["rule"]
+    assert schedule == for_budget(0.25, 60, **FRONTIER) and schedule.min_keep == 0
+    assert (rule.policy, dap.policy.params()) == ("epsilon", {"epsilon": RANDOM_SHARE})
+    assert abs(dap.plan().compute_fraction - 0.25) <= TOLERANCE

@@ -13,7 +13,9 @@ import budget_regimes  # noqa: E402  (a broken import must fail, not skip)
 import fashion_mnist_frontier as frontier  # noqa: E402
 import frontier_beyond  # noqa: E402
 import frontier_budgets as fb  # noqa: E402
+import droppick.budget  # noqa: E402
 import droppick.schedule  # noqa: E402
+from droppick.budget import budget_rule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,14 +54,14 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
     out = tmp_path / "budgets"
     assert fb.tuned_floors(frontier.BASE, frontier.N, out) is None and not fb.rule_is_final(frontier.BASE, frontier.N, out)
     write_paper_floor_tuning(tmp_path / "beyond" / "tuning", {0.8: 0.3, 0.9: 0.5})
-    winners = {0.35: {"warmup": 2, "min_keep": 0.15}, 0.25: {"warmup": 2}}
+    winners = {0.35: {"warmup": 2, "min_keep": 0.15}, 0.25: {"warmup": 2, "epsilon": 0.8}}
     write_budget_tuning(out / "tuning", lambda c: 95.0 if c.changes == {"warmup": 2, "min_keep": 0.35} else
                         90.0 if c.changes == winners.get(c.budget) else 80.0)  # W = 2's 0.35 beats 0.3 at 44.6%
     points = fb.tuned_floors(frontier.BASE, frontier.N, out)
     # largest floors at the winners' own warm-up, and at the rule's (W = 2, the most common): 0.569 at 62.7%
-    assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.at_rule_warmup) for p in points] == [
-        (0.25, 0.0, 0.134, 2, 0.134), (0.35, 0.15, 0.25, 2, 0.25), (0.4464, 0.35, 0.361, 2, 0.361),
-        (0.6267, 0.5, 0.533, 4, 0.569)]
+    assert [(round(p.budget, 4), p.floor, p.largest, p.warmup, p.at_rule_warmup, p.epsilon) for p in points] == [
+        (0.25, 0.0, 0.134, 2, 0.134, 0.8), (0.35, 0.15, 0.25, 2, 0.25, 0.0), (0.4464, 0.35, 0.361, 2, 0.361, 0.0),
+        (0.6267, 0.5, 0.533, 4, 0.569, 0.0)]
     assert fb.fitted_warmup_share(points, 4) == 0.5
     assert fb.fitted_warmup_share(points[:1] + points[3:], 4) == 1.0  # one W = 2, one W = 4: the longer
     share = round((0.15 / 0.25 + 0.35 / 0.361 + 0.5 / 0.533) / 3, 3)  # the winners with a floor only
@@ -67,26 +69,34 @@ def test_the_fit_is_the_mean_share_and_the_rules_runs_wait_for_it(tmp_path, monk
     # 25%'s winner has no floor (0.134 at W = 2), every other has one (0.25 and more): the threshold between
     assert fb.min_floor_range(points) == (0.134, 0.25) and fb.fitted_min_floor(points) == 0.192
     labels = [r[0].rule for r in fb.rows(frontier.BASE, [0], frontier.N, out)]
-    assert "budget" not in labels and labels.count("floor") == 1 and labels.count("dap") == 3  # the rule waits
-    assert fb.fitted_constants(frontier.BASE, points) == (0.5, 0.192, share)
+    assert "budget" not in labels and labels.count("floor") == labels.count("epsilon") == 1  # the rule waits
+    assert labels.count("dap") == 2
+    # the winner without a floor drops epsilon-greedy with eps 0.8: the rule's random share
+    assert fb.fitted_constants(frontier.BASE, points) == (0.5, 0.192, share, 0.8) and fb.fitted_random_share(
+        points[1:]) is None
     for module in (fb, droppick.schedule):
         monkeypatch.setattr(module, "FLOOR_SHARE", share)
         monkeypatch.setattr(module, "MIN_FLOOR", 0.192)
-        monkeypatch.setattr(module, "WARMUP_SHARE", 1.0)
+    monkeypatch.setattr(droppick.budget, "RANDOM_SHARE", 0.8)
+    monkeypatch.setattr(fb, "LIBRARY", (1.0, 0.192, share, 0.8))
     assert not fb.rule_is_final(frontier.BASE, frontier.N, out)  # WARMUP_SHARE is not the fit yet
-    for module in (fb, droppick.schedule):
-        monkeypatch.setattr(module, "WARMUP_SHARE", 0.5)
+    monkeypatch.setattr(fb, "LIBRARY", (0.5, 0.192, share, 0.8))
     rows = fb.rows(frontier.BASE, [0], frontier.N, out)
     budget = [c for c, _ in rows if c.rule == "budget"]
     assert [round(c.budget, 4) for c in budget] == [0.35, 0.25, 0.4464, 0.6267]
     for c in budget:
-        rule = droppick.schedule.for_budget(c.budget, frontier.N, 30, 4, 1, [15])
-        assert (c.config.warmup, c.config.keep, c.config.min_keep, c.config.target_compute) == (
-            rule.warmup, rule.keep, rule.min_keep, c.budget)
-    assert [(c.config.warmup, c.config.min_keep > 0) for c in budget] == [(2, True), (2, False), (2, True), (2, True)]
-    # 25%'s winner (DaP with W = 2) is the budget rule there: it trains once, under the rule's name; the
-    # best epsilon challenger on validation trains beside it
-    assert [c.rule for c, _ in rows if c.budget == 0.25] == ["budget", "dap", "rs2", "epsilon"]
+        rule = budget_rule(c.budget, frontier.N, 30, 4, 1, [15])
+        assert (c.config.schedule, c.config.policy) == (rule.schedule, rule.policy)
+    assert [(c.config.warmup, c.config.min_keep > 0, c.config.policy) for c in budget] == [
+        (2, True, "dap"), (2, False, "epsilon"), (2, True, "dap"), (2, True, "dap")]
+    assert [c.config.target_compute for c in budget] == [0.35, None, budget[2].budget, budget[3].budget]
+    # 25%'s winner (epsilon-greedy, W = 2, eps 0.8) is the budget rule there: it trains once, in the
+    # winner's folder; the rule's schedule with DaP's drops (its first form) in the rule's
+    assert [(c.rule, c.folder) for c, _ in rows if c.budget == 0.25] == [
+        ("budget", "c0.25-epsilon-epsilon-0.8-warmup-2"), ("dap", "c0.25-dap"), ("rs2", "c0.25-rs2"),
+        ("budget-dap", "c0.25-budget")]
+    [dap_drops] = [c for c, _ in rows if c.rule == "budget-dap"]
+    assert (dap_drops.config.policy, dap_drops.config.schedule) == ("dap", budget[1].config.schedule)
     [(everything, configs)] = fb.all_data_rows(frontier.BASE, frontier.N, out)
     assert [cfg.train_samples for cfg in configs.values()] == [None, None] and everything.budget == 0.35
 
@@ -108,15 +118,14 @@ def test_the_regimes_reuse_the_frontiers_runs_only_where_the_settings_are_the_sa
 
 
 def test_the_committed_floor_share_is_the_fit_of_the_committed_tuning_runs():
-    """droppick.schedule's FLOOR_SHARE and MIN_FLOOR are typed into the library; they must be what the
-    committed runs fit, and until every tuning run is committed, no run of the budget rule itself may exist."""
-    out = frontier.OUT / "budgets"
-    points = fb.tuned_floors(frontier.BASE, frontier.N, out)
-    if points is None:
-        assert not [p for p in out.rglob("summary.json") if "budget" in p.parent.parent.parent.name.split("-")]
-    else:
-        assert fb.fitted_constants(frontier.BASE, points) == (
-            droppick.schedule.WARMUP_SHARE, droppick.schedule.MIN_FLOOR, droppick.schedule.FLOOR_SHARE)
+    """The rule's constants are typed into the library (droppick.schedule, droppick.budget); they must
+    be what the committed runs fit: every tuning run of the grid is committed (a candidate added to it
+    lands with its run) and the fit is the library's."""
+    points = fb.tuned_floors(frontier.BASE, frontier.N, frontier.OUT / "budgets")
+    assert points is not None, "a tuning run of frontier_budgets.py is not committed: train --part tune, commit it"
+    assert fb.fitted_constants(frontier.BASE, points) == fb.LIBRARY == (
+            droppick.schedule.WARMUP_SHARE, droppick.schedule.MIN_FLOOR, droppick.schedule.FLOOR_SHARE,
+            droppick.budget.RANDOM_SHARE)
 
 
 @pytest.mark.parametrize("part", ["tune", "rows", "all-data", "regimes"])

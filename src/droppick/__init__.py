@@ -15,11 +15,13 @@ from .policies import (POLICIES, RS2, EpsilonGreedy, Full, InfoBatch, KeepHardes
                        KeepHardestTrusted, KeepHighestReducible, KeepRandom, KeepWindow, Policy, Scaled, Scheduled,
                        SelectiveBackprop, SeTa, Static, backprop_losses)
 from .sampler import DaPSampler
+from .budget import BudgetRule, budget_rule
 from .plan import Plan
 from .schedule import DaPSchedule, keep_count
 from .version import installed_version
 
 __all__ = [
+    "BudgetRule",
     "DaPSchedule",
     "DaPSampler",
     "DropAndPick",
@@ -45,6 +47,7 @@ __all__ = [
     "Plan",
     "POLICIES",
     "backprop_losses",
+    "budget_rule",
     "keep_count",
 ]
 __version__ = installed_version()  # from the metadata: pyproject.toml holds the version

@@ -35,10 +35,10 @@ Beyond the paper: a floor on the subset (``min_keep = f``). A drop keeps
 samples back. f = 0, the default, is the paper's schedule. A drop that the floor stops entirely
 (the subset is already at the floor) changes nothing, so it is no event, like p = 1.
 
-The budget rule (``DaPSchedule.for_budget``, ``--target-compute C``): DaP with p solved so the plan
-spends C, ``rule_warmup`` and ``rule_floor``. Its constants are fitted to the validation winners at
-every budget tried: the page ``EVIDENCE`` (experiments/frontier_budgets.py) shows the fit, a test
-holds them to the committed runs.
+The budget rule's schedule (``DaPSchedule.for_budget``, ``--target-compute C``): p solved so the plan
+spends C, ``rule_warmup`` and ``rule_floor`` (its drops: budget.py). Its constants are fitted to the
+validation winners at every budget tried: the page ``EVIDENCE`` (experiments/frontier_budgets.py)
+shows the fit, a test holds them to the committed runs.
 """
 
 from __future__ import annotations
@@ -184,10 +184,9 @@ class DaPSchedule:
     def for_budget(cls, compute: float, num_samples: int, epochs: int, warmup: int, interval: int,
                    reuse_at: Sequence[int] = (), active: Optional[int] = None,
                    fixed_warmup: bool = False) -> "DaPSchedule":
-        """The schedule of the best rule droppick has evidence for at ``compute`` (a fraction of
-        training on all data): DaP, with a floor where the budget allows one, and p solved for
-        ``num_samples``, planned within 0.005 of it. The module docstring says how the rule chooses;
-        ``for_budget`` what is refused."""
+        """The schedule of the best rule droppick has evidence for at ``compute`` (a fraction of training
+        on all data): a floor where the budget allows one, p solved for ``num_samples``, planned within
+        0.005 of it. Its drops (epsilon-greedy where it has no floor): ``droppick.budget_rule``."""
         return for_budget(compute, num_samples, epochs, warmup, interval, reuse_at, active, fixed_warmup)
 
     @classmethod

@@ -229,8 +229,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> TrainConfig:
     """Defaults < recipe < flags < --set; epoch-valued settings not given follow a changed --epochs.
     With --target-compute, a policy that follows DaP's schedule takes the budget rule's keep and floor
-    for the training set's N (loaded once here to count it)."""
-    base = TrainConfig().to_dict() | (load_recipe(args.recipe_name).config if args.recipe_name else {})
+    for the training set's N (loaded once here to count it), and without --policy the rule's drops."""
+    recipe = load_recipe(args.recipe_name).config if args.recipe_name else {}
+    base = TrainConfig().to_dict() | recipe
     asked = given(args, TrainConfig.keys()) | parse_overrides(args.set)
     values, derived = follow_epochs(base, asked)
     if derived:
@@ -245,8 +246,10 @@ def _config_from_args(args) -> TrainConfig:
 
     refuse_budget_conflicts(asked)
     n = dataset_size(cfg)
-    budgeted = cfg.with_budget(cfg.target_compute, n, fixed_warmup="warmup" in asked)
-    print(describe_budget(budgeted.schedule, n, cfg.target_compute, cfg.warmup), file=sys.stderr)
+    chosen = "policy" in asked or "policy" in recipe  # the user's or the recipe's policy, else the rule's drops
+    budgeted = cfg.with_budget(cfg.target_compute, n, fixed_warmup="warmup" in asked, fixed_policy=chosen)
+    print(describe_budget(budgeted.schedule, n, cfg.target_compute, cfg.warmup, budgeted.policy if chosen else None),
+          file=sys.stderr)
     return budgeted
 
 

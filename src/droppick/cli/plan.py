@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..budget import SOLVABLE, describe_budget, solve
+from ..budget import SOLVABLE, BudgetRule, budget_rule, describe_budget, solve
 from ..policies import build_policy
-from ..schedule import DaPSchedule, for_budget
+from ..schedule import DaPSchedule
 from ..train.epochs import describe_schedule, follow_epochs, no_drop_warning
 from ..train.recipes import list_recipes, load_recipe
 from .args import SCHEDULE_KEYS, add_schedule_args, flag, given, refuse_budget_conflicts
@@ -17,13 +17,13 @@ from .args import SCHEDULE_KEYS, add_schedule_args, flag, given, refuse_budget_c
 PAPER_BASELINE = dict(epochs=300, warmup=40, interval=10, keep=0.9, active=None, reuse_at=[150])  # Table 2
 
 
-def budget_schedule(values: dict, num_samples: int, compute: float, asked: dict) -> DaPSchedule:
-    """The budget rule's schedule for the other schedule values, and the line that says why (stderr).
-    A warm-up given on the command line (in ``asked``) is kept; a default or a recipe's may be shortened."""
-    schedule = for_budget(compute, num_samples, values["epochs"], values["warmup"], values["interval"],
-                          values["reuse_at"], values.get("active"), fixed_warmup="warmup" in asked)
-    print(describe_budget(schedule, num_samples, compute, values["warmup"]), file=sys.stderr)
-    return schedule
+def budget_choice(values: dict, num_samples: int, compute: float, asked: dict) -> BudgetRule:
+    """The budget rule for the other schedule values, and the line that says why (stderr). A warm-up
+    given on the command line (in ``asked``) is kept; a default or a recipe's may be shortened."""
+    rule = budget_rule(compute, num_samples, values["epochs"], values["warmup"], values["interval"],
+                       values["reuse_at"], values.get("active"), fixed_warmup="warmup" in asked)
+    print(describe_budget(rule.schedule, num_samples, compute, values["warmup"]), file=sys.stderr)
+    return rule
 
 
 def _schedule_values(config: dict) -> dict:
@@ -44,6 +44,7 @@ def cmd_plan(args) -> int:
     if derived:
         print(describe_schedule(values, derived, base["epochs"]), file=sys.stderr)
     num_samples = getattr(args, "num_samples", recipe.num_samples if recipe else 50000)
+    rule = None
     if args.solve and args.target_compute is None:
         raise ValueError("--solve needs --target-compute, e.g. --target-compute 0.63 --solve keep")
     if args.solve:
@@ -53,7 +54,8 @@ def cmd_plan(args) -> int:
     elif args.target_compute is not None:  # the budget rule chooses keep and the floor
         asked = given(args, SCHEDULE_KEYS)
         refuse_budget_conflicts(asked)
-        schedule = budget_schedule(values, num_samples, args.target_compute, asked)
+        rule = budget_choice(values, num_samples, args.target_compute, asked)
+        schedule = rule.schedule
     else:
         schedule = DaPSchedule(**values)
     config = recipe.config if recipe else {}
@@ -71,6 +73,8 @@ def cmd_plan(args) -> int:
         out.update(schedule=schedule.to_dict())
         if args.solve:
             out.update(solved=args.solve)
+        if rule:  # the rule's drops: what droppick train --target-compute trains without --policy
+            out.update(rule.policy_args)
         print(json.dumps(out))
         if warning:
             print(warning, file=sys.stderr)

@@ -25,7 +25,8 @@ from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
 from ..policies.selective_backprop import (INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START,
                                            SelectiveBackprop, refuse_other_scores)
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
-from ..schedule import DaPSchedule, for_budget, require_int
+from ..budget import budget_rule
+from ..schedule import DaPSchedule, require_int
 from ..scores import BUILT_IN as SCORES
 from ..sharded_rules import REFUSED
 from .epochs import FOLLOWS_SCHEDULE, scale_epochs
@@ -315,12 +316,16 @@ class TrainConfig:
         return DaPSchedule(self.epochs, self.warmup, self.interval, self.keep, self.active, self.reuse_at,
                            self.min_keep)
 
-    def with_budget(self, compute: float, num_samples: int, fixed_warmup: bool = False) -> "TrainConfig":
-        """This run on the budget rule's schedule for ``compute`` (``DaPSchedule.for_budget``: its
-        warm-up, at most this one unless ``fixed_warmup``, floor and keep), recording the budget."""
-        s = for_budget(compute, num_samples, self.epochs, self.warmup, self.interval, self.reuse_at, self.active,
-                       fixed_warmup)
-        return dataclasses.replace(self, warmup=s.warmup, keep=s.keep, min_keep=s.min_keep, target_compute=compute)
+    def with_budget(self, compute: float, num_samples: int, fixed_warmup: bool = False,
+                    fixed_policy: bool = False) -> "TrainConfig":
+        """This run on the budget rule for ``compute`` (``budget_rule``: its schedule's warm-up, at most
+        this one unless ``fixed_warmup``, floor and keep; its drops, this run's policy if ``fixed_policy``),
+        recording the budget."""
+        rule = budget_rule(compute, num_samples, self.epochs, self.warmup, self.interval, self.reuse_at, self.active,
+                           fixed_warmup)
+        s = rule.schedule
+        return dataclasses.replace(self, warmup=s.warmup, keep=s.keep, min_keep=s.min_keep, target_compute=compute,
+                                   **({} if fixed_policy else rule.policy_args))
 
     @property
     def milestones(self) -> list[int]:
