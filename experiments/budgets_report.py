@@ -278,7 +278,8 @@ def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[s
                   "it within one or two epochs and then stop, so each cycle trains on one subset to its end; DaP's "
                   "keeps shrinking and re-choosing the hardest. Where DaP scores closer to full than the rule (the "
                   "lines above), our reading, not tested: the rule's one subset holds a small share of several "
-                  "classes through the last, low-learning-rate epochs, where DaP's re-chooses every epoch.", "", "![class mix](class_mix.png)", ""]
+                  "classes through the last, low-learning-rate epochs, where DaP's re-chooses every epoch.", "",
+                  "![class mix](class_mix.png)", ""]
     return lines
 
 
