@@ -245,7 +245,7 @@ def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[s
              "runs trained before it was recorded).", "",
              "| regime | rule | seeds | compute (measured) | final top-1 (%) | balanced top-1 (%) | vs full | vs rs2 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    verdicts, mixes = [], {}
+    verdicts, mixes, curves = [], {}, {}
     for regime in budget_regimes.REGIMES:
         rows = {}
         for rule in budget_regimes.RULES:
@@ -258,6 +258,8 @@ def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[s
                 r["seeds"], f"{100 * r['compute_fraction']:.1f}%", top1(r), "=" if bal is None else f"{bal:.2f}")
             lines.append(f"| {regime.name} | {rule} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
                          f"{versus(r, rows.get('full'))} | {versus(r, rows.get('rs2'))} |")
+            if r is not None:
+                curves.setdefault(regime.name, {})[rule] = [where / "runs" / name for name in configs]
             if rule in ("budget", "dap") and r is not None:
                 mixes.setdefault(rule, {})[regime.name] = where / "runs" / next(iter(configs))
         rule, full, rs2, dap = rows["budget"], rows["full"], rows["rs2"], rows["dap"]
@@ -280,7 +282,31 @@ def regimes_section(base, seeds, here: Path, out: Path, rows_of: Rows) -> list[s
                   "lines above), our reading, not tested: the rule's one subset holds a small share of several "
                   "classes through the last, low-learning-rate epochs, where DaP's re-chooses every epoch.", "",
                   "![class mix](class_mix.png)", ""]
+    if curves:
+        plot_curves(curves, out / "regime_curves.png")
+        lines += ["Test top-1 during training, the mean over the seeds at each evaluated epoch:", "",
+                  "![test top-1 by epoch](regime_curves.png)", ""]
     return lines
+
+
+def plot_curves(curves: dict[str, dict[str, list[Path]]], path: Path) -> None:
+    """One panel per regime (``curves``: regime -> rule -> its seeds' run folders): test top-1 by epoch."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (name, by_rule) in zip(axes[0], curves.items()):
+        for rule, runs in by_rule.items():
+            per_run = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in runs]
+            epochs = [r["epoch"] for r in per_run[0] if r.get("test_top1") is not None]
+            means = [statistics.fmean(rows[e - 1]["test_top1"] for rows in per_run) for e in epochs]
+            ax.plot(epochs, means, marker=".", label=rule)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_ylim(bottom=60)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_mix(runs: dict[str, dict[str, Path]], path: Path) -> None:
