@@ -66,9 +66,9 @@ def test_the_rules_drops_are_epsilon_greedy_only_where_it_has_no_floor():
     assert abs(engine.plan().compute_fraction - 0.25) <= TOLERANCE
     why = describe_budget(low.schedule, 20000, 0.25, 4)
     assert why.startswith(f"budget 0.25: epsilon-greedy drops (epsilon {RANDOM_SHARE}") and "no floor" in why
-    mine = describe_budget(low.schedule, 20000, 0.25, 4, policy="dap")
+    mine = describe_budget(low.schedule, 20000, 0.25, 4, yours="policy dap")
     assert mine.startswith("budget 0.25: policy dap (yours; the rule's drops here: epsilon-greedy drops")
-    assert describe_budget(high.schedule, 20000, 0.35, 4, policy="dap").startswith("budget 0.35: DaP, ")
+    assert describe_budget(high.schedule, 20000, 0.35, 4).startswith("budget 0.35: DaP, ")
 
 
 def test_the_largest_floor_is_the_last_one_within_the_budget():
@@ -168,6 +168,11 @@ def test_train_without_a_policy_takes_the_rules_drops_and_with_one_keeps_it(fake
     assert "budget 0.4: policy dap (yours; the rule's drops here: epsilon-greedy" in capsys.readouterr().err
     saved = TrainConfig.load(tmp_path / "dap" / "config.json")
     assert (saved.policy, saved.schedule) == ("dap", rule.schedule)
+    # compare trains each of its --policies on the rule's schedule: the line says so
+    from droppick.cli.main import _config_from_args, build_parser
+    args = build_parser().parse_args(["compare", *common, "--policies", "dap,rs2", "--out", str(tmp_path / "c")])
+    assert _config_from_args(args).schedule == rule.schedule
+    assert "budget 0.4: each of --policies (yours; the rule's drops here: epsilon-greedy" in capsys.readouterr().err
     for run in ("rule", "dap"):  # the same schedule: the same compute, whatever the drops
         summary = json.loads((tmp_path / run / "summary.json").read_text())
         assert abs(summary["compute_fraction"] - 0.4) <= TOLERANCE

@@ -90,10 +90,10 @@ def budget_rule(compute: float, num_samples: int, epochs: int, warmup: int, inte
 
 
 def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float, warmup: int,
-                    policy: Optional[str] = None) -> str:
+                    yours: Optional[str] = None) -> str:
     """One line: what the budget rule chose for C and why, pointing to the evidence. ``warmup``: the
-    warm-up asked for (the rule may have shortened it); ``policy``: one the user chose instead of the
-    rule's drops (None: the rule's)."""
+    warm-up asked for (the rule may have shortened it); ``yours``: the drops the user chose instead of
+    the rule's, as the line names them ("policy dap"; None: the rule's)."""
     if schedule.keep == 1.0:
         return f"budget {compute}: all data every epoch (compute 1 leaves nothing to drop)"
     planned = schedule.plan(num_samples).compute_fraction
@@ -106,7 +106,7 @@ def describe_budget(schedule: DaPSchedule, num_samples: int, compute: float, war
     rule, epsilon = rule_policy(schedule)
     drops = (f"epsilon-greedy drops (epsilon {epsilon}: that share of each drop's keep drawn at random, the rest "
              f"the hardest, where the rule has no floor), " if rule == "epsilon" else "DaP, ")
-    if policy not in (None, rule):
-        drops = f"policy {policy} (yours; the rule's drops here: {drops.rstrip(', ')}), "
+    if yours is not None:
+        drops = f"{yours} (yours; the rule's drops here: {drops.rstrip(', ')}), "
     return (f"budget {compute}: {drops}{shortened}{floor} and keep {schedule.keep} solved for N = {num_samples} "
             f"(planned compute {planned:.4f}); why this rule: {EVIDENCE}")

@@ -246,10 +246,11 @@ def _config_from_args(args) -> TrainConfig:
 
     refuse_budget_conflicts(asked)
     n = dataset_size(cfg)
-    chosen = "policy" in asked or "policy" in recipe  # the user's or the recipe's policy, else the rule's drops
-    budgeted = cfg.with_budget(cfg.target_compute, n, fixed_warmup="warmup" in asked, fixed_policy=chosen)
-    print(describe_budget(budgeted.schedule, n, cfg.target_compute, cfg.warmup, budgeted.policy if chosen else None),
-          file=sys.stderr)
+    # the drops: compare's --policies, the user's or the recipe's policy, else the rule's
+    yours = ("each of --policies" if hasattr(args, "policies") else
+             f"policy {cfg.policy}" if "policy" in asked or "policy" in recipe else None)
+    budgeted = cfg.with_budget(cfg.target_compute, n, fixed_warmup="warmup" in asked, fixed_policy=yours is not None)
+    print(describe_budget(budgeted.schedule, n, cfg.target_compute, cfg.warmup, yours), file=sys.stderr)
     return budgeted
 
 
