@@ -38,6 +38,7 @@ from droppick.train.rundir import code_version
 
 OUT = Path(__file__).resolve().parent / "fashion-mnist" / "noise" / "detection"
 SLICE, FOLDS = 4000, 5
+GALLERY = "clean_suspects.png"  # on the page's folder
 NOISE = [("clean", 0.0, "symmetric"), ("symmetric 10%", 0.1, "symmetric"), ("symmetric 20%", 0.2, "symmetric"),
          ("symmetric 40%", 0.4, "symmetric"), ("pairs 20%", 0.2, "pairs")]
 BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=SLICE, batch_size=128, lr=0.05,
@@ -111,7 +112,8 @@ def droppick_row(trainer, compute: float) -> dict:
     return scores_of(flagged, ranking, flipped_mask(split), compute)
 
 
-def cleanlab_row(runs: list[Path], labels: torch.Tensor, flipped: torch.Tensor) -> dict:
+def cleanlab_issues(runs: list[Path], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cleanlab's flagged mask and label quality (low: suspect) from the fold runs' out-of-sample probabilities."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     from droppick.data.validation import fold_indices
@@ -122,8 +124,27 @@ def cleanlab_row(runs: list[Path], labels: torch.Tensor, flipped: torch.Tensor) 
         _, held = fold_indices(labels, k, FOLDS, BASE.seed)
         probs[held] = probabilities(trainer, trainer.val_split)
     issues = torch.as_tensor(find_label_issues(labels.numpy(), probs.numpy()))
-    quality = torch.as_tensor(get_label_quality_scores(labels.numpy(), probs.numpy()))
+    return issues, torch.as_tensor(get_label_quality_scores(labels.numpy(), probs.numpy()))
+
+
+def cleanlab_row(runs: list[Path], labels: torch.Tensor, flipped: torch.Tensor) -> dict:
+    issues, quality = cleanlab_issues(runs, labels)
     return scores_of(issues, -quality, flipped, FOLDS * (FOLDS - 1) / FOLDS)
+
+
+def clean_gallery(run: Path, folds: list[Path], path: Path, k: int = 16) -> None:
+    """The clean labels' top ``k`` suspects of droppick's run (first rows) and of cleanlab (last rows)."""
+    from droppick.report.inspection import FASHION_MNIST_CLASSES as NAMES, _thumbnails, write_grid
+
+    trainer, _ = load_trainer(run)
+    split = trainer.train_split
+    ours = trainer.dap.suspects(k)[0]
+    theirs = cleanlab_issues(folds, split.labels)[1].argsort()[:k]
+    captions = [f"{who} #{int(i)}: {NAMES[int(split.labels[i])]}" for who, picked in (("droppick", ours),
+                                                                                     ("cleanlab", theirs))
+                for i in picked]
+    write_grid(torch.cat([_thumbnails(split, ours), _thumbnails(split, theirs)]), captions, path,
+               f"clean labels, the top {k} suspects: droppick's ({run.name}, first {k // 8} rows), then cleanlab's")
 
 
 def droppick_rows(paths: dict[str, Path]) -> dict[str, dict]:
@@ -144,6 +165,21 @@ def chosen_signal(validation: Optional[dict]) -> Optional[str]:
     return list(SIGNALS)[aurocs.index(max(aurocs))]
 
 
+def verdicts(rows: dict, chosen: Optional[str]) -> list[str]:
+    """The target per noise setting: the chosen signal's AUROC within 0.02 of cleanlab's or above, at no
+    more than a quarter of its compute."""
+    out = []
+    for name, methods in rows.items():
+        ours, theirs = methods.get(SIGNALS.get(chosen, "")), methods.get("cleanlab (5-fold)")
+        if ours is None or theirs is None or None in (ours["auroc"], theirs["auroc"]):
+            continue
+        gap, share = ours["auroc"] - theirs["auroc"], ours["compute"] / theirs["compute"]
+        met = gap >= -0.02 and share <= 0.25
+        out.append(f"- {name}: droppick's AUROC {gap:+.3f} against cleanlab's, at {share:.2f} of its compute: "
+                   + ("met." if met else "not met."))
+    return out or ["- No noise setting has both methods trained yet."]
+
+
 def write_page(rows: dict, chosen: Optional[str]) -> Path:
     cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Finding wrong labels: droppick's suspects against cleanlab", "",
@@ -151,12 +187,15 @@ def write_page(rows: dict, chosen: Optional[str]) -> Path:
              f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine: {machine()}.", "",
              setting(__doc__), "",
              f"Signal chosen on the validation setting (by AUROC): {chosen or 'not trained yet'}.", "",
+             *verdicts(rows, chosen), "",
              "| labels | method | compute | flagged | precision | recall | F1 | AUROC |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, methods in rows.items():
         for method, r in methods.items():
             lines.append(f"| {name} | {method} | {r['compute']:.2f} | {r['flagged']} | {cell(r['precision'])} | "
                          f"{cell(r['recall'])} | {cell(r['f1'])} | {cell(r['auroc'])} |")
+    if (OUT / GALLERY).exists():
+        lines += ["", f"The clean labels' top suspects, droppick's beside cleanlab's: ![clean suspects]({GALLERY})"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
     return OUT / "README.md"
@@ -180,6 +219,9 @@ def main() -> None:
         if folds:  # a DaP run holds nothing out: its split is the whole slice
             split = load_trainer(paths["dap"])[0].train_split
             rows[name]["cleanlab (5-fold)"] = cleanlab_row(folds, split.labels, flipped_mask(split))
+        if folds and name == "clean":
+            signal = chosen_signal(rows.get(VALIDATION[0])) or "loss"
+            clean_gallery(paths[run_name(signal)], folds, OUT / GALLERY)
     log(f"page written to {write_page(rows, chosen_signal(rows.get(VALIDATION[0])))}")
 
 

@@ -37,7 +37,7 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     monkeypatch.setattr(nd, "BASE", TrainConfig.from_dict(nd.BASE.to_dict() | {
         "data_dir": str(fake_fashion), "train_samples": 200, "epochs": 3, "warmup": 1, "reuse_at": [], "lr_milestones": [],
         "batch_size": 50, "eval_every": 3}))
-    monkeypatch.setattr(nd, "NOISE", [("symmetric 20%", 0.2, "symmetric")])
+    monkeypatch.setattr(nd, "NOISE", [("clean", 0.0, "symmetric"), ("symmetric 20%", 0.2, "symmetric")])
     monkeypatch.setattr(nd, "SIGNALS", {s: nd.SIGNALS[s] for s in ("loss", "margin")})  # two signals: cheaper
     monkeypatch.setattr(sys, "argv", ["noise_detection.py"])
     nd.main()
@@ -53,6 +53,20 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     aurocs = [float(row.split(" | ")[-1].strip(" |")) for row in validation]
     best = ["loss", "margin"][aurocs.index(max(aurocs))]
     assert f"Signal chosen on the validation setting (by AUROC): {best}." in page
+    # a verdict where flips exist (clean labels have no AUROC), and the clean labels' gallery
+    [verdict] = [line for line in page.splitlines() if line.startswith("- symmetric 20%: droppick's AUROC")]
+    assert verdict.endswith(("met.", "not met.")) and f"![clean suspects]({nd.GALLERY})" in page
+    assert (tmp_path / nd.GALLERY).stat().st_size > 0
+
+
+def test_the_detection_target_needs_the_auroc_and_a_quarter_of_the_compute():
+    rows = lambda ours, compute: {"s": {nd.SIGNALS["loss"]: {"auroc": ours, "compute": compute},  # noqa: E731
+                                        "cleanlab (5-fold)": {"auroc": 0.95, "compute": 4.0}}}
+    assert nd.verdicts(rows(0.94, 0.45), "loss") == ["- s: droppick's AUROC -0.010 against cleanlab's, at 0.11 of its "
+                                                     "compute: met."]
+    assert nd.verdicts(rows(0.92, 0.45), "loss")[0].endswith("not met.")  # 0.03 under
+    assert nd.verdicts(rows(0.99, 1.2), "loss")[0].endswith("not met.")  # above a quarter of cleanlab's compute
+    assert nd.verdicts(rows(0.99, 0.45), None) == ["- No noise setting has both methods trained yet."]
 
 
 def test_the_signal_is_chosen_by_validation_auroc_first_on_a_tie():
