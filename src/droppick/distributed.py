@@ -109,6 +109,11 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_named(values: dict) -> dict:
+    """``all_reduce_sum`` of a dict's values, each under its name."""
+    return dict(zip(values, all_reduce_sum(list(values.values()))))
+
+
 def uneven_batches(module: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
     """Around an epoch's steps: let the ranks train different numbers of batches.
 

@@ -168,10 +168,10 @@ class Trainer:
         lr = self.lr_at(epoch, 0)
         tick = time.perf_counter()
         train_loss = self.train_epoch(progress)
-        counts = self.train_split.take_counts()  # samples_decoded, samples_skipped (+ a chunked format's reads)
-        counts = dict(zip(counts, map(int, distributed.all_reduce_sum(list(counts.values())))))  # all ranks'
-        spent = getattr(dap.policy, "take_counts", dict)()  # Selective Backprop: back-propagated, step-equivalents
-        spent = dict(zip(spent, distributed.all_reduce_sum(list(spent.values()))))  # all ranks'
+        # all ranks': samples_decoded, samples_skipped (+ a chunked format's reads); Selective Backprop's
+        # back-propagated samples and step-equivalents
+        counts = {k: int(v) for k, v in distributed.all_reduce_named(self.train_split.take_counts()).items()}
+        spent = distributed.all_reduce_named(getattr(dap.policy, "take_counts", dict)())
         unreadable = self.train_split.take_unreadable()  # --skip-unreadable: not trained, never again
         if unreadable:
             dap.skip(torch.tensor(unreadable))
