@@ -304,3 +304,11 @@ def test_misuse_is_refused_with_a_clear_message(tmp_path, case, message):
     t = trainer(tmp_path, cb, max_epochs=3 if case == "max_epochs" else SCHEDULE.epochs, enable_checkpointing=False, **kw)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         t.fit(model)
+
+
+def test_the_callback_takes_the_budget_rules_arguments():
+    from droppick import budget_rule
+
+    rule = budget_rule(compute=0.25, num_samples=2000, epochs=30, warmup=4, interval=1, reuse_at=[15])
+    cb = DropAndPickCallback(num_samples=2000, seed=0, **rule.engine_args)  # as docs/guide/policies.md says
+    assert (cb.dap.schedule, cb.dap.policy.name, cb.dap.policy.epsilon) == (rule.schedule, "epsilon", rule.epsilon)
