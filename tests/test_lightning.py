@@ -311,4 +311,4 @@ def test_the_callback_takes_the_budget_rules_arguments():
 
     rule = budget_rule(compute=0.25, num_samples=2000, epochs=30, warmup=4, interval=1, reuse_at=[15])
     cb = DropAndPickCallback(num_samples=2000, seed=0, **rule.engine_args)  # as docs/guide/policies.md says
-    assert (cb.dap.schedule, cb.dap.policy.name, cb.dap.policy.epsilon) == (rule.schedule, "epsilon", rule.epsilon)
+    assert (cb.dap.schedule, cb.dap.policy.params()) == (rule.schedule, {"epsilon": rule.epsilon})
