@@ -57,6 +57,7 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     [verdict] = [line for line in page.splitlines() if line.startswith("- symmetric 20%: droppick's AUROC")]
     assert verdict.endswith(("met.", "not met.")) and f"![clean suspects]({nd.GALLERY})" in page
     assert (tmp_path / nd.GALLERY).stat().st_size > 0
+    assert "Of droppick's 100 top suspects on the clean labels" in page and "are among cleanlab's 100." in page
 
 
 def test_the_detection_target_needs_the_auroc_and_a_quarter_of_the_compute():
