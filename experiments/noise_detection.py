@@ -39,6 +39,7 @@ from droppick.train.rundir import code_version
 OUT = Path(__file__).resolve().parent / "fashion-mnist" / "noise" / "detection"
 SLICE, FOLDS = 4000, 5
 GALLERY = "clean_suspects.png"  # on the page's folder
+MEASURED = "measured.json"  # per setting, what the page reads: checkpoints are not committed, this is
 NOISE = [("clean", 0.0, "symmetric"), ("symmetric 10%", 0.1, "symmetric"), ("symmetric 20%", 0.2, "symmetric"),
          ("symmetric 40%", 0.4, "symmetric"), ("pairs 20%", 0.2, "pairs")]
 BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=SLICE, batch_size=128, lr=0.05,
@@ -220,15 +221,28 @@ def main() -> None:
         paths = {run: folder(name) / "runs" / run for run in runs}
         if not all((path / "summary.json").exists() for path in paths.values()):
             continue
-        rows[name] = droppick_rows(paths)
-        folds = [path for run, path in paths.items() if run.startswith("full-fold")]
-        if folds:  # a DaP run holds nothing out: its split is the whole slice
-            split = load_trainer(paths["dap"])[0].train_split
-            rows[name]["cleanlab (5-fold)"] = cleanlab_row(folds, split.labels, flipped_mask(split))
-        if folds and name == "clean":
-            signal = chosen_signal(rows.get(VALIDATION[0])) or "loss"
-            overlap = clean_gallery(paths[run_name(signal)], folds, OUT / GALLERY)
+        cache = folder(name) / MEASURED
+        if all(any(path.glob("checkpoint-*.pt")) for path in paths.values()):
+            cache.write_text(json.dumps(measure(name, paths, chosen_signal(rows.get(VALIDATION[0]))), indent=1))
+        elif not cache.exists():
+            raise SystemExit(f"{folder(name)}: its runs' checkpoints are gone (the repository does not keep them) and "
+                             f"{MEASURED} is missing: delete the runs folder and train them again")
+        measured = json.loads(cache.read_text())
+        rows[name], overlap = measured["rows"], measured["overlap"] or overlap
     log(f"page written to {write_page(rows, chosen_signal(rows.get(VALIDATION[0])), overlap)}")
+
+
+def measure(name: str, paths: dict[str, Path], chosen: Optional[str]) -> dict:
+    """One setting's rows (droppick's signals and cleanlab's) from its runs' checkpoints, and for the
+    clean labels the gallery and its overlap sentence."""
+    rows, overlap = droppick_rows(paths), ""
+    folds = [path for run, path in paths.items() if run.startswith("full-fold")]
+    if folds:  # a DaP run holds nothing out: its split is the whole slice
+        split = load_trainer(paths["dap"])[0].train_split
+        rows["cleanlab (5-fold)"] = cleanlab_row(folds, split.labels, flipped_mask(split))
+    if folds and name == "clean":
+        overlap = clean_gallery(paths[run_name(chosen or "loss")], folds, OUT / GALLERY)
+    return {"rows": rows, "overlap": overlap}
 
 
 if __name__ == "__main__":

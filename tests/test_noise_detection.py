@@ -58,6 +58,16 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     assert verdict.endswith(("met.", "not met.")) and f"![clean suspects]({nd.GALLERY})" in page
     assert (tmp_path / nd.GALLERY).stat().st_size > 0
     assert "Of droppick's 100 top suspects on the clean labels" in page and "are among cleanlab's 100." in page
+    # without the checkpoints (a fresh clone: they are not committed) --report writes the same page from
+    # what each setting measured, and a setting without that either says what to do
+    for checkpoint in tmp_path.rglob("checkpoint-*.pt"):
+        checkpoint.unlink()
+    monkeypatch.setattr(sys, "argv", ["noise_detection.py", "--report"])
+    nd.main()
+    assert (tmp_path / "README.md").read_text().split("\n", 3)[3] == page.split("\n", 3)[3]  # all but the date line
+    (nd.folder("clean") / nd.MEASURED).unlink()
+    with pytest.raises(SystemExit, match="checkpoints are gone.*train them again"):
+        nd.main()
 
 
 def test_the_detection_target_needs_the_auroc_and_a_quarter_of_the_compute():
