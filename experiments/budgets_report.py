@@ -16,7 +16,7 @@ from _report import machine, noise_word, setting, standard_error, training_commi
 from droppick.budget import RANDOM_SHARE, budget_rule
 from droppick.report.plot import _pyplot
 from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, for_budget
-from droppick.train.rundir import code_version
+from droppick.train.rundir import RunDir, code_version
 
 Rows = Callable[[dict, Path], Optional[dict]]  # fashion_mnist_frontier.rows_of: aggregated rows, None if unfinished
 
@@ -295,7 +295,7 @@ def plot_curves(curves: dict[str, dict[str, list[Path]]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (name, by_rule) in zip(axes[0], curves.items()):
         for rule, runs in by_rule.items():
-            per_run = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in runs]
+            per_run = [RunDir(run).read_metrics() for run in runs]
             epochs = [r["epoch"] for r in per_run[0] if r.get("test_top1") is not None]
             means = [statistics.fmean(rows[e - 1]["test_top1"] for rows in per_run) for e in epochs]
             ax.plot(epochs, means, marker=".", label=rule)
@@ -316,8 +316,7 @@ def plot_mix(runs: dict[str, dict[str, Path]], path: Path) -> None:
     fig, axes = plt.subplots(len(runs), len(names), figsize=(4.2 * len(names), 3.4 * len(runs)), squeeze=False)
     for row, (rule, by_regime) in zip(axes, runs.items()):
         for ax, name in zip(row, names):
-            rows = [json.loads(line) for line in (by_regime[name] / "metrics.jsonl").read_text().splitlines()
-                    ] if name in by_regime else [{}]
+            rows = RunDir(by_regime[name]).read_metrics() if name in by_regime else [{}]
             if "subset_class_counts" not in rows[0]:  # a run trained before the mix was recorded
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, f"{rule}, {name}: class mix not recorded", ha="center", fontsize=8)

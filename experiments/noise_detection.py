@@ -128,20 +128,20 @@ def cleanlab_issues(runs: list[Path], labels: torch.Tensor) -> tuple[torch.Tenso
     return issues, torch.as_tensor(get_label_quality_scores(labels.numpy(), probs.numpy()))
 
 
-def cleanlab_row(runs: list[Path], labels: torch.Tensor, flipped: torch.Tensor) -> dict:
-    issues, quality = cleanlab_issues(runs, labels)
+def cleanlab_row(issues: torch.Tensor, quality: torch.Tensor, flipped: torch.Tensor) -> dict:
     return scores_of(issues, -quality, flipped, FOLDS * (FOLDS - 1) / FOLDS)
 
 
-def clean_gallery(run: Path, folds: list[Path], path: Path, k: int = 16, compared: int = 100) -> str:
-    """Draw the clean labels' top ``k`` suspects of droppick's run (first rows) and of cleanlab (last
-    rows); return the sentence saying how many of the two top ``compared`` are the same samples."""
+def clean_gallery(run: Path, quality: torch.Tensor, path: Path, k: int = 16, compared: int = 100) -> str:
+    """Draw the clean labels' top ``k`` suspects of droppick's run (first rows) and of cleanlab's
+    ``quality`` (last rows); return the sentence saying how many of the two top ``compared`` are the
+    same samples."""
     from droppick.report.inspection import FASHION_MNIST_CLASSES as NAMES, _thumbnails, write_grid
 
     trainer, _ = load_trainer(run)
     split = trainer.train_split
     ours_all = trainer.dap.suspects(compared)[0]
-    theirs_all = cleanlab_issues(folds, split.labels)[1].argsort()[:compared]
+    theirs_all = quality.argsort()[:compared]
     ours, theirs = ours_all[:k], theirs_all[:k]
     shared = len(set(ours_all.tolist()) & set(theirs_all.tolist()))
     captions = [f"{who} #{int(i)}: {NAMES[int(split.labels[i])]}" for who, picked in (("droppick", ours),
@@ -239,9 +239,10 @@ def measure(name: str, paths: dict[str, Path], chosen: Optional[str]) -> dict:
     folds = [path for run, path in paths.items() if run.startswith("full-fold")]
     if folds:  # a DaP run holds nothing out: its split is the whole slice
         split = load_trainer(paths["dap"])[0].train_split
-        rows["cleanlab (5-fold)"] = cleanlab_row(folds, split.labels, flipped_mask(split))
-    if folds and name == "clean":
-        overlap = clean_gallery(paths[run_name(chosen or "loss")], folds, OUT / GALLERY)
+        issues, quality = cleanlab_issues(folds, split.labels)  # once: the row and the gallery read it
+        rows["cleanlab (5-fold)"] = cleanlab_row(issues, quality, flipped_mask(split))
+        if name == "clean":
+            overlap = clean_gallery(paths[run_name(chosen or "loss")], quality, OUT / GALLERY)
     return {"rows": rows, "overlap": overlap}
 
 

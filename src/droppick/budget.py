@@ -7,9 +7,9 @@ no floor, epsilon-greedy (policies/epsilon.py) with ``RANDOM_SHARE`` of each dro
 random. There the subset gets small, and at 25% compute on Fashion-MNIST the validation winner was
 epsilon-greedy (eps 0.9 at W = 2 scored 85.52, eps 0.8 85.26, DaP's best form 83.81, rs2 84.83, seed
 0): the hardest few alone starve the epochs after the drop of easy, typical samples. At 35%, where
-the floor wins, eps 0.5 and 0.8 lost to it by 2.1 and 1.7. Measured with the rule's W = 2 only: with a warm-up kept
-long (``fixed_warmup``), the no-floor budgets reach higher (35% at W = 4) and epsilon there is
-unmeasured. The page ``EVIDENCE`` shows the fit.
+the floor wins, eps 0.5 and 0.8 lost to it by 2.1 and 1.7. Measured with the rule's W = 2 only: with
+a warm-up kept long (``fixed_warmup``), the no-floor budgets reach higher (35% at W = 4) and epsilon
+there is unmeasured. The page ``EVIDENCE`` shows the fit.
 
 Pure and cheap: it only runs the planner over a grid of candidate values.
 """
