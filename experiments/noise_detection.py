@@ -9,10 +9,14 @@ W = 4, I = 1, R = {15}, LR /10 after 15 and 22, seed 0; the labels as they are a
 symmetric and 20% pairs noise (``--label-noise``). droppick: a run of the paper's DaP at keep 0.8
 (44.6% compute) per signal; a sample's score is the mean over the epochs it trained in of what the
 run records (``DropAndPick.suspects``): the loss (the default), EL2N or the margin (``--score``,
-whose records DaP also ranks by, so each signal is its own run). It flags the top M, M the samples
-its final model (one plain forward pass) labels otherwise than given. The signal droppick recommends
-is chosen on a validation setting of its own, symmetric 20% on another seeded slice (seed 1: other
-images, other flips, another initialisation), by AUROC; the rows at seed 0 report every signal.
+whose records DaP also ranks by, so each signal is its own run). How many it flags, two readings:
+the samples whose mean score is worse than a uniform guess's (``uniform_guess``: ln 10 for the loss),
+or the top M, M the samples its final model (one plain forward pass) labels otherwise than given;
+the one with the better mean F1 over the validation settings (the chosen signal's) is the table's.
+The signal droppick recommends
+is chosen on two validation settings of its own, symmetric 20% and pairs 20% on another seeded slice
+(seed 1: other images, other flips, another initialisation), by the mean of its AUROC over both (a
+user knows neither the rate nor the kind of their noise); the rows at seed 0 report every signal.
 cleanlab 2.9, as its documentation recommends: five runs of all
 data, each holding one fold out (``cv_folds`` 5), give every sample an out-of-sample probability;
 ``cleanlab.filter.find_label_issues`` flags, ``cleanlab.rank.get_label_quality_scores`` ranks.
@@ -33,6 +37,7 @@ import torch
 from _report import log, machine, setting, utc_now
 from droppick.report.compare import run_all
 from droppick.report.suspects import load_trainer, probabilities
+from droppick.suspects import uniform_guess
 from droppick.train.config import TrainConfig
 from droppick.train.rundir import code_version
 
@@ -49,7 +54,8 @@ BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=SLI
 
 SIGNALS = {"loss": "droppick (DaP run, mean loss)", "el2n": "droppick (DaP run, mean EL2N)",
            "margin": "droppick (DaP run, mean margin)"}
-VALIDATION = ("validation: symmetric 20%, slice seed 1", 0.2, "symmetric", 1)  # chooses the signal
+VALIDATIONS = [("validation: symmetric 20%, slice seed 1", 0.2, "symmetric", 1),  # choose the signal
+               ("validation: pairs 20%, slice seed 1", 0.2, "pairs", 1)]
 
 
 def run_name(signal: str) -> str:
@@ -100,17 +106,30 @@ def flipped_mask(split) -> torch.Tensor:
     return mask
 
 
+COUNTS = {"uniform": "mean score worse than a uniform guess", "disagree": "the final model's disagreements"}
+
+
 def droppick_row(trainer, compute: float) -> dict:
-    """The suspects ranking of the DaP run; flagged: its top M, M the samples its final model labels
-    otherwise than given (droppick's own estimate of how many labels are wrong)."""
+    """The suspects ranking of the DaP run, and per reading of ``COUNTS`` the top M it flags: M the
+    samples scoring worse than a uniform guess, or those its final model labels otherwise than given."""
     split = trainer.train_split
     order, scores = trainer.dap.suspects(len(split))
     ranking = torch.empty(len(split))
     ranking[order] = scores
-    disagree = int((probabilities(trainer).argmax(dim=1) != split.labels).sum())
-    flagged = torch.zeros(len(split), dtype=torch.bool)
-    flagged[order[:disagree]] = True
-    return scores_of(flagged, ranking, flipped_mask(split), compute)
+    sizes = {"uniform": trainer.dap.loss_stats.above(uniform_guess(trainer.cfg.score, split.num_classes)),
+             "disagree": int((probabilities(trainer).argmax(dim=1) != split.labels).sum())}
+    row = {}
+    for count, m in sizes.items():
+        flagged = torch.zeros(len(split), dtype=torch.bool)
+        flagged[order[:m]] = True
+        row[count] = scores_of(flagged, ranking, flipped_mask(split), compute)
+    return {"auroc": row["uniform"]["auroc"], "compute": compute,
+            "counts": {count: {k: v for k, v in r.items() if k not in ("auroc", "compute")} for count, r in row.items()}}
+
+
+def shown(row: dict, count: Optional[str]) -> dict:
+    """A row as the table shows it: droppick's with the flagged set of reading ``count``."""
+    return row | row["counts"][count or "uniform"] if "counts" in row else row
 
 
 def cleanlab_issues(runs: list[Path], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,11 +182,21 @@ def droppick_rows(paths: dict[str, Path]) -> dict[str, dict]:
     return rows
 
 
-def chosen_signal(validation: Optional[dict]) -> Optional[str]:
-    """The signal with the best AUROC on the validation setting (the first of SIGNALS on a tie)."""
-    if validation is None:
+def chosen_count(rows: dict, signal: Optional[str]) -> Optional[str]:
+    """The reading of ``COUNTS`` with the best mean F1 of ``signal`` over the validation settings (the
+    first on a tie); None until the signal is chosen."""
+    if signal is None:
         return None
-    aurocs = [validation[label]["auroc"] or 0.0 for label in SIGNALS.values()]
+    f1 = [sum(rows[name][SIGNALS[signal]]["counts"][count]["f1"] or 0.0 for name, *_ in VALIDATIONS) for count in COUNTS]
+    return list(COUNTS)[f1.index(max(f1))]
+
+
+def chosen_signal(rows: dict) -> Optional[str]:
+    """The signal with the best mean AUROC over the validation settings (the first of SIGNALS on a
+    tie); None until every validation setting is measured."""
+    if any(name not in rows for name, *_ in VALIDATIONS):
+        return None
+    aurocs = [sum(rows[name][label]["auroc"] or 0.0 for name, *_ in VALIDATIONS) for label in SIGNALS.values()]
     return list(SIGNALS)[aurocs.index(max(aurocs))]
 
 
@@ -186,18 +215,37 @@ def verdicts(rows: dict, chosen: Optional[str]) -> list[str]:
     return out or ["- No noise setting has both methods trained yet."]
 
 
+def count_table(rows: dict, signal: Optional[str]) -> list[str]:
+    """How many to flag, each reading of ``COUNTS`` on the validation settings (the chosen signal's runs)."""
+    if signal is None:
+        return []
+    cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"How many to flag, on the validation settings ({signal}):", "",
+             "| labels | flagged | samples flagged | precision | recall | F1 |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for name, *_ in VALIDATIONS:
+        for count, words in COUNTS.items():
+            r = rows[name][SIGNALS[signal]]["counts"][count]
+            lines.append(f"| {name} | {words} | {r['flagged']} | {cell(r['precision'])} | {cell(r['recall'])} | "
+                         f"{cell(r['f1'])} |")
+    return lines + [""]
+
+
 def write_page(rows: dict, chosen: Optional[str], overlap: str = "") -> Path:
     cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    count = chosen_count(rows, chosen)
     lines = ["# Finding wrong labels: droppick's suspects against cleanlab", "",
              f"Generated by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
              f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine: {machine()}.", "",
              setting(__doc__), "",
-             f"Signal chosen on the validation setting (by AUROC): {chosen or 'not trained yet'}.", "",
-             *verdicts(rows, chosen), "",
+             f"Signal chosen on the validation settings (by mean AUROC): {chosen or 'not trained yet'}.", "",
+             *verdicts(rows, chosen), "", *count_table(rows, chosen),
+             f"Flagged (precision, recall, F1): droppick's {COUNTS[count or 'uniform']}; cleanlab's "
+             "`find_label_issues`.", "",
              "| labels | method | compute | flagged | precision | recall | F1 | AUROC |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, methods in rows.items():
         for method, r in methods.items():
+            r = shown(r, count)
             lines.append(f"| {name} | {method} | {r['compute']:.2f} | {r['flagged']} | {cell(r['precision'])} | "
                          f"{cell(r['recall'])} | {cell(r['f1'])} | {cell(r['auroc'])} |")
     if (OUT / GALLERY).exists():
@@ -212,8 +260,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", action="store_true", help="only rewrite the page from the runs that exist")
     args = p.parse_args()
-    name, rate, kind, seed = VALIDATION
-    settings = [(name, configs(rate, kind, seed, folds=False))] + [(n, configs(r, k)) for n, r, k in NOISE]
+    settings = [(name, configs(rate, kind, seed, folds=False)) for name, rate, kind, seed in VALIDATIONS]
+    settings += [(name, configs(rate, kind)) for name, rate, kind in NOISE]
     rows, overlap = {}, ""
     for name, runs in settings:
         if not args.report:
@@ -223,13 +271,13 @@ def main() -> None:
             continue
         cache = folder(name) / MEASURED
         if all(any(path.glob("checkpoint-*.pt")) for path in paths.values()):
-            cache.write_text(json.dumps(measure(name, paths, chosen_signal(rows.get(VALIDATION[0]))), indent=1))
+            cache.write_text(json.dumps(measure(name, paths, chosen_signal(rows)), indent=1))
         elif not cache.exists():
             raise SystemExit(f"{folder(name)}: its runs' checkpoints are gone (the repository does not keep them) and "
                              f"{MEASURED} is missing: delete the runs folder and train them again")
         measured = json.loads(cache.read_text())
         rows[name], overlap = measured["rows"], measured["overlap"] or overlap
-    log(f"page written to {write_page(rows, chosen_signal(rows.get(VALIDATION[0])), overlap)}")
+    log(f"page written to {write_page(rows, chosen_signal(rows), overlap)}")
 
 
 def measure(name: str, paths: dict[str, Path], chosen: Optional[str]) -> dict:

@@ -3,6 +3,7 @@ engine's suspects ranking, saved exactly in its state, finds them; `droppick sus
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -111,7 +112,40 @@ def test_a_noisy_run_records_its_flips_and_suspects_finds_them(fake_fashion, tmp
     hits = sum(int(r["index"]) in set(noise["flipped"]) for r in rows)
     assert hits >= 16 and f"{hits} of the top 20 are among the run's {len(noise['flipped'])} flipped" in printed
     assert (out / "suspects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["suspects", str(out), "--top", "0"]) == 2
+    # the flagged count: the samples whose mean loss is above ln 10, a uniform guess's; --top flagged lists them
+    from droppick.report.suspects import load_trainer
+
+    stats = load_trainer(out)[0].dap.loss_stats
+    flagged = int((stats.scores() > math.log(10)).sum())
+    n = len(stats.scores())  # 240 images less the 40 of --val-samples
+    assert n == 200 and 0 < flagged < n and f"flagged: {flagged} of the 200 training samples" in printed
+    assert main(["suspects", str(out), "--top", "flagged"]) == 0
+    with open(out / "suspects.csv") as f:
+        assert len(list(csv.DictReader(f))) == flagged
+    for bad in ("0", "some"):
+        assert main(["suspects", str(out), "--top", bad]) == 2
+
+
+def test_a_uniform_guess_scores_ln_c_in_loss_and_its_own_value_in_any_score():
+    from droppick.scores import register_score, SCORES
+    from droppick.suspects import LossStats, uniform_guess
+
+    assert uniform_guess("loss", 10) == pytest.approx(math.log(10))
+    assert uniform_guess("el2n", 10) == pytest.approx(math.sqrt(0.9))  # 1 - 1/C off the true class, 1/C on 9 others
+    assert uniform_guess("margin", 4) == pytest.approx(1.0)  # a margin of 0
+    register_score("test-entropy", lambda logits, targets: -(logits.softmax(1) * logits.log_softmax(1)).sum(1))
+    try:
+        assert uniform_guess("test-entropy", 8) == pytest.approx(math.log(8))
+    finally:
+        del SCORES["test-entropy"]
+    for bad in (1, 2.0, True):
+        with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+            uniform_guess("loss", bad)
+    with pytest.raises(ValueError, match="score must be one of"):
+        uniform_guess("entropy", 10)
+    stats = LossStats(4)
+    stats.update(torch.tensor([3.0, 1.0, 2.5, 9.0]), torch.tensor([True, True, True, False]))
+    assert stats.above(math.log(10)) == 2  # 3.0 and 2.5; the unrecorded sample is not counted
 
 
 def test_the_window_skips_the_hardest_share_and_keeps_the_next():

@@ -47,12 +47,22 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     compute = [float(row.split(" | ")[2]) for row in rows]
     assert compute[2] == 4.0 and 0.5 < compute[0] == compute[1] < 1.0
     assert all(0.0 <= float(row.split(" | ")[-1].strip(" |")) <= 1.0 for row in rows)  # an AUROC each
-    # the validation setting (another slice seed) has droppick's signals only, and chooses among them
-    validation = [line for line in page.splitlines() if line.startswith(f"| {nd.VALIDATION[0]} |")]
-    assert [row.split(" | ")[1] for row in validation] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"]]
-    aurocs = [float(row.split(" | ")[-1].strip(" |")) for row in validation]
-    best = ["loss", "margin"][aurocs.index(max(aurocs))]
-    assert f"Signal chosen on the validation setting (by AUROC): {best}." in page
+    # the validation settings (another slice seed, symmetric and pairs) have droppick's signals only, and
+    # choose among them by their mean AUROC; then how many to flag by the chosen signal's mean F1
+    total, f1 = [0.0, 0.0], {}
+    for name, *_ in nd.VALIDATIONS:
+        validation = [line.split(" | ") for line in page.splitlines() if line.startswith(f"| {name} | droppick")]
+        assert [row[1] for row in validation] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"]]
+        total = [t + float(row[-1].strip(" |")) for t, row in zip(total, validation)]
+    best = ["loss", "margin"][total.index(max(total))]
+    assert f"Signal chosen on the validation settings (by mean AUROC): {best}." in page
+    assert f"How many to flag, on the validation settings ({best}):" in page
+    for name, *_ in nd.VALIDATIONS:
+        for count, words in nd.COUNTS.items():
+            [row] = [line.split(" | ") for line in page.splitlines() if line.startswith(f"| {name} | {words} |")]
+            f1[count] = f1.get(count, 0.0) + float(row[-1].strip(" |") or 0)
+    count = max(nd.COUNTS, key=lambda c: f1[c])  # max keeps the first on a tie, as chosen_count
+    assert f"Flagged (precision, recall, F1): droppick's {nd.COUNTS[count]};" in page
     # a verdict where flips exist (clean labels have no AUROC), and the clean labels' gallery
     [verdict] = [line for line in page.splitlines() if line.startswith("- symmetric 20%: droppick's AUROC")]
     assert verdict.endswith(("met.", "not met.")) and f"![clean suspects]({nd.GALLERY})" in page
@@ -80,9 +90,23 @@ def test_the_detection_target_needs_the_auroc_and_a_quarter_of_the_compute():
     assert nd.verdicts(rows(0.99, 0.45), None) == ["- No noise setting has both methods trained yet."]
 
 
-def test_the_signal_is_chosen_by_validation_auroc_first_on_a_tie():
-    row = lambda auroc: {"auroc": auroc}  # noqa: E731
-    assert nd.chosen_signal(None) is None
-    scores = {"loss": 0.7, "el2n": 0.9, "margin": 0.8}
-    assert nd.chosen_signal({nd.SIGNALS[s]: row(a) for s, a in scores.items()}) == "el2n"
-    assert nd.chosen_signal({label: row(0.8) for label in nd.SIGNALS.values()}) == "loss"
+def test_the_signal_is_chosen_by_mean_validation_auroc_first_on_a_tie():
+    setting = lambda aurocs: {nd.SIGNALS[s]: {"auroc": a} for s, a in aurocs.items()}  # noqa: E731
+    (symmetric, *_), (pairs, *_) = nd.VALIDATIONS
+    assert nd.chosen_signal({}) is None
+    assert nd.chosen_signal({symmetric: setting({"loss": 0.9, "el2n": 0.9, "margin": 0.9})}) is None  # pairs missing
+    # el2n best on the symmetric setting, but the margin best on the mean of both
+    rows = {symmetric: setting({"loss": 0.97, "el2n": 0.98, "margin": 0.97}),
+            pairs: setting({"loss": 0.75, "el2n": 0.80, "margin": 0.87})}
+    assert nd.chosen_signal(rows) == "margin"
+    assert nd.chosen_signal({name: setting(dict.fromkeys(nd.SIGNALS, 0.8)) for name in (symmetric, pairs)}) == "loss"
+
+
+def test_the_flagged_count_is_chosen_by_the_signals_mean_validation_f1():
+    counts = lambda uniform, disagree: {nd.SIGNALS["el2n"]: {"counts": {"uniform": {"f1": uniform},  # noqa: E731
+                                                                         "disagree": {"f1": disagree}}}}
+    (symmetric, *_), (pairs, *_) = nd.VALIDATIONS
+    assert nd.chosen_count({symmetric: counts(0.85, 0.55), pairs: counts(0.23, 0.55)}, "el2n") == "disagree"
+    assert nd.chosen_count({symmetric: counts(0.85, 0.55), pairs: counts(0.40, 0.55)}, "el2n") == "uniform"
+    assert nd.chosen_count({symmetric: counts(0.5, 0.5), pairs: counts(0.5, 0.5)}, "el2n") == "uniform"  # a tie
+    assert nd.chosen_count({}, None) is None

@@ -103,14 +103,18 @@ def cmd_inspect(args) -> int:
 def cmd_suspects(args) -> int:
     from ..report.suspects import find_suspects
 
-    if args.top < 1:
-        raise ValueError(f"--top must be >= 1, got {args.top}")
-    result = find_suspects(args.run, top=args.top)
+    top = args.top if args.top == "flagged" else int(args.top) if args.top.isdigit() else -1
+    if top != "flagged" and top < 1:
+        raise ValueError(f"--top must be a positive number of suspects or 'flagged', got {args.top!r}")
+    result = find_suspects(args.run, top=top)
     for row in result["rows"][:10]:
         print(f"{row['index']:>8} given {row['given_label']:>3} model {str(row['predicted_label']):>3} "
-              f"mean loss {row['score']:.3f} over {row['epochs_trained']} epochs")
-    if "flipped" in result:
-        print(f"{result['flipped_in_top']} of the top {len(result['rows'])} are among the run's {result['flipped']} "
+              f"mean {result['score']} {row['score']:.3f} over {row['epochs_trained']} epochs")
+    flagged, n = result["flagged"], result["samples"]
+    print(f"flagged: {flagged} of the {n} training samples ({flagged / n:.1%}) score worse on average than a uniform "
+          "guess would")
+    if "flipped_total" in result:
+        print(f"{result['flipped_in_top']} of the top {len(result['rows'])} are among the run's {result['flipped_total']} "
               "flipped labels (label_noise.json)")
     print(f"wrote suspects.csv ({len(result['rows'])} rows, most suspect first) and suspects.png to {result['out']}")
     return 0
@@ -304,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("suspects", help="the training samples whose label is most likely wrong, from the run's losses")
     s.add_argument("run", help="a run directory")
-    s.add_argument("--top", type=int, default=100, help="rows of suspects.csv (default %(default)s)")
+    s.add_argument("--top", default="100", help="rows of suspects.csv: a number, or 'flagged' for every sample whose mean "
+                   "score is worse than a uniform guess's (default %(default)s)")
     s.set_defaults(func=cmd_suspects)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on its run's test split (top-1/top-5 error)")

@@ -3,8 +3,9 @@
 The ranking is ``DropAndPick.suspects``, the mean loss each sample had over the epochs it trained
 in, read from the run's last checkpoint. One forward pass over the training data with the final
 model, without augmentation, adds each sample's predicted label; nothing else is trained or passed.
-Writes RUN/suspects.csv (most suspect first) and RUN/suspects.png, and, when the run injected its
-own noise (``--label-noise``), how many of the top suspects are among the flipped labels.
+Writes RUN/suspects.csv (most suspect first) and RUN/suspects.png, says how many samples are flagged
+(their mean score worse than a uniform guess's: ``droppick.suspects.uniform_guess``), and, when the
+run injected its own noise (``--label-noise``), how many of the top suspects are among the flipped labels.
 """
 
 from __future__ import annotations
@@ -58,16 +59,21 @@ def load_trainer(run_dir: str | Path):
     return trainer, checkpoint
 
 
-def find_suspects(run_dir: str | Path, top: int = 100) -> dict:
-    """Write suspects.csv and suspects.png in ``run_dir``; return the rows and, with injected noise,
-    the share of the top suspects that are flipped labels."""
+def find_suspects(run_dir: str | Path, top: int | str = 100) -> dict:
+    """Write suspects.csv and suspects.png in ``run_dir`` with the ``top`` suspects (``"flagged"``: as
+    many as are flagged, at least one); return the rows, the flagged count and, with injected noise,
+    how many of the rows are flipped labels."""
+    from ..suspects import uniform_guess
     from ..train.rundir import RunDir
 
+    if top != "flagged" and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ValueError(f"top must be a positive number of suspects or 'flagged', got {top!r}")
     run = RunDir(run_dir)
     trainer, checkpoint = load_trainer(run.path)
     cfg = trainer.cfg
     n = len(trainer.train_split)
-    indices, scores = trainer.dap.suspects(min(top, n))
+    flagged = trainer.dap.loss_stats.above(uniform_guess(cfg.score, trainer.train_split.num_classes))
+    indices, scores = trainer.dap.suspects(min(max(flagged, 1) if top == "flagged" else top, n))
     labels, counts = trainer.train_split.labels, trainer.dap.loss_stats.loss_epochs
     probs = probabilities(trainer)
     predicted = None if probs is None else probs.argmax(dim=1)
@@ -83,13 +89,13 @@ def find_suspects(run_dir: str | Path, top: int = 100) -> dict:
     shown = indices[:GALLERY]
     captions = [f"#{r['index']} given {label(r['given_label'])}"
                 + ("" if r["predicted_label"] == "" else f"\nmodel: {label(r['predicted_label'])}")
-                + f", loss {r['score']:.2g}" for r in rows[:GALLERY]]
+                + f", {cfg.score} {r['score']:.2g}" for r in rows[:GALLERY]]
     write_grid(_thumbnails(trainer.train_split, shown), captions, run.path / "suspects.png",
-               f"most suspect labels ({cfg.policy}, {int(checkpoint['epoch'])} epochs): highest mean loss over the "
-               "epochs each sample trained in")
-    result = {"rows": rows, "out": str(run.path)}
+               f"most suspect labels ({cfg.policy}, {int(checkpoint['epoch'])} epochs): highest mean {cfg.score} over "
+               "the epochs each sample trained in")
+    result = {"rows": rows, "out": str(run.path), "flagged": flagged, "samples": n, "score": cfg.score}
     if run.label_noise_path.exists():
         flipped = set(json.loads(run.label_noise_path.read_text())["flipped"])
         result["flipped_in_top"] = sum(r["index"] in flipped for r in rows)
-        result["flipped"] = len(flipped)
+        result["flipped_total"] = len(flipped)
     return result
