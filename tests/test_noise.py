@@ -101,6 +101,12 @@ def test_a_noisy_run_records_its_flips_and_suspects_finds_them(fake_fashion, tmp
                  "40", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     noise = json.loads((out / "label_noise.json").read_text())
     assert len(noise["flipped"]) + len(noise["val_flipped"]) == 48 and TrainConfig.load(out / "config.json").label_noise == 0.2
+    # each epoch's metrics count the wrong labels its subset trained: all of them in the warm-up, then those kept
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    flipped = set(noise["flipped"])
+    assert rows[0]["subset_wrong_labels"] == len(flipped) and rows[0]["subset_size"] == 200
+    dropped = [r for r in rows if r["subset_size"] < 200]
+    assert dropped and all(0 <= r["subset_wrong_labels"] <= min(len(flipped), r["subset_size"]) for r in dropped)
     capsys.readouterr()
     assert main(["suspects", str(out), "--top", "20"]) == 0
     printed = capsys.readouterr().out
@@ -179,6 +185,30 @@ def test_trusted_ranks_the_suspects_last_and_saves_what_it_learnt():
     assert everything.tolist() == list(range(10))
 
 
+def test_trusted_with_a_threshold_ranks_last_every_sample_whose_mean_is_above_it_however_many():
+    from droppick import KeepHardestTrusted
+
+    rule = KeepHardestTrusted(threshold=2.0)  # the share is not used
+    for epoch in range(3):
+        losses = torch.full((10,), 1.0 / (epoch + 1))
+        losses[[2, 3, 7]] = 5.0  # means above 2: three suspects, where a share of 0.1 would name one
+        losses[1] = 4.0 if epoch == 2 else 0.5  # mean 1.67: hard this epoch, not suspect
+        rule.observe(losses)
+    assert rule.suspected().tolist() == [2, 3, 7] and rule.params() == {"trusted_threshold": 2.0}
+    kept = rule.select(torch.arange(10), losses, 4, torch.Generator())
+    assert kept.tolist() == [0, 1, 4, 5]  # sample 1, then the ties to the lower index; none of 2, 3, 7
+    twin = KeepHardestTrusted(threshold=2.0)
+    twin.load_state_dict(rule.state_dict())
+    assert torch.equal(twin.select(torch.arange(10), losses, 4, torch.Generator()), kept)
+    clean = KeepHardestTrusted(threshold=9.0)  # nobody above it: the paper's rule
+    clean.observe(losses)
+    assert clean.suspected().numel() == 0
+    assert clean.select(torch.arange(10), losses, 3, torch.Generator()).tolist() == [2, 3, 7]
+    for bad in (float("nan"), float("inf"), "2", True):
+        with pytest.raises(ValueError, match="trusted threshold must be a finite number"):
+            KeepHardestTrusted(threshold=bad)
+
+
 @pytest.mark.parametrize("policy, flag", [("window", "--window-skip"), ("trusted", "--trusted-share")])
 def test_the_noise_rules_train_from_the_command_line_at_the_plans_compute(policy, flag, fake_fashion, tmp_path):
     out = tmp_path / policy
@@ -188,3 +218,20 @@ def test_the_noise_rules_train_from_the_command_line_at_the_plans_compute(policy
     summary = json.loads((out / "summary.json").read_text())
     assert summary["policy"] == policy and summary["compute_fraction"] == summary["planned_compute_fraction"] < 1
     assert getattr(TrainConfig.load(out / "config.json"), flag[2:].replace("-", "_")) == 0.15
+
+
+def test_trusted_suspects_uniform_trains_with_the_uniform_guess_of_its_score_as_threshold(fake_fashion, tmp_path):
+    from droppick.report.suspects import load_trainer
+
+    out = tmp_path / "uniform"
+    assert main(["train", "--data-dir", str(fake_fashion), "--epochs", "4", "--warmup", "1", "--interval", "1",
+                 "--keep", "0.7", "--reuse-at", "none", "--batch-size", "64", "--policy", "trusted", "--score", "margin",
+                 "--trusted-suspects", "uniform", "--label-noise", "0.3", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compute_fraction"] == summary["planned_compute_fraction"] < 1
+    rule = load_trainer(out)[0].dap.policy.rule
+    assert rule.threshold == 1.0 and rule.params() == {"trusted_threshold": 1.0}  # the margin's uniform guess
+    assert TrainConfig.load(out / "config.json").trusted_suspects == "uniform"
+    with pytest.raises(ValueError, match="trusted_suspects must be one of share, uniform; got 'auto'"):
+        TrainConfig(policy="trusted", trusted_suspects="auto")

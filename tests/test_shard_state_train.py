@@ -17,7 +17,7 @@ import torch
 from launch import torchrun
 
 TRAIN = ["--model", "small_cnn", "--epochs", "4", "--warmup", "1", "--interval", "1", "--keep", "0.6",
-         "--reuse-at", "3", "--batch-size", "32", "--device", "cpu", "--no-progress"]
+         "--reuse-at", "3", "--batch-size", "32", "--device", "cpu", "--no-progress", "--label-noise", "0.2"]
 N = 237
 
 
@@ -56,7 +56,8 @@ def test_sharded_state_trains_what_the_whole_state_trains(runs):
     from droppick.train.rundir import RunDir
 
     plain, sharded = metrics(runs.plain), metrics(runs.sharded)
-    assert sharded == plain  # subset sizes, class counts, subset_sha256, compute, events, losses, accuracies
+    assert sharded == plain  # subset sizes, class and wrong-label counts, subset_sha256, compute, events, losses, accuracies
+    assert plain[0]["subset_wrong_labels"] == round(0.2 * N) and 0 <= plain[2]["subset_wrong_labels"] <= 142
     assert [r["event"] for r in plain] == [None, "drop", "pick", None]
     assert plain[2]["subset_size"] == 142 and plain[2]["subset_sha256"] != plain[1]["subset_sha256"]
     a, b = RunDir(runs.plain).latest_checkpoint(), RunDir(runs.sharded).latest_checkpoint()

@@ -105,10 +105,10 @@ def test_every_rule_that_runs_sharded_keeps_what_it_keeps_unsharded(world):
         average = torch.from_numpy(rng.choice(np.array([0.5, 1.0, np.inf], dtype=np.float32), total))
         stats = LossStats(total)
         stats.update(torch.from_numpy(rng.integers(0, 3, total).astype(np.float32)), torch.from_numpy(rng.random(total) < 0.7))
-        ema, trusted = KeepHardestAverage(), KeepHardestTrusted(0.2)
-        ema.average, trusted.stats = average, stats
+        ema, trusted, above = KeepHardestAverage(), KeepHardestTrusted(0.2), KeepHardestTrusted(threshold=1.0)
+        ema.average, trusted.stats, above.stats = average, stats, stats
         rules = [(KeepHardest(), None), (ema, average.numpy()), (EpsilonGreedy(0.4), None), (KeepRandom(), None),
-                 (KeepWindow(0.3), None), (trusted, stats.scores().numpy())]
+                 (KeepWindow(0.3), None), (trusted, stats.scores().numpy()), (above, stats.scores().numpy())]
         for rule, by in rules:
             k = int(rng.integers(1, n + 1))
             expected = rule.select(subset, losses, k, torch.Generator().manual_seed(trial))

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from ..train.config import AMP_MODES, COMPILE_MODES, DECODE_MODES, DATASETS, LR_SCHEDULES, SCORES, TrainConfig
 from ..train.epochs import FOLLOWS_SCHEDULE, describe_schedule, follow_epochs
 from ..policies import POLICIES
+from ..policies.noise import TRUSTED_SUSPECTS
 from ..budget import describe_budget
 from ..distributed import RankDisagreementError
 from ..train.recipes import load_recipe, parse_overrides
@@ -199,6 +200,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
          f"{d.window_skip})", type=float, dest="window_skip")
     flag(g, "--trusted-share", f"policy trusted: share of all samples, the highest mean losses, ranked last at drops "
          f"(default {d.trusted_share})", type=float, dest="trusted_share")
+    flag(g, "--trusted-suspects", "policy trusted: 'share' (the top --trusted-share) or 'uniform' (every sample whose "
+         f"mean score is worse than a uniform guess's; no share to tune) (default {d.trusted_suspects})",
+         choices=TRUSTED_SUSPECTS, dest="trusted_suspects")
     flag(g, "--rho-epochs", f"policy rho: epochs its irreducible-loss model trains on the --val-samples split before "
          f"epoch 1 (default {d.rho_epochs})", type=int, dest="rho_epochs")
     flag(g, "--seta-ratio", f"policy seta: share left out at random each epoch (default {d.seta_ratio})", type=float,

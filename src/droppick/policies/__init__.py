@@ -48,7 +48,8 @@ POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "ep
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
                  infobatch_ratio: float = 0.5, infobatch_delta: float = 0.875, epsilon: Optional[float] = None,
                  ema_beta: Optional[float] = None, window_skip: Optional[float] = None,
-                 trusted_share: Optional[float] = None, seta: Optional[dict] = None,
+                 trusted_share: Optional[float] = None, trusted_threshold: Optional[float] = None,
+                 seta: Optional[dict] = None,
                  selective_backprop: Optional[dict] = None) -> Policy:
     """A ``Policy`` from a name (with the settings that name uses), a ``Policy``, or a selection rule."""
     if isinstance(policy, Policy):
@@ -65,7 +66,8 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
             "epsilon": lambda: Scheduled(EpsilonGreedy(EPSILON if epsilon is None else epsilon)),
             "ema": lambda: Scheduled(KeepHardestAverage(BETA if ema_beta is None else ema_beta)),
             "window": lambda: Scheduled(KeepWindow(SKIP if window_skip is None else window_skip)),
-            "trusted": lambda: Scheduled(KeepHardestTrusted(SHARE if trusted_share is None else trusted_share)),
+            "trusted": lambda: Scheduled(KeepHardestTrusted(SHARE if trusted_share is None else trusted_share,
+                                                            trusted_threshold)),
             "rho": lambda: Scheduled(KeepHighestReducible()),
             "seta": lambda: SeTa(**(seta or {}), target_compute=target_compute),
             "selective_backprop": lambda: SelectiveBackprop(**(selective_backprop or {})),

@@ -5,8 +5,12 @@ a mislabelled sample at every drop, because its loss stays high however well the
   share of the subset, keep the next ``k``: the hard-but-learnable middle, not the tail a wrong
   label sits in.
 - ``KeepHardestTrusted`` ("trusted"): DaP with the suspects out. The ``share`` x N samples with the
-  highest mean loss over the epochs they trained in (``droppick.suspects``) rank last at every drop,
-  so a drop keeps none of them while there are others to keep. Picks still return all data, as the
+  highest mean loss over the epochs they trained in (``droppick.suspects``), or, given a ``threshold``,
+  every sample whose mean is above it, rank last at every drop, so a drop keeps none of them while
+  there are others to keep. ``threshold=uniform_guess(score, C)`` (the trainer's ``trusted_suspects
+  "uniform"``) needs no share to tune: the suspects are the samples the model has, on average over
+  their epochs, given less than an untrained model would, however many that is (none on clean data
+  where none are). Picks still return all data, as the
   schedule says (the compute stays the plan's); the next drop leaves the suspects out again.
 - ``KeepHighestReducible`` ("rho"): RHO-LOSS's reducible holdout loss (Mindermann et al. 2022) at
   DaP's drops. Each sample's loss less its irreducible loss, the loss of a model trained on a holdout
@@ -16,6 +20,7 @@ a mislabelled sample at every drop, because its loss stays high however well the
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -25,6 +30,7 @@ from ..suspects import LossStats
 
 SKIP = 0.1  # droppick's defaults: tune both on a (noisy) validation split
 SHARE = 0.1
+TRUSTED_SUSPECTS = ("share", "uniform")  # the trainer's readings of "suspect" (KeepHardestTrusted's docstring)
 
 
 def _share(name: str, value) -> float:
@@ -57,13 +63,27 @@ class KeepWindow:
 
 class KeepHardestTrusted:
     """At each drop keep the ``k`` hardest members this epoch, the suspects ranked last (module
-    docstring). State: the per-sample loss statistics (6 bytes a sample)."""
+    docstring): the top ``share`` x N mean scores, or those above ``threshold`` where one is given.
+    State: the per-sample loss statistics (6 bytes a sample)."""
 
     name = "trusted"
 
-    def __init__(self, share: float = SHARE):
+    def __init__(self, share: float = SHARE, threshold: Optional[float] = None):
         self.share = _share("trusted share", share)
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not math.isfinite(threshold)):
+            raise ValueError(f"trusted threshold must be a finite number (a mean score, e.g. "
+                             f"droppick.suspects.uniform_guess('loss', num_classes)), got {threshold!r}")
+        self.threshold = None if threshold is None else float(threshold)
         self.stats: Optional[LossStats] = None
+
+    def suspected(self) -> torch.Tensor:
+        """The indices of the samples ranked last at the next drop (module docstring)."""
+        if self.threshold is not None:
+            return (self.stats.scores() > self.threshold).nonzero().squeeze(1)
+        if not self.share:
+            return torch.zeros(0, dtype=torch.long)
+        return self.stats.top(round(self.share * self.stats.scores().numel()))[0]
 
     def observe(self, losses: torch.Tensor) -> None:
         if self.stats is None:
@@ -71,13 +91,12 @@ class KeepHardestTrusted:
         self.stats.update(losses, torch.isfinite(losses))
 
     def select(self, subset: torch.Tensor, losses: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-        suspects, _ = self.stats.top(round(self.share * losses.numel())) if self.share else (subset[:0], None)
         ranked = losses.clone()
-        ranked[suspects] = float("-inf")  # below every finite loss: kept only if nothing else is left
+        ranked[self.suspected()] = float("-inf")  # below every finite loss: kept only if nothing else is left
         return select_hardest(subset, ranked, k)
 
     def params(self) -> dict:
-        return {"trusted_share": self.share}
+        return {"trusted_share": self.share} if self.threshold is None else {"trusted_threshold": self.threshold}
 
     def state_dict(self) -> dict:
         return {"stats": None if self.stats is None else self.stats.state_dict()}

@@ -22,6 +22,7 @@ from ..data.hf import is_hf
 from ..data.webdataset import is_wds
 from ..data.noise import NOISE_KINDS
 from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
+from ..policies.noise import TRUSTED_SUSPECTS
 from ..policies.selective_backprop import (INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START,
                                            SelectiveBackprop, refuse_other_scores)
 from ..policies.seta import DELTA as SETA_DELTA, GROUPS as SETA_GROUPS, RATIO as SETA_RATIO, WINDOW as SETA_WINDOW, SeTa
@@ -158,6 +159,9 @@ class TrainConfig:
     trusted_share: float = SHARE
     """policy "trusted": the share of all samples, the highest mean losses so far (the suspected wrong labels),
     ranked last at every drop"""
+    trusted_suspects: str = "share"
+    """policy "trusted": which samples are suspects: "share" (the top trusted_share), or "uniform" (every sample
+    whose mean score is worse than a uniform guess's, droppick.suspects.uniform_guess: no share to tune)"""
     rho_epochs: int = RHO_EPOCHS
     """policy "rho": the epochs its irreducible-loss model trains on the validation split (val_samples, which rho
     needs) before epoch 1, with the run's model, optimiser settings and a cosine learning rate; that holdout
@@ -221,7 +225,8 @@ class TrainConfig:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, hf:PATH (a Hugging Face dataset on disk), "
                              f"litdata:DIR or wds:DIR (chunked formats on disk); got {self.dataset!r}")
         for name, allowed in (("policy", POLICIES), ("score", SCORES), ("amp", AMP_MODES), ("noise_kind", NOISE_KINDS),
-                              ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES)):
+                              ("lr_schedule", LR_SCHEDULES), ("compile_mode", COMPILE_MODES), ("decode", DECODE_MODES),
+                              ("trusted_suspects", TRUSTED_SUSPECTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         check_model_name(self.model)

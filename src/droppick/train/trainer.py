@@ -47,6 +47,7 @@ from .steps import grads_finite, optimizer_and_scaler, planned_steps, schedule_p
 from .summary import run_summary
 from .testhook import kill_point as _test_kill_point
 from ..seeding import seeded_global_rng
+from ..suspects import uniform_guess
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,6 +56,12 @@ def build_seeded_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> 
     # Initialisation draws from the global RNG; fork it so the caller's RNG state is untouched.
     with seeded_global_rng(cfg.seed, "model-init"):
         return build_model(cfg.model, num_classes=num_classes, in_channels=in_channels)
+
+
+def trusted_threshold(cfg: TrainConfig, split) -> Optional[float]:
+    """The trusted rule's threshold under ``trusted_suspects="uniform"``: a uniform guess's score over the
+    split's classes; None (its share instead) otherwise."""
+    return uniform_guess(cfg.score, split.num_classes) if cfg.trusted_suspects == "uniform" else None
 
 
 class Trainer:
@@ -68,7 +75,8 @@ class Trainer:
         policy = build_policy(cfg.policy, labels=self.train_split.labels, target_compute=cfg.target_compute,
                               infobatch_ratio=cfg.infobatch_ratio, infobatch_delta=cfg.infobatch_delta,
                               epsilon=cfg.epsilon, ema_beta=cfg.ema_beta, window_skip=cfg.window_skip,
-                              trusted_share=cfg.trusted_share, seta=cfg.seta_settings,
+                              trusted_share=cfg.trusted_share, trusted_threshold=trusted_threshold(cfg, self.train_split),
+                              seta=cfg.seta_settings,
                               selective_backprop=cfg.selective_backprop_settings)
         self.dap = DropAndPick(n, cfg.schedule, policy=policy, seed=cfg.seed, exclude_nonfinite=cfg.exclude_nonfinite,
                                score=cfg.score, shard_state=cfg.shard_state,
@@ -176,7 +184,8 @@ class Trainer:
         if unreadable:
             dap.skip(torch.tensor(unreadable))
         # the class mix shows what a rule keeps of each class (a rare one, a noisy one)
-        trained = subset_metrics(dap, split.labels, split.num_classes)
+        clean = getattr(split, "clean_labels", None)  # --label-noise: how many wrong labels the subset trained
+        trained = subset_metrics(dap, split.labels, split.num_classes, None if clean is None else split.labels != clean)
         event = end_epoch(dap, self.retention, self.profiler)
         if not dap.done:  # ImageFolder: the workers start on the next epoch while we evaluate
             self.train_split.prefetch(dap.sampler(self.rank, self.world).indices(), self.cfg.batch_size,
@@ -186,7 +195,8 @@ class Trainer:
                 "subset_class_counts": trained["subset_class_counts"],
                 "samples_seen": dap.samples_per_epoch[-1], "event": event, "train_loss": train_loss,
                 "epoch_seconds": time.perf_counter() - tick, "compute_fraction": dap.compute_fraction,
-                "subset_sha256": trained["subset_sha256"], **counts, **spent}
+                "subset_sha256": trained["subset_sha256"], **counts, **spent,
+                **{k: v for k, v in trained.items() if k == "subset_wrong_labels"}}
 
     def checkpoint(self, epoch: int, wall_seconds: float, dap: Optional[dict] = None) -> dict:
         """What ``RunDir.save_checkpoint`` writes after ``epoch``: the run's config (as given, before
