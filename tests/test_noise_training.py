@@ -1,6 +1,6 @@
 """The noisy-label training script without training: the noise rules run on the budget rule's
 schedule, the noise reaches the validation split, rho's holdout is that split and its compute comes out of
-rho's budget, and each rule's setting comes from the split alone."""
+rho's budget, the rows' rules come from the split alone, and the page reads the targets from the rows."""
 
 import json
 import sys
@@ -13,6 +13,7 @@ import fashion_mnist_frontier as frontier  # noqa: E402  (a broken import must f
 import noise_training as nt  # noqa: E402
 from droppick.policies.selective_backprop import FORWARD_COST  # noqa: E402
 from droppick.schedule import for_budget  # noqa: E402
+from droppick.train.config import TrainConfig  # noqa: E402
 
 
 def test_the_noise_rules_run_on_the_budget_rules_schedule_with_the_noise_asked_for():
@@ -23,6 +24,10 @@ def test_the_noise_rules_run_on_the_budget_rules_schedule_with_the_noise_asked_f
     assert (budget.keep, budget.min_keep, budget.policy) == (rule.keep, rule.min_keep, "dap")
     assert (trusted.keep, trusted.min_keep, trusted.policy, trusted.trusted_share) == (rule.keep, rule.min_keep, "trusted", 0.2)
     assert (dap.keep, dap.min_keep, dap.label_noise, dap.noise_kind) == (0.8, 0.0, 0.2, "pairs")
+    uniform = nt.rule(frontier.BASE, "pairs-20", "uniform", "margin", frontier.N).config
+    assert (uniform.policy, uniform.trusted_suspects, uniform.score, uniform.keep) == ("trusted", "uniform", "margin", rule.keep)
+    clean = nt.rule(frontier.BASE, "clean", "budget", None, frontier.N).config
+    assert (clean.label_noise, clean.policy, clean.keep) == (0.0, "dap", rule.keep)
     tuning = nt.tuning_rules(frontier.BASE, frontier.N)
     assert {r.config.val_samples for r in tuning} == {nt.TUNE_VAL} and {r.config.label_noise for r in tuning} == {0.2, 0.4}
 
@@ -47,15 +52,77 @@ def test_rhos_holdout_is_the_noisy_validation_split_and_its_compute_comes_out_of
         assert row.schedule.plan(frontier.N).compute_fraction + holdout == pytest.approx(budget, abs=0.005)
 
 
-def test_a_rules_setting_is_its_best_noisy_validation_run_and_rows_wait_for_it(tmp_path):
-    assert [r.rule for r, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)][:4] == ["full", "dap", "rs2", "budget"]
+VALIDATION = {("trusted", 0.2): (81.0, 80.0, 79.0), ("uniform", "loss"): (80.5, 80.5, 80.5),
+              ("rho", 5): (80.0, 82.0, 78.0)}  # (symmetric-20, pairs-20, symmetric-40); any other candidate 70
+
+
+def fake_tuning(out: Path) -> None:
     for r in nt.tuning_rules(frontier.BASE, frontier.N):
-        run = tmp_path / "tuning" / r.folder / "runs" / f"{r.config.policy}-seed0"
+        run = out / "tuning" / r.folder / "runs" / f"{r.config.policy}-seed0"
         run.mkdir(parents=True)
-        best = r.value in (0.2, 5)
-        (run / "summary.json").write_text(json.dumps({"final_val_top1": 80.0 + best, "final_test_top1": 0.0}))
-    assert nt.tuned(frontier.BASE, frontier.N, tmp_path, "symmetric-40", "trusted") == 0.2
-    assert nt.tuned(frontier.BASE, frontier.N, tmp_path, "pairs-20", "rho") == 5
+        top1 = VALIDATION.get((r.rule, r.value), (70.0,) * 3)[list(nt.NOISE).index(r.noise)]
+        (run / "summary.json").write_text(json.dumps({"final_val_top1": top1, "final_test_top1": 0.0}))
+
+
+def test_the_rows_rules_are_the_baselines_each_settings_best_and_the_best_mean_and_wait_for_them(tmp_path):
     names = [(r.noise, r.rule, r.value) for r, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
-    assert ("symmetric-40", "trusted", 0.2) in names and ("pairs-20", "window", 0.2) in names and len(names) == 21
-    assert ("symmetric-20", "rho", 5) in names
+    assert names == [(noise, rule, None) for noise in nt.NOISE for rule in nt.BASELINES] + [("clean", "budget", None)]
+    fake_tuning(tmp_path)
+    assert [nt.best(frontier.BASE, frontier.N, tmp_path, noise) for noise in nt.NOISE] == [
+        ("trusted", 0.2), ("rho", 5), ("uniform", "loss")]
+    assert nt.default(frontier.BASE, frontier.N, tmp_path) == ("uniform", "loss")  # mean 80.5, against 80.0 and 80.0
+    names = [(r.noise, r.rule, r.value) for r, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
+    baselines = [(rule, None) for rule in nt.BASELINES]
+    assert names == ([("symmetric-20", *key) for key in [*baselines, ("trusted", 0.2), ("uniform", "loss")]]
+                     + [("pairs-20", *key) for key in [*baselines, ("rho", 5), ("uniform", "loss")]]
+                     + [("symmetric-40", *key) for key in [*baselines, ("uniform", "loss")]]  # best and default: one
+                     + [("clean", "budget", None), ("clean", "uniform", "loss")])
+    everything = [(r.noise, r.rule, r.value, r.config.train_samples, list(c))
+                  for r, c in nt.all_data(frontier.BASE, frontier.N, tmp_path)]
+    assert everything == [("symmetric-20", "full", None, None, ["full-seed0", "full-seed1"]),
+                          ("symmetric-20", "rs2", None, None, ["rs2-seed0", "rs2-seed1"]),
+                          ("symmetric-20", "trusted", 0.2, None, ["trusted-seed0", "trusted-seed1"]),
+                          ("pairs-20", "full", None, None, ["full-seed0", "full-seed1"]),
+                          ("pairs-20", "rs2", None, None, ["rs2-seed0", "rs2-seed1"]),
+                          ("pairs-20", "rho", 5, None, ["rho-seed0", "rho-seed1"])]
+    rho = nt.rule(TrainConfig.from_dict(frontier.BASE.to_dict() | {"train_samples": None}), "pairs-20", "rho", 5,
+                  nt.ALL_DATA).config
+    assert (rho.train_samples, rho.val_samples) == (None, nt.TUNE_VAL)  # its holdout comes out of the 60,000
+
+
+def fake_rows(out: Path, top1: dict) -> None:
+    """Finished runs for the rows whose (noise, rule) ``top1`` lists, one test top-1 per seed."""
+    for r, configs in nt.rows(frontier.BASE, [0, 1, 2], frontier.N, out):
+        for name, value in zip(configs, top1.get((r.noise, r.rule), [])):
+            run = out / r.folder / "runs" / name
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({
+                "final_test_top1": value, "best_test_top1": value, "compute_fraction": 0.446,
+                "planned_compute_fraction": 0.446, "train_seconds": 1.0, "wall_seconds": 1.0}))
+            (run / "metrics.jsonl").write_text(json.dumps({"test_top1": value, "subset_size": 100,
+                                                           "subset_wrong_labels": 7}) + "\n")
+
+
+def test_the_page_reads_each_target_from_the_rows_with_two_standard_errors(tmp_path):
+    import noise_report
+
+    out = tmp_path / "training"  # the page goes beside it
+    fake_tuning(out)
+    fake_rows(out, {("symmetric-20", "trusted"): [86.0, 86.2, 86.4], ("symmetric-20", "full"): [85.0, 85.2, 85.4],
+                         ("symmetric-20", "rs2"): [86.5, 86.6, 86.7],
+                         ("symmetric-40", "uniform"): [80.0, 80.1, 80.2], ("symmetric-40", "rs2"): [79.0, 79.0, 79.0],
+                         ("clean", "budget"): [88.0, 88.2, 88.4], ("clean", "uniform"): [87.9, 88.1, 88.3],
+                         ("pairs-20", "rho"): [84.0, 84.1]})
+    page = noise_report.write_page(frontier.BASE, frontier.N, [0, 1, 2], out).read_text()
+    assert page == (tmp_path / "README.md").read_text()
+    assert ("- symmetric-20: trusted (top share out), trusted_share 0.2 86.20 against full training 85.20: +1.00 "
+            "(beyond two standard errors, 0.33); at or above: met.") in page
+    assert "- symmetric-20: trusted (top share out), trusted_share 0.2 86.20 against rs2 86.60: -0.40" in page
+    assert "at or above: not met, by 0.40." in page
+    assert "- pairs-20: RHO-LOSS, rho_epochs 5 against full training: not all seeds trained yet." in page
+    assert "- symmetric-40: trusted (worse than a uniform guess out), score loss 80.10 against rs2 79.00: +1.10" in page
+    assert ("- clean labels: the default (trusted (worse than a uniform guess out), score loss) 88.10 against the "
+            "budget rule 88.20: -0.10 (within two standard errors, 0.33); within two standard errors: met.") in page
+    assert "| RHO-LOSS, rho_epochs 5 | 0.446 | 84.05 ± 0.07 | 2 of 3 | 7.0% |" in page  # a partial row says so
+    assert "| trusted (top share out), trusted_share 0.2 | 81.00 (best) | 80.00 | 79.00 | 80.00 |" in page
+    assert "| trusted (worse than a uniform guess out), score loss | 80.50 | 80.50 | 80.50 (best) | 80.50 (default) |" in page
