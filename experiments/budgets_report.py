@@ -17,6 +17,9 @@ from droppick.budget import RANDOM_SHARE, budget_rule
 from droppick.report.plot import _pyplot
 from droppick.schedule import FLOOR_SHARE, MIN_FLOOR, WARMUP_SHARE, for_budget
 from droppick.train.rundir import RunDir, code_version
+from fashion_mnist_frontier import BASE
+
+FRONTIER = (BASE.epochs, BASE.warmup, BASE.interval, BASE.reuse_at)  # the schedule the rule is read on
 
 Rows = Callable[[dict, Path], Optional[dict]]  # fashion_mnist_frontier.rows_of: aggregated rows, None if unfinished
 
@@ -73,7 +76,8 @@ def fit_section(base, points: Optional[list], n: int, out: Path) -> list[str]:
                  "(NOT the fit: set them to the fitted values, then train the budget rule's runs)."),
               "Where the rule's choice differs from a budget's winner (another warm-up, or a floor off by more than "
               "0.01), the tuning table below has the candidate nearest the rule's choice and its score.", "",
-              "What the rule chooses on the frontier's schedule (W = 4 given, I = 1, R = {15}, 30 epochs):", "",
+              f"What the rule chooses on the frontier's schedule (W = {BASE.warmup} given, I = {BASE.interval}, "
+              f"R = {{{', '.join(map(str, BASE.reuse_at))}}}, {BASE.epochs} epochs):", "",
               "| budget | N = 20,000 | N = 60,000 |", "| ---: | --- | --- |"]
     for c in [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]:
         lines.append(f"| {100 * c:.0f}% | {chosen(c, n)} | {chosen(c, fb.ALL_DATA)} |")
@@ -83,7 +87,7 @@ def fit_section(base, points: Optional[list], n: int, out: Path) -> list[str]:
 
 def chosen(budget: float, n: int) -> str:
     """What the rule chooses at ``budget`` on the frontier's schedule for ``n`` samples, as the page names it."""
-    rule = budget_rule(budget, n, 30, 4, 1, [15])
+    rule = budget_rule(budget, n, *FRONTIER)
     s, eps = rule.schedule, f", eps {rule.epsilon}" if rule.policy == "epsilon" else ""
     return f"W {s.warmup}, min_keep {s.min_keep}{eps}, p {s.keep}"
 
@@ -92,8 +96,9 @@ def plot_fit(points: list, n: int, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     grid = [0.21 + 0.01 * i for i in range(75)]
-    ax.plot([100 * c for c in grid], [for_budget(c, n, 30, 4, 1, [15]).min_keep for c in grid],
-            label=f"the rule (W {int(WARMUP_SHARE * 4)}, {FLOOR_SHARE} x largest floor from {MIN_FLOOR}, R = 15)")
+    ax.plot([100 * c for c in grid], [for_budget(c, n, *FRONTIER).min_keep for c in grid],
+            label=f"the rule (W {int(WARMUP_SHARE * BASE.warmup)}, {FLOOR_SHARE} x largest floor from {MIN_FLOOR}, "
+                  f"R = {', '.join(map(str, BASE.reuse_at))})")
     ax.scatter([100 * p.budget for p in points], [p.floor for p in points], color="C3", zorder=3,
                label="validation winners (their own W, R)")
     for p in points:
