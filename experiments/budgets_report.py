@@ -388,7 +388,9 @@ def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) 
              *tuning_section(base, n, out, dap_std)]
     page = out / "README.md"
     page.write_text("\n".join(lines).rstrip("\n") + "\n")
-    write_readme_table(readme_lines)
+    from noise_report import readme_line
+
+    write_readme_table(readme_lines, readme_line(base, n, seeds, here / "noise" / "training"))
     return page
 
 
@@ -396,8 +398,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- budget-rule:start (written by experiments/frontier_budgets.py) -->", "<!-- budget-rule:end -->"
 
 
-def write_readme_table(table: list[str]) -> None:
-    """The README's block between START and END: the table and the command that wrote it."""
+def write_readme_table(table: list[str], noisy: str) -> None:
+    """The README's block between START and END: the table, the line on noisy labels (noise_report.py)
+    and the command that wrote them."""
     text = README.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{README} has no {START} ... {END} block to write into")
@@ -412,4 +415,4 @@ def write_readme_table(table: list[str]) -> None:
             f"commit {code_version()['git_commit']} from the runs of "
             "[its page](experiments/fashion-mnist/frontier/budgets/README.md), which says where each run trained.")
     head, rest = text.split(START, 1)
-    README.write_text(head + START + "\n" + "\n".join([*table, "", note]) + "\n" + END + rest.split(END, 1)[1])
+    README.write_text(head + START + "\n" + "\n".join([*table, "", noisy, "", note]) + "\n" + END + rest.split(END, 1)[1])

@@ -130,3 +130,22 @@ def write_page(base: TrainConfig, n: int, seeds: list[int], out: Path) -> Path:
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + "\n")
     return page
+
+
+FLAGS = {"trusted": "--policy trusted --trusted-share {}", "uniform": "--policy trusted --trusted-suspects uniform --score {}",
+         "window": "--policy window --window-skip {}", "rho": "--policy rho --rho-epochs {} --val-samples V"}
+
+
+def readme_line(base: TrainConfig, n: int, seeds: list[int], out: Path) -> str:
+    """The README's sentence under its budget table: what to use on noisy labels, from this page's rows."""
+    link = "[the noise page](experiments/fashion-mnist/noise/README.md)"
+    pick = nt.default(base, n, out)
+    rows = {} if pick is None else {r.noise: row_of(c, out / r.folder) for r, c in nt.rows(base, seeds, n, out)
+                                    if (r.rule, r.value) == pick}
+    if pick is None or any(rows.get(noise) is None or rows[noise]["seeds"] < len(seeds) for noise in (*nt.NOISE, *nt.CLEAN)):
+        return (f"On noisy labels: not measured yet; {link} trains the baselines and the rules that keep suspected "
+                "wrong labels out of the subsets at 44.6% compute, with 20% and 40% symmetric and 20% pairs noise.")
+    scores = ", ".join(f"{noise} {rows[noise]['top1_mean']:.2f}" for noise in (*nt.NOISE, *nt.CLEAN))
+    return (f"On noisy labels (44.6% compute), the rule with the best mean noisy-validation top-1 is {label(*pick)}: "
+            f"`{FLAGS[pick[0]].format(pick[1])}` on the budget rule's schedule (test top-1 {scores}; {link} has "
+            "full training, rs2 and the budget rule beside it, and which targets it meets).")

@@ -270,5 +270,8 @@ def write_page(base: TrainConfig, n: int, seeds: list, here: Path, out: Path, ro
     out.mkdir(parents=True, exist_ok=True)
     page = out / "README.md"
     page.write_text("\n".join(lines).rstrip("\n") + "\n")
-    write_readme_table(readme(base, n, seeds, here, here / "frontier" / "budgets", rows_of))
+    from noise_report import readme_line
+
+    write_readme_table(readme(base, n, seeds, here, here / "frontier" / "budgets", rows_of),
+                       readme_line(base, n, seeds, here / "noise" / "training"))
     return page

@@ -126,3 +126,16 @@ def test_the_page_reads_each_target_from_the_rows_with_two_standard_errors(tmp_p
     assert "| RHO-LOSS, rho_epochs 5 | 0.446 | 84.05 ± 0.07 | 2 of 3 | 7.0% |" in page  # a partial row says so
     assert "| trusted (top share out), trusted_share 0.2 | 81.00 (best) | 80.00 | 79.00 | 80.00 |" in page
     assert "| trusted (worse than a uniform guess out), score loss | 80.50 | 80.50 | 80.50 (best) | 80.50 (default) |" in page
+
+
+def test_the_readmes_line_on_noisy_labels_waits_for_the_defaults_rows_then_names_its_flags(tmp_path):
+    import noise_report
+
+    out = tmp_path / "training"
+    fake_tuning(out)
+    assert noise_report.readme_line(frontier.BASE, frontier.N, [0, 1, 2], out).startswith("On noisy labels: not measured yet")
+    fake_rows(out, {(noise, "uniform"): [80.0 + i, 80.2 + i, 80.4 + i] for i, noise in enumerate([*nt.NOISE, *nt.CLEAN])})
+    line = noise_report.readme_line(frontier.BASE, frontier.N, [0, 1, 2], out)
+    assert ("the rule with the best mean noisy-validation top-1 is trusted (worse than a uniform guess out), score loss: "
+            "`--policy trusted --trusted-suspects uniform --score loss` on the budget rule's schedule (test top-1 "
+            "symmetric-20 80.20, pairs-20 81.20, symmetric-40 82.20, clean 83.20;") in line
