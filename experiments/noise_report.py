@@ -101,8 +101,8 @@ def write_page(base: TrainConfig, n: int, seeds: list[int], out: Path) -> Path:
     picks = {noise: nt.best(base, n, out, noise) for noise in nt.NOISE} | {"default": nt.default(base, n, out)}
     rows: dict[str, dict] = {noise: {} for noise in (*nt.NOISE, *nt.CLEAN)}
     lines_rows, used = [], []
-    for r, configs in nt.rows(base, seeds, n, out):
-        rows[r.noise][r.rule, r.value] = row_of(configs, out / r.folder)
+    for r, configs, folder in nt.rows(base, seeds, n, out):
+        rows[r.noise][r.rule, r.value] = row_of(configs, folder)
     for noise, found in rows.items():
         lines_rows += ["", f"### {noise}", "", *table([(label(*key), row) for key, row in found.items()])]
         used += [p for row in found.values() if row for p in row["paths"]]
@@ -140,7 +140,7 @@ def readme_line(base: TrainConfig, n: int, seeds: list[int], out: Path) -> str:
     """The README's sentence under its budget table: what to use on noisy labels, from this page's rows."""
     link = "[the noise page](experiments/fashion-mnist/noise/README.md)"
     pick = nt.default(base, n, out)
-    rows = {} if pick is None else {r.noise: row_of(c, out / r.folder) for r, c in nt.rows(base, seeds, n, out)
+    rows = {} if pick is None else {r.noise: row_of(c, folder) for r, c, folder in nt.rows(base, seeds, n, out)
                                     if (r.rule, r.value) == pick}
     if pick is None or any(rows.get(noise) is None or rows[noise]["seeds"] < len(seeds) for noise in (*nt.NOISE, *nt.CLEAN)):
         return (f"On noisy labels: not measured yet; {link} trains the baselines and the rules that keep suspected "

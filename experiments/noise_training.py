@@ -52,6 +52,8 @@ GRID = {"trusted": ("trusted_share", (0.1, 0.2, 0.3)), "uniform": ("score", ("lo
 TUNE_VAL, TUNE_SEED = 10_000, 0
 BASELINES = ("full", "dap", "rs2", "budget")
 ALL_DATA, ALL_SEEDS, ALL_DATA_NOISE = 60_000, [0, 1], ("symmetric-20", "pairs-20")
+# The clean labels' budget rule is the budget page's 44.6% row, the same configs: its runs are read there
+BUDGET_ROWS: Optional[Path] = Path(__file__).resolve().parent / "fashion-mnist" / "frontier" / "budgets"
 Value = Optional[Union[float, str]]
 
 
@@ -139,14 +141,23 @@ def chosen(base: TrainConfig, n: int, out: Path, noise: str) -> list[tuple[str, 
     return found
 
 
-def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Rule, dict]]:
-    """Every row rule at every noise setting and on the clean labels, with its runs' configs."""
+def rows(base: TrainConfig, seeds: list[int], n: int, out: Path) -> list[tuple[Rule, dict, Path]]:
+    """Every row rule at every noise setting and on the clean labels, its runs' configs and folder."""
     found = []
     for noise in (*NOISE, *CLEAN):
         for name, value in chosen(base, n, out, noise):
             r = rule(base, noise, name, value, n)
-            found.append((r, run_configs(r.config, [r.config.policy], seeds, n)))
+            found.append((r, run_configs(r.config, [r.config.policy], seeds, n), row_folder(r, base, n, out)))
     return found
+
+
+def row_folder(r: Rule, base: TrainConfig, n: int, out: Path) -> Path:
+    """Where a row's runs are: ``out``, but the clean labels' budget rule is ``BUDGET_ROWS``' (module constant)."""
+    if (r.noise, r.rule) == ("clean", "budget") and BUDGET_ROWS is not None:
+        from frontier_budgets import budget_candidate
+
+        return BUDGET_ROWS / budget_candidate(base, r.config.target_compute, n).folder
+    return out / r.folder
 
 
 def all_data(base: TrainConfig, n: int, out: Path) -> list[tuple[Rule, dict]]:
@@ -168,7 +179,7 @@ def jobs(parts: list[str], base: TrainConfig, seeds: list[int], n: int, out: Pat
         found += [({f"{r.config.policy}-seed{TUNE_SEED}": r.config}, out / "tuning" / r.folder)
                   for r in tuning_rules(base, n)]
     if "rows" in parts:
-        found += [(configs, out / r.folder) for r, configs in rows(base, seeds, n, out)]
+        found += [(configs, folder) for _, configs, folder in rows(base, seeds, n, out)]
     if "all-data" in parts:
         found += [(configs, out / "all-60000" / r.folder) for r, configs in all_data(base, n, out)]
     return found

@@ -65,13 +65,13 @@ def fake_tuning(out: Path) -> None:
 
 
 def test_the_rows_rules_are_the_baselines_each_settings_best_and_the_best_mean_and_wait_for_them(tmp_path):
-    names = [(r.noise, r.rule, r.value) for r, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
+    names = [(r.noise, r.rule, r.value) for r, _, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
     assert names == [(noise, rule, None) for noise in nt.NOISE for rule in nt.BASELINES] + [("clean", "budget", None)]
     fake_tuning(tmp_path)
     assert [nt.best(frontier.BASE, frontier.N, tmp_path, noise) for noise in nt.NOISE] == [
         ("trusted", 0.2), ("rho", 5), ("uniform", "loss")]
     assert nt.default(frontier.BASE, frontier.N, tmp_path) == ("uniform", "loss")  # mean 80.5, against 80.0 and 80.0
-    names = [(r.noise, r.rule, r.value) for r, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
+    names = [(r.noise, r.rule, r.value) for r, _, _ in nt.rows(frontier.BASE, [0], frontier.N, tmp_path)]
     baselines = [(rule, None) for rule in nt.BASELINES]
     assert names == ([("symmetric-20", *key) for key in [*baselines, ("trusted", 0.2), ("uniform", "loss")]]
                      + [("pairs-20", *key) for key in [*baselines, ("rho", 5), ("uniform", "loss")]]
@@ -90,11 +90,21 @@ def test_the_rows_rules_are_the_baselines_each_settings_best_and_the_best_mean_a
     assert (rho.train_samples, rho.val_samples) == (None, nt.TUNE_VAL)  # its holdout comes out of the 60,000
 
 
+def test_the_clean_labels_budget_rule_reads_the_budget_pages_runs_of_the_same_configs(tmp_path):
+    import frontier_budgets
+
+    [(r, configs, folder)] = [row for row in nt.rows(frontier.BASE, frontier.SEEDS, frontier.N, tmp_path)
+                              if row[0].noise == "clean"]
+    page = frontier_budgets.budget_candidate(frontier.BASE, r.config.target_compute, frontier.N)
+    assert folder == nt.BUDGET_ROWS / page.folder and folder.name == "c0.4464-budget"
+    assert configs == frontier_budgets.run_configs(page.config, ["dap"], frontier.SEEDS, frontier.N)
+
+
 def fake_rows(out: Path, top1: dict) -> None:
     """Finished runs for the rows whose (noise, rule) ``top1`` lists, one test top-1 per seed."""
-    for r, configs in nt.rows(frontier.BASE, [0, 1, 2], frontier.N, out):
+    for r, configs, folder in nt.rows(frontier.BASE, [0, 1, 2], frontier.N, out):
         for name, value in zip(configs, top1.get((r.noise, r.rule), [])):
-            run = out / r.folder / "runs" / name
+            run = folder / "runs" / name
             run.mkdir(parents=True)
             (run / "summary.json").write_text(json.dumps({
                 "final_test_top1": value, "best_test_top1": value, "compute_fraction": 0.446,
@@ -103,9 +113,10 @@ def fake_rows(out: Path, top1: dict) -> None:
                                                            "subset_wrong_labels": 7}) + "\n")
 
 
-def test_the_page_reads_each_target_from_the_rows_with_two_standard_errors(tmp_path):
+def test_the_page_reads_each_target_from_the_rows_with_two_standard_errors(tmp_path, monkeypatch):
     import noise_report
 
+    monkeypatch.setattr(nt, "BUDGET_ROWS", tmp_path / "budgets")  # not the repository's runs
     out = tmp_path / "training"  # the page goes beside it
     fake_tuning(out)
     fake_rows(out, {("symmetric-20", "trusted"): [86.0, 86.2, 86.4], ("symmetric-20", "full"): [85.0, 85.2, 85.4],
@@ -128,9 +139,10 @@ def test_the_page_reads_each_target_from_the_rows_with_two_standard_errors(tmp_p
     assert "| trusted (worse than a uniform guess out), score loss | 80.50 | 80.50 | 80.50 (best) | 80.50 (default) |" in page
 
 
-def test_the_readmes_line_on_noisy_labels_waits_for_the_defaults_rows_then_names_its_flags(tmp_path):
+def test_the_readmes_line_on_noisy_labels_waits_for_the_defaults_rows_then_names_its_flags(tmp_path, monkeypatch):
     import noise_report
 
+    monkeypatch.setattr(nt, "BUDGET_ROWS", None)  # under tmp_path too
     out = tmp_path / "training"
     fake_tuning(out)
     assert noise_report.readme_line(frontier.BASE, frontier.N, [0, 1, 2], out).startswith("On noisy labels: not measured yet")
