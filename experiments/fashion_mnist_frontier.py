@@ -172,6 +172,7 @@ def write_report() -> bool:
               *frontier_beyond.all_data_section(all_data_rows(), redundancy[6000]["full"], rows_of), "",
               *frontier_beyond.tuning_section(BASE, N, OUT / "beyond" / "tuning",
                                               {k: frontier[k]["dap"]["top1_std"] for k in frontier_beyond.GRID}), "",
+              *peers_rows(), "",
               "## What the budget solver proposes", "",
               "| budget | `droppick plan --target-compute X --solve keep` | its planned compute | trained keep | its compute |",
               "| ---: | --- | ---: | ---: | ---: |"]
@@ -198,6 +199,16 @@ def write_report() -> bool:
 
 README = HERE.parent.parent / "README.md"
 START, END = "<!-- policy-budget:start (written by experiments/fashion_mnist_frontier.py) -->", "<!-- policy-budget:end -->"
+
+
+def peers_rows() -> list[str]:
+    """The peers' rows and sentences at 44.6% and 62.7% (peers_report.py; their page has the rest)."""
+    from peers_report import rows_section
+
+    lines = rows_section(BASE, SEEDS, N, HERE, OUT / "peers", rows_of, "[the peers page](peers/README.md) has the tuning "
+                         "table and the all-data rows")[0]
+    return [line.replace("## The peers against", "## The peers (Selective Backprop, SeTa, DaP ranking by a score) against", 1)
+            for line in lines]
 
 
 def write_readme_table(table: list[str]) -> None:

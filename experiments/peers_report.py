@@ -152,13 +152,14 @@ def sentences(entries: list[Entry], budget: float, where: str) -> list[str]:
     return out + [verdict(entries, budget, where)]
 
 
-def rows_section(base: TrainConfig, seeds: list, n: int, here: Path, out: Path, rows_of: Rows
-                 ) -> tuple[list[str], dict, list[Entry]]:
-    """The rows per budget and their sentences; also DaP's seed std per keep (for the tuning table) and the entries."""
+def rows_section(base: TrainConfig, seeds: list, n: int, here: Path, out: Path, rows_of: Rows,
+                 tuning: str = "the tuning table below") -> tuple[list[str], dict, list[Entry]]:
+    """The rows per budget and their sentences; also DaP's seed std per keep (for the tuning table) and the
+    entries. ``tuning``: where the page that shows them has the tuning table."""
     full = full_entry(base, seeds, n, here, rows_of)
     lines = ["## The peers against droppick's rules", "",
              f"The frontier's 20,000-image slice, seeds {seeds} (mean ± std). Each peer's row is its validation winner "
-             "(tuning table below). Compute is matched on step-equivalents: a training step (forward and backward) of "
+             f"({tuning}). Compute is matched on step-equivalents: a training step (forward and backward) of "
              f"a sample counts 1 and a forward pass without gradients {FORWARD_COST:.3g} (the usual approximation, "
              "FORWARD_COST in src/droppick/policies/selective_backprop.py). Selective Backprop forwards every sample "
              "and back-propagates some, so its step-equivalents are its back-propagated samples plus a third of those "
