@@ -388,9 +388,7 @@ def write_page(base, n: int, seeds: list, here: Path, out: Path, rows_of: Rows) 
              *tuning_section(base, n, out, dap_std)]
     page = out / "README.md"
     page.write_text("\n".join(lines).rstrip("\n") + "\n")
-    from noise_report import readme_line
-
-    write_readme_table(readme_lines, readme_line(base, n, seeds, here / "noise" / "training"))
+    write_readme_table(readme_lines, base, n, seeds, here)
     return page
 
 
@@ -398,9 +396,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- budget-rule:start (written by experiments/frontier_budgets.py) -->", "<!-- budget-rule:end -->"
 
 
-def write_readme_table(table: list[str], noisy: str) -> None:
-    """The README's block between START and END: the table, the line on noisy labels (noise_report.py)
-    and the command that wrote them."""
+def write_readme_table(table: list[str], base, n: int, seeds: list, here: Path) -> None:
+    """The README's block between START and END: the table, the line on noisy labels (noise_report.py,
+    from the runs under ``here``) and the command that wrote them."""
+    from noise_report import readme_line
+
+    noisy = readme_line(base, n, seeds, here / "noise" / "training")
     text = README.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{README} has no {START} ... {END} block to write into")

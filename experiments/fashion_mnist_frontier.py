@@ -205,10 +205,8 @@ def peers_rows() -> list[str]:
     """The peers' rows and sentences at 44.6% and 62.7% (peers_report.py; their page has the rest)."""
     from peers_report import rows_section
 
-    lines = rows_section(BASE, SEEDS, N, HERE, OUT / "peers", rows_of, "[the peers page](peers/README.md) has the tuning "
-                         "table and the all-data rows")[0]
-    return [line.replace("## The peers against", "## The peers (Selective Backprop, SeTa, DaP ranking by a score) against", 1)
-            for line in lines]
+    return rows_section(BASE, SEEDS, N, HERE, OUT / "peers", rows_of, "[the peers page](peers/README.md) has the tuning "
+                        "table and the all-data rows", "The peers (Selective Backprop, SeTa, DaP ranking by a score)")[0]
 
 
 def write_readme_table(table: list[str]) -> None:

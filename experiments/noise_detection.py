@@ -116,13 +116,13 @@ def droppick_row(trainer, compute: float) -> dict:
     order, scores = trainer.dap.suspects(len(split))
     ranking = torch.empty(len(split))
     ranking[order] = scores
-    sizes = {"uniform": trainer.dap.loss_stats.above(uniform_guess(trainer.cfg.score, split.num_classes)),
+    sizes = {"uniform": trainer.dap.loss_stats.above(uniform_guess(trainer.cfg.score, split.num_classes)).numel(),
              "disagree": int((probabilities(trainer).argmax(dim=1) != split.labels).sum())}
-    row = {}
+    flipped, row = flipped_mask(split), {}
     for count, m in sizes.items():
         flagged = torch.zeros(len(split), dtype=torch.bool)
         flagged[order[:m]] = True
-        row[count] = scores_of(flagged, ranking, flipped_mask(split), compute)
+        row[count] = scores_of(flagged, ranking, flipped, compute)
     return {"auroc": row["uniform"]["auroc"], "compute": compute,
             "counts": {count: {k: v for k, v in r.items() if k not in ("auroc", "compute")} for count, r in row.items()}}
 

@@ -153,11 +153,11 @@ def sentences(entries: list[Entry], budget: float, where: str) -> list[str]:
 
 
 def rows_section(base: TrainConfig, seeds: list, n: int, here: Path, out: Path, rows_of: Rows,
-                 tuning: str = "the tuning table below") -> tuple[list[str], dict, list[Entry]]:
+                 tuning: str = "the tuning table below", peers: str = "The peers") -> tuple[list[str], dict, list[Entry]]:
     """The rows per budget and their sentences; also DaP's seed std per keep (for the tuning table) and the
-    entries. ``tuning``: where the page that shows them has the tuning table."""
+    entries. ``tuning``: where the page that shows them has the tuning table; ``peers``: its heading's name for them."""
     full = full_entry(base, seeds, n, here, rows_of)
-    lines = ["## The peers against droppick's rules", "",
+    lines = [f"## {peers} against droppick's rules", "",
              f"The frontier's 20,000-image slice, seeds {seeds} (mean ± std). Each peer's row is its validation winner "
              f"({tuning}). Compute is matched on step-equivalents: a training step (forward and backward) of "
              f"a sample counts 1 and a forward pass without gradients {FORWARD_COST:.3g} (the usual approximation, "
@@ -271,8 +271,5 @@ def write_page(base: TrainConfig, n: int, seeds: list, here: Path, out: Path, ro
     out.mkdir(parents=True, exist_ok=True)
     page = out / "README.md"
     page.write_text("\n".join(lines).rstrip("\n") + "\n")
-    from noise_report import readme_line
-
-    write_readme_table(readme(base, n, seeds, here, here / "frontier" / "budgets", rows_of),
-                       readme_line(base, n, seeds, here / "noise" / "training"))
+    write_readme_table(readme(base, n, seeds, here, here / "frontier" / "budgets", rows_of), base, n, seeds, here)
     return page

@@ -151,7 +151,7 @@ def test_a_uniform_guess_scores_ln_c_in_loss_and_its_own_value_in_any_score():
         uniform_guess("entropy", 10)
     stats = LossStats(4)
     stats.update(torch.tensor([3.0, 1.0, 2.5, 9.0]), torch.tensor([True, True, True, False]))
-    assert stats.above(math.log(10)) == 2  # 3.0 and 2.5; the unrecorded sample is not counted
+    assert stats.above(math.log(10)).tolist() == [0, 2]  # 3.0 and 2.5; the unrecorded sample is not counted
 
 
 def test_the_window_skips_the_hardest_share_and_keeps_the_next():

@@ -78,11 +78,12 @@ def select_rule(rule, members: Sequence[np.ndarray], losses: Sequence[np.ndarray
         skipped = min(round(rule.skip * n), n - k)
         top = hardest(members, losses, skipped + k)
         return [t & ~s for t, s in zip(top, hardest(top, losses, skipped))]
-    if isinstance(rule, KeepHardestTrusted) and rule.threshold is not None:  # each slice's own: above the threshold
-        losses = [np.where(v > rule.threshold, np.float32(-np.inf), x) for v, x in zip(values, losses)]
-        return hardest(members, losses, k)
-    suspects = round(rule.share * num_samples) if isinstance(rule, KeepHardestTrusted) and rule.share else 0
-    if suspects:  # the highest mean losses of all N rank last
-        every = [np.ones(v.size, dtype=bool) for v in values]
-        losses = [np.where(s, np.float32(-np.inf), x) for s, x in zip(hardest(every, values, suspects), losses)]
+    if isinstance(rule, KeepHardestTrusted):  # its suspects (KeepHardestTrusted.suspected) rank last
+        suspected = None
+        if rule.threshold is not None:  # each slice's own: above the threshold
+            suspected = [v > rule.threshold for v in values]
+        elif rule.share:  # the highest mean losses of all N
+            suspected = hardest([np.ones(v.size, dtype=bool) for v in values], values, round(rule.share * num_samples))
+        if suspected is not None:
+            losses = [np.where(s, np.float32(-np.inf), x) for s, x in zip(suspected, losses)]
     return hardest(members, losses, k)

@@ -39,9 +39,10 @@ class LossStats:
         """Each sample's mean recorded loss; -inf for a sample never recorded."""
         return torch.where(self.loss_epochs > 0, self.loss_sum / self.loss_epochs.clamp(min=1), float("-inf"))
 
-    def above(self, threshold: float) -> int:
-        """How many samples' mean score is above ``threshold`` (one never recorded is not)."""
-        return int((self.scores() > threshold).sum())
+    def above(self, threshold: float) -> torch.Tensor:
+        """The indices, ascending, of the samples whose mean score is above ``threshold`` (one never
+        recorded is not)."""
+        return (self.scores() > threshold).nonzero().squeeze(1)
 
     def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, scores) of the ``k`` highest scores, highest first, ties to the lower index."""

@@ -80,7 +80,7 @@ class KeepHardestTrusted:
     def suspected(self) -> torch.Tensor:
         """The indices of the samples ranked last at the next drop (module docstring)."""
         if self.threshold is not None:
-            return (self.stats.scores() > self.threshold).nonzero().squeeze(1)
+            return self.stats.above(self.threshold)
         if not self.share:
             return torch.zeros(0, dtype=torch.long)
         return self.stats.top(round(self.share * self.stats.scores().numel()))[0]

@@ -72,7 +72,7 @@ def find_suspects(run_dir: str | Path, top: int | str = 100) -> dict:
     trainer, checkpoint = load_trainer(run.path)
     cfg = trainer.cfg
     n = len(trainer.train_split)
-    flagged = trainer.dap.loss_stats.above(uniform_guess(cfg.score, trainer.train_split.num_classes))
+    flagged = trainer.dap.loss_stats.above(uniform_guess(cfg.score, trainer.train_split.num_classes)).numel()
     indices, scores = trainer.dap.suspects(min(max(flagged, 1) if top == "flagged" else top, n))
     labels, counts = trainer.train_split.labels, trainer.dap.loss_stats.loss_epochs
     probs = probabilities(trainer)

@@ -36,14 +36,14 @@ from .rundir import RunDir, RunWriteError
 
 def subset_metrics(dap, labels: torch.Tensor, num_classes: int, wrong: Optional[torch.Tensor] = None) -> dict:
     """The current subset's ``subset_size``, ``subset_class_counts`` and ``subset_sha256`` (called
-    before ``end_epoch``: the subset the epoch trained), and with ``wrong`` (a bool per sample: its
-    label was flipped) ``subset_wrong_labels``, how many of its members. Collective with sharded state."""
+    before ``end_epoch``: the subset the epoch trained), and with ``wrong`` (a bool per sample, on
+    the labels' device: its label was flipped) ``subset_wrong_labels``, how many of its members. Collective with sharded state."""
     if not isinstance(dap, ShardedDropAndPick):
         subset = dap.subset
         out = {"subset_size": int(subset.numel()),
                "subset_class_counts": torch.bincount(labels[subset], minlength=num_classes).tolist(),
                "subset_sha256": distributed.subset_sha256(subset)}
-        return out if wrong is None else out | {"subset_wrong_labels": int(wrong[subset.to(wrong.device)].sum())}
+        return out if wrong is None else out | {"subset_wrong_labels": int(wrong[subset].sum())}
     members = dap.members()
     held = members.to(labels.device)
     counts = torch.bincount(labels[dap.lo:dap.hi][held], minlength=num_classes).cpu().numpy()
@@ -51,7 +51,7 @@ def subset_metrics(dap, labels: torch.Tensor, num_classes: int, wrong: Optional[
     out = {"subset_size": dap.subset_size, "subset_class_counts": distributed.all_reduce_counts([counts]).tolist(),
            "subset_sha256": bitmaps_sha256(bitmaps, slice_bounds(dap.num_samples, len(bitmaps)))}
     if wrong is not None:
-        mine = np.array([int(wrong[dap.lo:dap.hi][held.to(wrong.device)].sum())])
+        mine = np.array([int(wrong[dap.lo:dap.hi][held].sum())])
         out["subset_wrong_labels"] = int(distributed.all_reduce_counts([mine])[0])
     return out
 
