@@ -81,8 +81,8 @@ def rule(base: TrainConfig, noise: str, name: str, value: Value, n: int) -> Rule
         budget -= holdout_fraction(values["val_samples"], value, n, values["epochs"])
     if name in ("budget", *GRID):  # on the budget rule's schedule
         values = TrainConfig.from_dict(values).with_budget(budget, n).to_dict()
-    if name != "budget":  # the budget rule's drops are its own (with_budget); the others' are theirs
-        values["policy"] = {"uniform": "trusted"}.get(name, name)
+    if name != "budget":  # the budget rule's drops (and their settings: with_budget's epsilon) are its own
+        values = TrainConfig.from_dict(values).for_policy({"uniform": "trusted"}.get(name, name)).to_dict()
     if name == "uniform":
         values["trusted_suspects"] = "uniform"
     if value is not None:
@@ -179,7 +179,9 @@ def jobs(parts: list[str], base: TrainConfig, seeds: list[int], n: int, out: Pat
         found += [({f"{r.config.policy}-seed{TUNE_SEED}": r.config}, out / "tuning" / r.folder)
                   for r in tuning_rules(base, n)]
     if "rows" in parts:
-        found += [(configs, folder) for _, configs, folder in rows(base, seeds, n, out)]
+        # the clean labels' first: they decide whether the budget rule may take the default (issue 32, part 5)
+        found += [(configs, folder) for r, configs, folder in sorted(rows(base, seeds, n, out),
+                                                                     key=lambda row: row[0].noise not in CLEAN)]
     if "all-data" in parts:
         found += [(configs, out / "all-60000" / r.folder) for r, configs in all_data(base, n, out)]
     return found

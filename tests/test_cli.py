@@ -141,10 +141,12 @@ def test_listing_commands_exit_quietly_into_a_closed_pipe(command):
 def test_the_flags_of_the_rules_beyond_the_paper_reach_the_config(capsys):
     from droppick.cli.main import _config_from_args, build_parser
 
-    args = build_parser().parse_args(["train", "--policy", "epsilon", "--epsilon", "0.3", "--ema-beta", "0.5",
+    args = build_parser().parse_args(["train", "--policy", "epsilon", "--epsilon", "0.3",
                                       "--min-keep", "0.2", "--val-samples", "100"])
     cfg = _config_from_args(args)
-    assert (cfg.policy, cfg.epsilon, cfg.ema_beta, cfg.min_keep, cfg.val_samples) == ("epsilon", 0.3, 0.5, 0.2, 100)
+    assert (cfg.policy, cfg.epsilon, cfg.min_keep, cfg.val_samples) == ("epsilon", 0.3, 0.2, 100)
     assert cfg.schedule.min_keep == 0.2
+    cfg = _config_from_args(build_parser().parse_args(["train", "--policy", "ema", "--ema-beta", "0.5"]))
+    assert (cfg.policy, cfg.ema_beta) == ("ema", 0.5)
     assert main(["train", "--policy", "epsilon", "--epsilon", "1.5", "--out", "unused"]) == 2
     assert "epsilon must lie in [0, 1]" in capsys.readouterr().err

@@ -71,6 +71,43 @@ def test_choice_fields(values, message):
     assert re.search(message, refused(values))
 
 
+@pytest.mark.parametrize("values,message", [  # a setting the run's policy would ignore
+    ({"trusted_suspects": "uniform"}, r"trusted_suspects='uniform': a setting of policy trusted, which this run "
+                                      r"\(policy dap\) would ignore: set policy to trusted, or leave trusted_suspects "
+                                      r"at the default \('share'\)"),
+    ({"policy": "rho", "val_samples": 10, "epsilon": 0.9}, r"epsilon=0.9: a setting of policy epsilon, .*\(policy rho\)"),
+    ({"policy": "epsilon", "sb_keep": 0.3, "sb_start": 2}, r"sb_keep=0.3, sb_start=2: a setting of policy "
+                                                          r"selective_backprop, .*leave sb_keep and sb_start at the default"),
+    ({"policy": "trusted", "trusted_suspects": "uniform", "trusted_share": 0.3},
+     r"trusted_share=0.3 with trusted_suspects 'uniform': .*ignores the share"),
+])
+def test_another_policys_setting_is_refused(values, message):
+    assert re.search(message, refused(values))
+
+
+def test_the_cli_names_the_ignored_setting(capsys):
+    assert main(["train", "--policy", "dap", "--window-skip", "0.2", "--data-dir", "/nonexistent"]) == 2
+    assert "window_skip=0.2: a setting of policy window" in capsys.readouterr().err
+
+
+def test_for_policy_keeps_only_that_policys_settings():
+    base = TrainConfig(policy="epsilon", epsilon=0.5)
+    assert base.for_policy("epsilon").epsilon == 0.5
+    dap = base.for_policy("dap")
+    assert (dap.policy, dap.epsilon) == ("dap", TrainConfig().epsilon)
+    assert dap.to_dict() | {"epsilon": 0.5, "policy": "epsilon"} == base.to_dict()  # nothing else changed
+
+
+def test_a_resume_ignores_a_setting_its_policy_never_read():
+    from droppick.train.config import training_differences
+
+    saved = TrainConfig(policy="rho", val_samples=10).to_dict() | {"epsilon": 0.9}  # written before the refusal
+    now = TrainConfig(policy="rho", val_samples=10).to_dict()
+    assert training_differences(saved, now) == []
+    epsilon = TrainConfig(policy="epsilon").to_dict()
+    assert training_differences(epsilon | {"epsilon": 0.9}, epsilon) == ["epsilon"]  # read: a real difference
+
+
 def test_choice_fields_accept_what_they_name():
     cfg = TrainConfig(device="cuda:1", model="timm:resnet10t")  # timm itself is asked only when building
     assert (cfg.device, cfg.model) == ("cuda:1", "timm:resnet10t")

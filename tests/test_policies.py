@@ -98,7 +98,8 @@ def test_trainer_records_what_each_policy_did(policy, fake_fashion, tmp_path):
     from droppick.train.trainer import train
 
     cfg = TrainConfig(data_dir=str(fake_fashion), epochs=6, warmup=1, interval=1, keep=0.5, reuse_at=[3, 6],
-                      policy=policy, batch_size=32, device="cpu", infobatch_delta=0.8)
+                      policy=policy, batch_size=32, device="cpu",
+                      infobatch_delta=0.8 if policy == "infobatch" else TrainConfig.infobatch_delta)
     summary = train(cfg, tmp_path / policy)
     rows = RunDir(tmp_path / policy).read_metrics()
     n = summary["num_train_samples"]

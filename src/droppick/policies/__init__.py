@@ -43,6 +43,12 @@ from .static import Static
 
 POLICIES = ("dap", "random", "full", "scaled", "static", "infobatch", "rs2", "epsilon", "ema", "window", "trusted", "rho",
             "seta", "selective_backprop")
+# The training config's settings each policy reads (TrainConfig's field names). A run of another policy
+# ignores them, so a run that changes one is refused (train.config) rather than silently trained without it.
+SETTINGS = {"infobatch": ("infobatch_ratio", "infobatch_delta"), "epsilon": ("epsilon",), "ema": ("ema_beta",),
+            "window": ("window_skip",), "trusted": ("trusted_share", "trusted_suspects"), "rho": ("rho_epochs",),
+            "seta": ("seta_ratio", "seta_groups", "seta_window", "seta_delta"),
+            "selective_backprop": ("sb_keep", "sb_start", "sb_end", "sb_interrupt")}
 
 
 def build_policy(policy, *, target_compute: Optional[float] = None, labels: Optional[torch.Tensor] = None,
@@ -80,7 +86,7 @@ def build_policy(policy, *, target_compute: Optional[float] = None, labels: Opti
 
 
 __all__ = [
-    "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "RS2", "Change", "EpochEnd",
+    "DROP", "EXCLUDE", "PICK", "SHARE", "SKIP", "PRUNE", "POLICIES", "RESAMPLE", "SETTINGS", "RS2", "Change", "EpochEnd",
     "EpsilonGreedy", "Full", "InfoBatch", "KeepHardest", "KeepHardestAverage", "KeepHardestTrusted",
     "KeepHighestReducible", "KeepRandom", "KeepWindow", "Policy", "Scaled", "Scheduled", "SelectiveBackprop", "SeTa",
     "Static", "backprop_losses", "build_policy", "checked_selection"

@@ -29,7 +29,7 @@ def run_configs(base: TrainConfig, policies: list[str], seeds: list[int], num_sa
     out = {}
     for policy in policies:
         for seed in seeds:
-            values = base.to_dict() | {"policy": policy, "seed": seed}
+            values = base.for_policy(policy).to_dict() | {"seed": seed}
             if policy in ("infobatch", "seta") and base.target_compute is None:
                 values["target_compute"] = target  # they calibrate to an explicit target only
             out[f"{policy}-seed{seed}"] = TrainConfig.from_dict(values)
@@ -55,11 +55,12 @@ def run_all(configs: dict[str, TrainConfig], out: Path, progress: bool = False,
 
 
 def _check_same_run(run: RunDir, cfg: TrainConfig) -> None:
-    """A run directory is reused only for the configuration it was made with."""
-    from ..train.config import RESUME_MAY_CHANGE
+    """A run directory is reused only for the configuration it was made with (the settings its policy
+    reads: a saved one of another policy's, which it ignored, does not count)."""
+    from ..train.config import training_differences
 
-    saved, wanted = TrainConfig.load(run.config_path).to_dict(), cfg.to_dict()
-    differ = [k for k in wanted if k not in RESUME_MAY_CHANGE and k != "device" and saved.get(k) != wanted[k]]
+    saved, wanted = TrainConfig().to_dict() | json.loads(run.config_path.read_text()), cfg.to_dict()
+    differ = [k for k in training_differences(saved, wanted) if k != "device"]
     if differ:
         raise ValueError(f"{run.path} was made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}, "
                          f"now {', '.join(f'{k}={wanted[k]!r}' for k in differ)}): delete it or choose another --out")

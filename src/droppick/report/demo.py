@@ -25,7 +25,7 @@ def demo(base: TrainConfig, out: str | Path, progress: bool = False, log: Callab
     from .compare import aggregate, run_all  # the trainer: imported when training, not with the CLI's parser
 
     out = Path(out)
-    configs = {f"{policy}-seed{base.seed}": TrainConfig.from_dict(base.to_dict() | {"policy": policy})
+    configs = {f"{policy}-seed{base.seed}": base.for_policy(policy)
                for policy in POLICIES}
     rows = aggregate(configs, run_all(configs, out, progress=progress, log=log), out)
     full_seconds = rows["full"]["train_seconds"]

@@ -21,7 +21,7 @@ from ..data.chunked import is_litdata
 from ..data.hf import is_hf
 from ..data.webdataset import is_wds
 from ..data.noise import NOISE_KINDS
-from ..policies import BETA, EPSILON, POLICIES, SHARE, SKIP
+from ..policies import BETA, EPSILON, POLICIES, SETTINGS, SHARE, SKIP
 from ..policies.noise import TRUSTED_SUSPECTS
 from ..policies.selective_backprop import (INTERRUPT as SB_INTERRUPT, KEEP as SB_KEEP, START as SB_START,
                                            SelectiveBackprop, refuse_other_scores)
@@ -297,10 +297,33 @@ class TrainConfig:
             why = REFUSED.get(self.policy, "its decision reads the losses of all N samples, which no rank holds")
             raise ValueError(f"shard_state (--shard-state) cannot run policy {self.policy!r}: {why}. With shard_state "
                              f"use one of {', '.join(SHARD_STATE_POLICIES)}; or train {self.policy} without it")
+        self._refuse_ignored_settings()
         if self.policy == "seta":  # each refuses its own settings by name, before any data is loaded
             SeTa(**self.seta_settings)
         if self.policy == "selective_backprop":
             SelectiveBackprop(**self.selective_backprop_settings)
+
+    def _refuse_ignored_settings(self) -> None:
+        """A setting given (other than its default) that this run would ignore: another policy's, or
+        trusted_share beside trusted_suspects "uniform" (which counts its suspects itself)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for policy, names in SETTINGS.items():
+            given = [name for name in names if getattr(self, name) != defaults[name]]
+            if given and policy != self.policy:
+                raise ValueError(f"{', '.join(f'{n}={getattr(self, n)!r}' for n in given)}: a setting of policy {policy}, "
+                                 f"which this run (policy {self.policy}) would ignore: set policy to {policy}, or leave "
+                                 f"{' and '.join(given)} at the default ({', '.join(repr(defaults[n]) for n in given)})")
+        if self.trusted_suspects == "uniform" and self.trusted_share != defaults["trusted_share"]:
+            raise ValueError(f"trusted_share={self.trusted_share!r} with trusted_suspects 'uniform': the uniform reading "
+                             "counts its suspects itself (every sample scoring worse than a uniform guess) and ignores "
+                             "the share: leave trusted_share at its default, or set trusted_suspects to 'share'")
+
+    def for_policy(self, policy: str) -> "TrainConfig":
+        """This config as a run of ``policy``: the other policies' settings back at their defaults (what
+        ``droppick compare`` trains per policy: one base's epsilon is the epsilon run's only)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        others = {name: defaults[name] for p, names in SETTINGS.items() if p != policy for name in names}
+        return TrainConfig.from_dict(self.to_dict() | others | {"policy": policy})
 
     @property
     def selective_backprop_settings(self) -> dict:
@@ -406,9 +429,13 @@ RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every",
 
 
 def training_differences(saved: dict, now: dict) -> list[str]:
-    """The keys of ``now`` whose values in ``saved`` differ, but for those a resume may change: the
-    settings under which ``saved``'s run would not train as ``now`` says."""
-    return [key for key in now if key not in RESUME_MAY_CHANGE and saved.get(key) != now[key]]
+    """The keys of ``now`` whose values in ``saved`` differ, but for those a resume may change and the
+    settings ``now``'s policy ignores (another policy's): the settings under which ``saved``'s run
+    would not train as ``now`` says."""
+    ignored = {name for policy, names in SETTINGS.items() if policy != now.get("policy") for name in names}
+    if now.get("trusted_suspects") == "uniform":
+        ignored.add("trusted_share")
+    return [key for key in now if key not in RESUME_MAY_CHANGE and key not in ignored and saved.get(key) != now[key]]
 
 def _check_types(cfg: TrainConfig) -> None:
     """Every field has the type its annotation says (ints are accepted where floats belong), so a
