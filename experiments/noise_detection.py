@@ -1,4 +1,4 @@
-"""Finding wrong labels (issue 32, part 3): droppick's suspects, read from one DaP run, against cleanlab
+"""Finding wrong labels (issue 32, part 3): droppick's suspects, read from one run (DaP or full), against cleanlab
 on out-of-sample probabilities from K-fold cross-validation of the same model. From the repository root:
 
     .venv/bin/python experiments/noise_detection.py            # train what is missing, then write the page
@@ -6,14 +6,16 @@ on out-of-sample probabilities from K-fold cross-validation of the same model. F
 
 Setting: the small CNN on a seeded class-stratified 4,000-image slice of Fashion-MNIST, 30 epochs,
 W = 4, I = 1, R = {15}, LR /10 after 15 and 22, seed 0; the labels as they are and with 10%, 20% and 40%
-symmetric and 20% pairs noise (``--label-noise``). droppick: a run of the paper's DaP at keep 0.8
-(44.6% compute) per signal; a sample's score is the mean over the epochs it trained in of what the
-run records (``DropAndPick.suspects``): the loss (the default), EL2N or the margin (``--score``,
-whose records DaP also ranks by, so each signal is its own run). How many it flags, two readings:
+symmetric and 20% pairs noise (``--label-noise``). droppick, from two kinds of run: the paper's DaP at
+keep 0.8 (44.6% compute), and full training (all data every epoch: ``--policy full``, whose records
+droppick keeps too), one run per signal of each; a sample's score is the mean over the epochs it
+trained in of what the run records (``DropAndPick.suspects``): the loss (the default), EL2N or the
+margin (``--score``, whose records DaP also ranks by, so each signal is its own run; a full run
+trains alike whatever it records). How many it flags, two readings:
 the samples whose mean score is worse than a uniform guess's (``uniform_guess``: ln 10 for the loss),
 or the top M, M the samples its final model (one plain forward pass) labels otherwise than given;
 the one with the better mean F1 over the validation settings (the chosen signal's) is the table's.
-The signal droppick recommends
+The signal droppick recommends (for each kind of run)
 is chosen on two validation settings of its own, symmetric 20% and pairs 20% on another seeded slice
 (seed 1: other images, other flips, another initialisation), by the mean of its AUROC over both (a
 user knows neither the rate nor the kind of their noise); the rows at seed 0 report every signal.
@@ -52,14 +54,19 @@ BASE = TrainConfig(dataset="fashion-mnist", model="small_cnn", train_samples=SLI
                    lr_milestones=[15, 22], device="cpu", eval_batch_size=250, eval_every=10, seed=0)
 
 
-SIGNALS = {"loss": "droppick (DaP run, mean loss)", "el2n": "droppick (DaP run, mean EL2N)",
-           "margin": "droppick (DaP run, mean margin)"}
+SIGNALS = {"loss": "loss", "el2n": "EL2N", "margin": "margin"}  # what each run records, as the page names it
+RUNS = {"dap": "DaP run", "full": "full run"}  # the runs droppick reads its suspects from, by policy
 VALIDATIONS = [("validation: symmetric 20%, slice seed 1", 0.2, "symmetric", 1),  # choose the signal
                ("validation: pairs 20%, slice seed 1", 0.2, "pairs", 1)]
 
 
-def run_name(signal: str) -> str:
-    return "dap" if signal == "loss" else f"dap-{signal}"
+def run_name(signal: str, kind: str = "dap") -> str:
+    return f"{kind}-{signal}" if kind != "dap" else "dap" if signal == "loss" else f"dap-{signal}"
+
+
+def label(signal: str, kind: str = "dap") -> str:
+    """A droppick row's method, as the page names it."""
+    return f"droppick ({RUNS[kind]}, mean {SIGNALS[signal]})"
 
 
 def folder(name: str) -> Path:
@@ -67,9 +74,9 @@ def folder(name: str) -> Path:
 
 
 def configs(rate: float, kind: str, seed: int = BASE.seed, folds: bool = True) -> dict[str, TrainConfig]:
-    """droppick's runs (one per signal) and cleanlab's fold runs at one noise setting, by run name."""
+    """droppick's runs (one per kind of run and signal) and cleanlab's fold runs at one noise setting, by run name."""
     noisy = BASE.to_dict() | {"label_noise": rate, "noise_kind": kind, "seed": seed}
-    out = {run_name(s): TrainConfig.from_dict(noisy | {"policy": "dap", "score": s}) for s in SIGNALS}
+    out = {run_name(s, k): TrainConfig.from_dict(noisy | {"policy": k, "score": s}) for k in RUNS for s in SIGNALS}
     if folds:
         out |= {f"full-fold{k}": TrainConfig.from_dict(noisy | {"policy": "full", "cv_folds": FOLDS, "cv_fold": k})
                 for k in range(FOLDS)}
@@ -173,79 +180,89 @@ def clean_gallery(run: Path, quality: torch.Tensor, path: Path, k: int = 16, com
 
 
 def droppick_rows(paths: dict[str, Path]) -> dict[str, dict]:
-    """Each signal's row, from its DaP run (``paths``: run name -> run folder)."""
+    """Each kind of run's and signal's row (``paths``: run name -> run folder)."""
     rows = {}
-    for signal, label in SIGNALS.items():
-        trainer, _ = load_trainer(paths[run_name(signal)])
-        compute = json.loads((paths[run_name(signal)] / "summary.json").read_text())["compute_fraction"]
-        rows[label] = droppick_row(trainer, compute)
+    for kind in RUNS:
+        for signal in SIGNALS:
+            trainer, _ = load_trainer(paths[run_name(signal, kind)])
+            compute = json.loads((paths[run_name(signal, kind)] / "summary.json").read_text())["compute_fraction"]
+            rows[label(signal, kind)] = droppick_row(trainer, compute)
     return rows
 
 
-def chosen_count(rows: dict, signal: Optional[str]) -> Optional[str]:
+def chosen_count(rows: dict, signal: Optional[str], kind: str = "dap") -> Optional[str]:
     """The reading of ``COUNTS`` with the best mean F1 of ``signal`` over the validation settings (the
     first on a tie); None until the signal is chosen."""
     if signal is None:
         return None
-    f1 = [sum(rows[name][SIGNALS[signal]]["counts"][count]["f1"] or 0.0 for name, *_ in VALIDATIONS) for count in COUNTS]
+    f1 = [sum(rows[name][label(signal, kind)]["counts"][count]["f1"] or 0.0 for name, *_ in VALIDATIONS) for count in COUNTS]
     return list(COUNTS)[f1.index(max(f1))]
 
 
-def chosen_signal(rows: dict) -> Optional[str]:
+def chosen_signal(rows: dict, kind: str = "dap") -> Optional[str]:
     """The signal with the best mean AUROC over the validation settings (the first of SIGNALS on a
     tie); None until every validation setting is measured."""
     if any(name not in rows for name, *_ in VALIDATIONS):
         return None
-    aurocs = [sum(rows[name][label]["auroc"] or 0.0 for name, *_ in VALIDATIONS) for label in SIGNALS.values()]
+    aurocs = [sum(rows[name][label(signal, kind)]["auroc"] or 0.0 for name, *_ in VALIDATIONS) for signal in SIGNALS]
     return list(SIGNALS)[aurocs.index(max(aurocs))]
 
 
-def verdicts(rows: dict, chosen: Optional[str]) -> list[str]:
-    """The target per noise setting: the chosen signal's AUROC within 0.02 of cleanlab's or above, at no
-    more than a quarter of its compute."""
+def verdicts(rows: dict, chosen: Optional[str], kind: str = "dap") -> list[str]:
+    """The target per noise setting: the chosen signal's AUROC, from a run of ``kind``, within 0.02 of
+    cleanlab's or above, at no more than a quarter of its compute."""
     out = []
     for name, methods in rows.items():
-        ours, theirs = methods.get(SIGNALS.get(chosen, "")), methods.get("cleanlab (5-fold)")
+        ours, theirs = methods.get(label(chosen, kind) if chosen else ""), methods.get("cleanlab (5-fold)")
         if ours is None or theirs is None or None in (ours["auroc"], theirs["auroc"]):
             continue
         gap, share = ours["auroc"] - theirs["auroc"], ours["compute"] / theirs["compute"]
         met = gap >= -0.02 and share <= 0.25
-        out.append(f"- {name}: droppick's AUROC {gap:+.3f} against cleanlab's, at {share:.2f} of its compute: "
-                   + ("met." if met else "not met."))
-    return out or ["- No noise setting has both methods trained yet."]
+        out.append(f"- {name}, from a {RUNS[kind]} ({SIGNALS[chosen]}): droppick's AUROC {gap:+.3f} against cleanlab's, "
+                   f"at {share:.2f} of its compute: " + ("met." if met else "not met."))
+    return out or [f"- No noise setting has both methods trained yet ({RUNS[kind]})."]
 
 
-def count_table(rows: dict, signal: Optional[str]) -> list[str]:
+def count_table(rows: dict, signal: Optional[str], kind: str = "dap") -> list[str]:
     """How many to flag, each reading of ``COUNTS`` on the validation settings (the chosen signal's runs)."""
     if signal is None:
         return []
     cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"How many to flag, on the validation settings ({signal}):", "",
+    lines = [f"How many to flag, on the validation settings ({RUNS[kind]}, {SIGNALS[signal]}):", "",
              "| labels | flagged | samples flagged | precision | recall | F1 |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for name, *_ in VALIDATIONS:
         for count, words in COUNTS.items():
-            r = rows[name][SIGNALS[signal]]["counts"][count]
+            r = rows[name][label(signal, kind)]["counts"][count]
             lines.append(f"| {name} | {words} | {r['flagged']} | {cell(r['precision'])} | {cell(r['recall'])} | "
                          f"{cell(r['f1'])} |")
     return lines + [""]
 
 
-def write_page(rows: dict, chosen: Optional[str], overlap: str = "") -> Path:
+def write_page(rows: dict, overlap: str = "") -> Path:
     cell = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    count = chosen_count(rows, chosen)
+    chosen = {kind: chosen_signal(rows, kind) for kind in RUNS}
+    count = {kind: chosen_count(rows, chosen[kind], kind) for kind in RUNS}
+    kind_of = {label(signal, kind): kind for kind in RUNS for signal in SIGNALS}
     lines = ["# Finding wrong labels: droppick's suspects against cleanlab", "",
              f"Generated by `{' '.join([Path(sys.executable).name, *sys.argv])}` (from the repository root) on "
              f"{utc_now()} UTC at commit {code_version()['git_commit']}; machine: {machine()}.", "",
              setting(__doc__), "",
-             f"Signal chosen on the validation settings (by mean AUROC): {chosen or 'not trained yet'}.", "",
-             *verdicts(rows, chosen), "", *count_table(rows, chosen),
-             f"Flagged (precision, recall, F1): droppick's {COUNTS[count or 'uniform']}; cleanlab's "
-             "`find_label_issues`.", "",
-             "| labels | method | compute | flagged | precision | recall | F1 | AUROC |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Signal chosen on the validation settings (by mean AUROC): "
+             + "; ".join(f"from a {RUNS[kind]}, {SIGNALS[chosen[kind]] if chosen[kind] else 'not trained yet'}"
+                         for kind in RUNS) + ".", ""]
+    for kind in RUNS:
+        lines += verdicts(rows, chosen[kind], kind)
+    lines += [""]
+    for kind in RUNS:
+        lines += count_table(rows, chosen[kind], kind)
+    lines += ["Flagged (precision, recall, F1): droppick's "
+              + ", ".join(f"{COUNTS[count[kind] or 'uniform']} ({RUNS[kind]})" for kind in RUNS)
+              + "; cleanlab's `find_label_issues`.", "",
+              "| labels | method | compute | flagged | precision | recall | F1 | AUROC |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, methods in rows.items():
         for method, r in methods.items():
-            r = shown(r, count)
+            r = shown(r, count.get(kind_of.get(method)))
             lines.append(f"| {name} | {method} | {r['compute']:.2f} | {r['flagged']} | {cell(r['precision'])} | "
                          f"{cell(r['recall'])} | {cell(r['f1'])} | {cell(r['auroc'])} |")
     if (OUT / GALLERY).exists():
@@ -277,7 +294,7 @@ def main() -> None:
                              f"{MEASURED} is missing: delete the runs folder and train them again")
         measured = json.loads(cache.read_text())
         rows[name], overlap = measured["rows"], measured["overlap"] or overlap
-    log(f"page written to {write_page(rows, chosen_signal(rows), overlap)}")
+    log(f"page written to {write_page(rows, overlap)}")
 
 
 def measure(name: str, paths: dict[str, Path], chosen: Optional[str]) -> dict:

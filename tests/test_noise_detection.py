@@ -43,29 +43,36 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
     nd.main()
     page = (tmp_path / "README.md").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| symmetric 20% |")]
-    assert [row.split(" | ")[1] for row in rows] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"], "cleanlab (5-fold)"]
+    assert [row.split(" | ")[1] for row in rows] == [nd.label("loss"), nd.label("margin"), nd.label("loss", "full"),
+                                                     nd.label("margin", "full"), "cleanlab (5-fold)"]
     compute = [float(row.split(" | ")[2]) for row in rows]
-    assert compute[2] == 4.0 and 0.5 < compute[0] == compute[1] < 1.0
+    assert compute[4] == 4.0 and 0.5 < compute[0] == compute[1] < 1.0 and compute[2] == compute[3] == 1.0
     assert all(0.0 <= float(row.split(" | ")[-1].strip(" |")) <= 1.0 for row in rows)  # an AUROC each
     # the validation settings (another slice seed, symmetric and pairs) have droppick's signals only, and
     # choose among them by their mean AUROC; then how many to flag by the chosen signal's mean F1
-    total, f1 = [0.0, 0.0], {}
-    for name, *_ in nd.VALIDATIONS:
-        validation = [line.split(" | ") for line in page.splitlines() if line.startswith(f"| {name} | droppick")]
-        assert [row[1] for row in validation] == [nd.SIGNALS["loss"], nd.SIGNALS["margin"]]
-        total = [t + float(row[-1].strip(" |")) for t, row in zip(total, validation)]
-    best = ["loss", "margin"][total.index(max(total))]
-    assert f"Signal chosen on the validation settings (by mean AUROC): {best}." in page
-    assert f"How many to flag, on the validation settings ({best}):" in page
-    for name, *_ in nd.VALIDATIONS:
-        for count, words in nd.COUNTS.items():
-            [row] = [line.split(" | ") for line in page.splitlines() if line.startswith(f"| {name} | {words} |")]
-            f1[count] = f1.get(count, 0.0) + float(row[-1].strip(" |") or 0)
-    count = max(nd.COUNTS, key=lambda c: f1[c])  # max keeps the first on a tie, as chosen_count
-    assert f"Flagged (precision, recall, F1): droppick's {nd.COUNTS[count]};" in page
-    # a verdict where flips exist (clean labels have no AUROC), and the clean labels' gallery
-    [verdict] = [line for line in page.splitlines() if line.startswith("- symmetric 20%: droppick's AUROC")]
-    assert verdict.endswith(("met.", "not met.")) and f"![clean suspects]({nd.GALLERY})" in page
+    chosen, flagged = [], []
+    for kind in nd.RUNS:
+        total, f1 = [0.0, 0.0], {}
+        for name, *_ in nd.VALIDATIONS:
+            validation = [line.split(" | ") for line in page.splitlines()
+                          if line.startswith(f"| {name} | droppick ({nd.RUNS[kind]}")]
+            assert [row[1] for row in validation] == [nd.label("loss", kind), nd.label("margin", kind)]
+            total = [t + float(row[-1].strip(" |")) for t, row in zip(total, validation)]
+        best = ["loss", "margin"][total.index(max(total))]
+        chosen.append(f"from a {nd.RUNS[kind]}, {best}")
+        table = page.split(f"How many to flag, on the validation settings ({nd.RUNS[kind]}, {best}):", 1)[1]
+        for name, *_ in nd.VALIDATIONS:
+            for count, words in nd.COUNTS.items():
+                row = next(line.split(" | ") for line in table.splitlines() if line.startswith(f"| {name} | {words} |"))
+                f1[count] = f1.get(count, 0.0) + float(row[-1].strip(" |") or 0)
+        count = max(nd.COUNTS, key=lambda c: f1[c])  # max keeps the first on a tie, as chosen_count
+        flagged.append(f"{nd.COUNTS[count]} ({nd.RUNS[kind]})")
+        # a verdict where flips exist (clean labels have no AUROC)
+        [verdict] = [line for line in page.splitlines() if line.startswith(f"- symmetric 20%, from a {nd.RUNS[kind]} ")]
+        assert verdict.endswith(("met.", "not met.")) and f"({best}): droppick's AUROC" in verdict
+    assert f"Signal chosen on the validation settings (by mean AUROC): {'; '.join(chosen)}." in page
+    assert f"Flagged (precision, recall, F1): droppick's {', '.join(flagged)};" in page
+    assert f"![clean suspects]({nd.GALLERY})" in page
     assert (tmp_path / nd.GALLERY).stat().st_size > 0
     assert "Of droppick's 100 top suspects on the clean labels" in page and "are among cleanlab's 100." in page
     # without the checkpoints (a fresh clone: they are not committed) --report writes the same page from
@@ -81,17 +88,20 @@ def test_the_page_is_written_from_tiny_runs_of_each_method(fake_fashion, tmp_pat
 
 
 def test_the_detection_target_needs_the_auroc_and_a_quarter_of_the_compute():
-    rows = lambda ours, compute: {"s": {nd.SIGNALS["loss"]: {"auroc": ours, "compute": compute},  # noqa: E731
+    rows = lambda ours, compute: {"s": {nd.label("loss"): {"auroc": ours, "compute": compute},  # noqa: E731
+                                        nd.label("loss", "full"): {"auroc": ours, "compute": compute},
                                         "cleanlab (5-fold)": {"auroc": 0.95, "compute": 4.0}}}
-    assert nd.verdicts(rows(0.94, 0.45), "loss") == ["- s: droppick's AUROC -0.010 against cleanlab's, at 0.11 of its "
-                                                     "compute: met."]
+    assert nd.verdicts(rows(0.94, 0.45), "loss") == ["- s, from a DaP run (loss): droppick's AUROC -0.010 against "
+                                                     "cleanlab's, at 0.11 of its compute: met."]
+    assert nd.verdicts(rows(0.94, 1.0), "loss", "full") == ["- s, from a full run (loss): droppick's AUROC -0.010 "
+                                                            "against cleanlab's, at 0.25 of its compute: met."]
     assert nd.verdicts(rows(0.92, 0.45), "loss")[0].endswith("not met.")  # 0.03 under
     assert nd.verdicts(rows(0.99, 1.2), "loss")[0].endswith("not met.")  # above a quarter of cleanlab's compute
-    assert nd.verdicts(rows(0.99, 0.45), None) == ["- No noise setting has both methods trained yet."]
+    assert nd.verdicts(rows(0.99, 0.45), None) == ["- No noise setting has both methods trained yet (DaP run)."]
 
 
 def test_the_signal_is_chosen_by_mean_validation_auroc_first_on_a_tie():
-    setting = lambda aurocs: {nd.SIGNALS[s]: {"auroc": a} for s, a in aurocs.items()}  # noqa: E731
+    setting = lambda aurocs: {nd.label(s): {"auroc": a} for s, a in aurocs.items()}  # noqa: E731
     (symmetric, *_), (pairs, *_) = nd.VALIDATIONS
     assert nd.chosen_signal({}) is None
     assert nd.chosen_signal({symmetric: setting({"loss": 0.9, "el2n": 0.9, "margin": 0.9})}) is None  # pairs missing
@@ -103,7 +113,7 @@ def test_the_signal_is_chosen_by_mean_validation_auroc_first_on_a_tie():
 
 
 def test_the_flagged_count_is_chosen_by_the_signals_mean_validation_f1():
-    counts = lambda uniform, disagree: {nd.SIGNALS["el2n"]: {"counts": {"uniform": {"f1": uniform},  # noqa: E731
+    counts = lambda uniform, disagree: {nd.label("el2n"): {"counts": {"uniform": {"f1": uniform},  # noqa: E731
                                                                          "disagree": {"f1": disagree}}}}
     (symmetric, *_), (pairs, *_) = nd.VALIDATIONS
     assert nd.chosen_count({symmetric: counts(0.85, 0.55), pairs: counts(0.23, 0.55)}, "el2n") == "disagree"
