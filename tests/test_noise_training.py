@@ -88,6 +88,18 @@ def test_the_rows_rules_are_the_baselines_each_settings_best_and_the_best_mean_a
     rho = nt.rule(TrainConfig.from_dict(frontier.BASE.to_dict() | {"train_samples": None}), "pairs-20", "rho", 5,
                   nt.ALL_DATA).config
     assert (rho.train_samples, rho.val_samples) == (None, nt.TUNE_VAL)  # its holdout comes out of the 60,000
+    jobs = [folder for _, folder in nt.jobs(["rows"], frontier.BASE, [0], frontier.N, tmp_path)]
+    assert [f.name for f in jobs[:2]] == ["c0.4464-budget", "uniform-loss"]  # the clean labels' rows train first
+    assert len(jobs) == len(names)
+
+
+def test_a_rule_keeps_none_of_the_budget_rules_epsilon_where_its_schedule_has_no_floor():
+    # rho at 10 holdout epochs leaves the schedule a budget without a floor, where the budget rule's own
+    # drops are epsilon-greedy: rho drops as rho, so the epsilon stays at its default (unread)
+    rho = nt.rule(frontier.BASE, "symmetric-20", "rho", 10, frontier.N).config
+    assert (rho.policy, rho.min_keep, rho.epsilon) == ("rho", 0.0, TrainConfig().epsilon)
+    budget = nt.rule(frontier.BASE, "symmetric-20", "budget", None, frontier.N).config
+    assert budget.policy == "dap"  # at 44.6% the rule has a floor: DaP's drops
 
 
 def test_the_clean_labels_budget_rule_reads_the_budget_pages_runs_of_the_same_configs(tmp_path):
