@@ -8,8 +8,11 @@ that mean, the highest the most suspect.
 
 How many to flag: those whose mean score is worse than a uniform guess's (``uniform_guess``): on
 average over its epochs the model gave the given label less than an untrained model would. It needs
-no threshold to tune and no extra pass; on the detection experiment's validation settings it beat
-counting the final model's disagreements (experiments/fashion-mnist/noise/detection/README.md).
+no threshold to tune and no extra pass. On the detection experiment's validation settings it beat
+counting the final model's disagreements for a DaP run's suspects, and lost to it by a few points of
+F1 for a full run's; we kept one reading for every run (experiments/fashion-mnist/noise/detection/README.md
+has both). The ranking is better from a full run than from a DaP run, whose drops train on the wrong
+labels until they are learnt (the same page).
 """
 
 from __future__ import annotations
