@@ -180,7 +180,7 @@ def jobs(parts: list[str], base: TrainConfig, seeds: list[int], n: int, out: Pat
                   for r in tuning_rules(base, n)]
     if "rows" in parts:
         # the clean labels' first: they decide whether the budget rule may take the default (issue 32, part 5)
-        found += [(configs, folder) for r, configs, folder in sorted(rows(base, seeds, n, out),
+        found += [(configs, folder) for _, configs, folder in sorted(rows(base, seeds, n, out),
                                                                      key=lambda row: row[0].noise not in CLEAN)]
     if "all-data" in parts:
         found += [(configs, out / "all-60000" / r.folder) for r, configs in all_data(base, n, out)]

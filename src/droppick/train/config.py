@@ -304,16 +304,16 @@ class TrainConfig:
             SelectiveBackprop(**self.selective_backprop_settings)
 
     def _refuse_ignored_settings(self) -> None:
-        """A setting given (other than its default) that this run would ignore: another policy's, or
-        trusted_share beside trusted_suspects "uniform" (which counts its suspects itself)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        """A setting given (other than its default) that this run would ignore (``ignored_settings``)."""
+        defaults = _defaults()
+        ignored = ignored_settings(self.to_dict())
         for policy, names in SETTINGS.items():
-            given = [name for name in names if getattr(self, name) != defaults[name]]
+            given = [name for name in names if name in ignored and getattr(self, name) != defaults[name]]
             if given and policy != self.policy:
                 raise ValueError(f"{', '.join(f'{n}={getattr(self, n)!r}' for n in given)}: a setting of policy {policy}, "
                                  f"which this run (policy {self.policy}) would ignore: set policy to {policy}, or leave "
                                  f"{' and '.join(given)} at the default ({', '.join(repr(defaults[n]) for n in given)})")
-        if self.trusted_suspects == "uniform" and self.trusted_share != defaults["trusted_share"]:
+        if "trusted_share" in ignored and self.trusted_share != defaults["trusted_share"]:  # its own policy's, unread
             raise ValueError(f"trusted_share={self.trusted_share!r} with trusted_suspects 'uniform': the uniform reading "
                              "counts its suspects itself (every sample scoring worse than a uniform guess) and ignores "
                              "the share: leave trusted_share at its default, or set trusted_suspects to 'share'")
@@ -321,9 +321,9 @@ class TrainConfig:
     def for_policy(self, policy: str) -> "TrainConfig":
         """This config as a run of ``policy``: the other policies' settings back at their defaults (what
         ``droppick compare`` trains per policy: one base's epsilon is the epsilon run's only)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        others = {name: defaults[name] for p, names in SETTINGS.items() if p != policy for name in names}
-        return TrainConfig.from_dict(self.to_dict() | others | {"policy": policy})
+        values = self.to_dict() | {"policy": policy}
+        defaults = _defaults()
+        return TrainConfig.from_dict(values | {name: defaults[name] for name in ignored_settings(values)})
 
     @property
     def selective_backprop_settings(self) -> dict:
@@ -430,12 +430,25 @@ RESUME_MAY_CHANGE = ("data_dir", "num_workers", "eval_batch_size", "eval_every",
 
 def training_differences(saved: dict, now: dict) -> list[str]:
     """The keys of ``now`` whose values in ``saved`` differ, but for those a resume may change and the
-    settings ``now``'s policy ignores (another policy's): the settings under which ``saved``'s run
-    would not train as ``now`` says."""
-    ignored = {name for policy, names in SETTINGS.items() if policy != now.get("policy") for name in names}
-    if now.get("trusted_suspects") == "uniform":
-        ignored.add("trusted_share")
+    settings ``now`` ignores (``ignored_settings``): the settings under which ``saved``'s run would not
+    train as ``now`` says."""
+    ignored = ignored_settings(now)
     return [key for key in now if key not in RESUME_MAY_CHANGE and key not in ignored and saved.get(key) != now[key]]
+
+
+def ignored_settings(values: dict) -> set[str]:
+    """The settings a run of ``values`` (TrainConfig's fields) never reads: the other policies'
+    (``policies.SETTINGS``), and trusted_share beside trusted_suspects "uniform", which counts its
+    suspects itself."""
+    ignored = {name for policy, names in SETTINGS.items() if policy != values.get("policy") for name in names}
+    if values.get("trusted_suspects") == "uniform":
+        ignored.add("trusted_share")
+    return ignored
+
+
+def _defaults() -> dict:
+    """Each field's default (those with a factory: ``dataclasses.MISSING``; no policy setting has one)."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 def _check_types(cfg: TrainConfig) -> None:
     """Every field has the type its annotation says (ints are accepted where floats belong), so a
